@@ -1,0 +1,1 @@
+"""fleetlab: a local cluster of real systemd machines in Linux namespaces, with a real etcd."""

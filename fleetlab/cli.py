@@ -1,0 +1,193 @@
+"""`fleetlab`: drive a local cluster of systemd machines. Parsing only; the work is in Lab."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+
+from flotilla.process import CommandError, run
+from imagebuild.rootfs import build_rootfs
+from imagebuild.spec import SpecError
+
+from . import cgroups, network
+from .lab import Lab, LabError, MachineStatus, require_root
+from .layout import DEFAULT_STATE_ROOT
+
+SOURCE_TREE = Path(__file__).resolve().parents[1]
+USER_ERRORS = (LabError, CommandError, SpecError, TimeoutError, RuntimeError)
+
+
+def format_table(statuses: Sequence[MachineStatus]) -> str:
+    rows = [("MACHINE", "MACHINE-ID", "IP", "STATE", "NETWORK")]
+    rows += [
+        (s.name, s.machine_id, s.ip, s.state, "connected" if s.connected else "partitioned")
+        for s in statuses
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
+
+
+def all_lab_names(state_root: Path) -> set[str]:
+    """Every lab that left anything behind: a state directory, a cgroup or a namespace."""
+    names = {p.name for p in state_root.iterdir()} if state_root.is_dir() else set()
+    cgroup_root = cgroups.lab_cgroup_root()
+    if cgroup_root.is_dir():
+        names |= {p.name for p in cgroup_root.iterdir() if p.is_dir()}
+    names |= {ns.split("-")[1] for ns in network.list_netns() if ns.startswith("fl-")}
+    return names
+
+
+class LabGroup(click.Group):
+    """Turns the lab's own errors into one line on stderr and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except USER_ERRORS as error:
+            click.echo(f"fleetlab: {error}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=LabGroup)
+@click.option(
+    "--lab",
+    "lab_name",
+    envvar="FLEETLAB_LAB",
+    default="default",
+    show_default=True,
+    help="Which lab to act on [env: FLEETLAB_LAB].",
+)
+@click.option(
+    "--state-root",
+    type=click.Path(path_type=Path, file_okay=False),
+    envvar="FLEETLAB_STATE_ROOT",
+    default=DEFAULT_STATE_ROOT,
+    show_default=True,
+    help="Where labs keep their state [env: FLEETLAB_STATE_ROOT].",
+)
+@click.pass_context
+def main(ctx: click.Context, lab_name: str, state_root: Path) -> None:
+    """A local cluster of real systemd machines in Linux namespaces, with a real etcd."""
+    require_root()
+    ctx.obj = Lab(lab_name, state_root)
+
+
+@main.command()
+@click.option("--machines", "-n", "count", type=int, default=3, show_default=True)
+@click.option(
+    "--timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for every machine to boot.",
+)
+@click.pass_obj
+def up(lab: Lab, count: int, timeout: float) -> None:
+    """Create the lab: a bridge, an etcd and COUNT machines booted to systemd `running`."""
+    rootfs = build_rootfs()
+    started = time.monotonic()
+    lab.up(count, rootfs, SOURCE_TREE, timeout)
+    click.echo(
+        f"lab {lab.name!r}: {count} machines up in {time.monotonic() - started:.1f}s,"
+        f" etcd at {lab.layout.etcd_endpoint}"
+    )
+    click.echo(format_table(lab.status()))
+
+
+@main.command("ls")
+@click.pass_obj
+def list_machines(lab: Lab) -> None:
+    """List machines: name, machine-id, IP, systemd state, network."""
+    click.echo(format_table(lab.status()))
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("machine")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_obj
+def exec(lab: Lab, machine: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND inside MACHINE (after `--`); exits with its status."""
+    sys.exit(lab.exec(machine, command))
+
+
+@main.command()
+@click.argument("machine")
+@click.pass_obj
+def kill(lab: Lab, machine: str) -> None:
+    """Power cut: SIGKILL the machine's PID 1 and everything with it."""
+    lab.kill(machine)
+    click.echo(f"{machine}: killed")
+
+
+@main.command()
+@click.argument("machine")
+@click.pass_obj
+def stop(lab: Lab, machine: str) -> None:
+    """Clean poweroff of the machine."""
+    lab.stop(machine)
+    click.echo(f"{machine}: powered off")
+
+
+@main.command()
+@click.argument("machine")
+@click.option("--timeout", type=float, default=60.0, show_default=True)
+@click.pass_obj
+def start(lab: Lab, machine: str, timeout: float) -> None:
+    """Boot the machine again, with the same machine-id, hostname and IP."""
+    state = lab.start(machine, timeout)
+    click.echo(f"{machine}: {state}")
+
+
+@main.command()
+@click.argument("machine")
+@click.pass_obj
+def partition(lab: Lab, machine: str) -> None:
+    """Cut the machine off the lab network."""
+    lab.partition(machine)
+    click.echo(f"{machine}: partitioned")
+
+
+@main.command()
+@click.argument("machine")
+@click.pass_obj
+def heal(lab: Lab, machine: str) -> None:
+    """Reconnect a partitioned machine."""
+    lab.heal(machine)
+    click.echo(f"{machine}: connected")
+
+
+@main.command()
+@click.argument("machine")
+@click.option("--unit", "-u", help="Only this unit's messages.")
+@click.option("--lines", "-n", type=int, help="Only the last LINES lines.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new messages.")
+@click.pass_obj
+def journal(lab: Lab, machine: str, unit: str | None, lines: int | None, follow: bool) -> None:
+    """Show the machine's journal (read from its disk when it is down)."""
+    options = [
+        *(["-u", unit] if unit else []),
+        *(["-n", str(lines)] if lines else []),
+        *(["-f"] if follow else []),
+    ]
+    sys.exit(run(lab.journal_argv(machine, options), interactive=True, check=False).returncode)
+
+
+@main.command()
+@click.option("--all", "every_lab", is_flag=True, help="Remove every lab on this host.")
+@click.pass_obj
+def down(lab: Lab, every_lab: bool) -> None:
+    """Destroy the lab: machines, etcd, network, state. Also cleans up after a crash."""
+    names = all_lab_names(lab.layout.state_root) if every_lab else {lab.name}
+    for name in sorted(names):
+        target = Lab(name, lab.layout.state_root)
+        if not target.has_leftovers():
+            click.echo(f"lab {name!r} is not up; nothing to remove")
+            continue
+        target.down()
+        click.echo(f"lab {name!r}: removed")

@@ -1,0 +1,1 @@
+"""Host-side plumbing shared by imagebuild and fleetlab: running commands and timing steps."""

@@ -1,0 +1,128 @@
+"""The root filesystem recipe: a flat list of verb-named steps over a directory tree.
+
+The lab machines boot this tree (read-only, under a per-machine overlay) and the OS image is
+made from it, so what the lab tests is what the image ships.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from flotilla.process import run
+from flotilla.steps import step
+
+from .cache import cached_tree, hash_inputs, tree_files
+from .spec import DEFAULT_SPEC, RootfsSpec, load_spec
+
+ROOTFS_FILES = Path(__file__).with_name("rootfs-files")
+# Where fleetd's Python dependencies live inside the tree, and where its source appears.
+PYTHON_LIB = "usr/lib/flotilla/python"
+SOURCE_MOUNTPOINT = "usr/lib/flotilla/src"
+# Wheels matching the tree's CPython 3.11 on glibc 2.36 (Debian 12).
+WHEEL_PLATFORMS = ["manylinux2014_x86_64"] + [f"manylinux_2_{n}_x86_64" for n in range(17, 37)]
+
+
+def default_cache_root() -> Path:
+    return Path(os.environ.get("FLOTILLA_CACHE", "/var/cache/flotilla")) / "rootfs"
+
+
+def rootfs_key(spec: RootfsSpec) -> str:
+    """Hash of everything that shapes the tree: the manifest, the files copied in, this recipe."""
+    files = [*tree_files(ROOTFS_FILES), ("recipe", Path(__file__))]
+    return hash_inputs(spec.as_dict(), files)
+
+
+def build_rootfs(spec_path: Path = DEFAULT_SPEC, cache_root: Path | None = None) -> Path:
+    """Return the cached tree for this manifest, building it first if needed."""
+    spec = load_spec(spec_path)
+    return cached_tree(
+        cache_root or default_cache_root(), rootfs_key(spec), lambda d: build(spec, d)
+    )
+
+
+def build(spec: RootfsSpec, root: Path) -> None:
+    bootstrap_packages(spec, root)
+    install_python_packages(spec, root)
+    copy_files(root)
+    mask_units(spec, root)
+    remove_machine_identity(root)
+    make_mountpoints(root)
+
+
+def bootstrap_packages(spec: RootfsSpec, root: Path) -> None:
+    with step(f"bootstrap {spec.suite} {spec.variant} + {len(spec.packages)} packages"):
+        excludes = [f"--dpkgopt=path-exclude={pattern}" for pattern in spec.path_exclude]
+        run(
+            [
+                "mmdebstrap",
+                "--quiet",
+                f"--variant={spec.variant}",
+                '--aptopt=APT::Install-Recommends "false"',
+                f"--include={','.join(spec.packages)}",
+                *excludes,
+                spec.suite,
+                root,
+                *spec.sources,
+            ]
+        )
+
+
+def install_python_packages(spec: RootfsSpec, root: Path) -> None:
+    if not spec.python_packages:
+        return
+    with step(f"install {len(spec.python_packages)} Python packages"):
+        platforms = [arg for p in WHEEL_PLATFORMS for arg in ("--platform", p)]
+        run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-compile",
+                "--disable-pip-version-check",
+                "--root-user-action=ignore",
+                "--target",
+                root / PYTHON_LIB,
+                "--only-binary=:all:",
+                "--python-version",
+                "3.11",
+                "--implementation",
+                "cp",
+                "--abi",
+                "cp311",
+                *platforms,
+                *spec.python_packages,
+            ]
+        )
+
+
+def copy_files(root: Path) -> None:
+    with step("copy Flotilla files into the tree"):
+        shutil.copytree(ROOTFS_FILES, root, dirs_exist_ok=True, symlinks=True)
+
+
+def mask_units(spec: RootfsSpec, root: Path) -> None:
+    with step(f"mask {len(spec.masked_units)} units"):
+        unit_dir = root / "etc/systemd/system"
+        for unit in spec.masked_units:
+            link = unit_dir / unit
+            link.unlink(missing_ok=True)
+            link.symlink_to("/dev/null")
+
+
+def remove_machine_identity(root: Path) -> None:
+    """Each machine makes its own machine-id and SSH host keys; the shared tree carries none."""
+    with step("remove machine identity"):
+        for key in (root / "etc/ssh").glob("ssh_host_*"):
+            key.unlink()
+        (root / "etc/machine-id").write_text("")
+        (root / "var/lib/dbus/machine-id").unlink(missing_ok=True)
+
+
+def make_mountpoints(root: Path) -> None:
+    with step("make mount points"):
+        (root / SOURCE_MOUNTPOINT).mkdir(parents=True, exist_ok=True)
