@@ -86,3 +86,24 @@ def remove_if_empty(cgroup: Path) -> None:
     """rmdir a parent cgroup once its last child is gone (another lab may still use it)."""
     with contextlib.suppress(FileNotFoundError, OSError):
         cgroup.rmdir()
+
+
+def unreaped_pids(cgroup: Path) -> list[int]:
+    """Dead processes of a removed subtree whose exit status nobody has collected yet."""
+    marker = str(cgroup.relative_to(cgroup2_root())) + "/"
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if marker in (proc / "cgroup").read_text():
+                found.append(int(proc.name))
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return found
+
+
+def wait_until_reaped(cgroup: Path, timeout: float) -> None:
+    """Killed machine processes are orphans, reaped by the host's init in its own time; wait for
+    that so the process table is clean when a teardown returns. Leftover zombies are harmless."""
+    deadline = time.monotonic() + timeout
+    while unreaped_pids(cgroup) and time.monotonic() < deadline:
+        time.sleep(0.1)

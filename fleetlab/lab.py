@@ -106,6 +106,7 @@ class Lab:
         cgroups.kill_all(self.layout.cgroup)
         cgroups.remove_tree(self.layout.cgroup)
         cgroups.remove_if_empty(self.layout.cgroup_root)
+        cgroups.wait_until_reaped(self.layout.cgroup, timeout=10)
         network.delete_lab_namespaces(self.layout)
         shutil.rmtree(self.layout.state_dir, ignore_errors=True)
 
@@ -159,17 +160,24 @@ class Lab:
         if machine.init_pid(layout) is not None:
             raise LabError(f"machine {name!r} is already running")
         cgroups.kill_all(layout.cgroup)  # an unshare parent could outlive a crash
+        network.set_powered(layout, powered=True)
         state = self.require_state()
         machine.boot(layout, Path(state.rootfs), Path(state.source))
         return machine.wait_until_booted([layout], timeout)[name]
 
     def stop(self, name: str) -> None:
         self.running_pid(name)
-        machine.poweroff(self.machine_layout(name))
+        layout = self.machine_layout(name)
+        machine.poweroff(layout)
+        network.set_powered(layout, powered=False)
 
     def kill(self, name: str) -> None:
         self.running_pid(name)
-        machine.kill(self.machine_layout(name))
+        layout = self.machine_layout(name)
+        machine.kill(layout)
+        # A machine without power does not answer on the network either; its namespace (and so
+        # its address) outlives the processes, so take its interface down until `start`.
+        network.set_powered(layout, powered=False)
 
     def partition(self, name: str) -> None:
         network.set_connected(self.layout, self.machine_layout(name), connected=False)

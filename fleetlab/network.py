@@ -57,6 +57,11 @@ def set_connected(lab: LabLayout, machine: MachineLayout, connected: bool) -> No
     ip("link", "set", machine.bridge_port, "up" if connected else "down", netns=lab.netns)
 
 
+def set_powered(machine: MachineLayout, powered: bool) -> None:
+    """The machine's own interface: down while the machine is killed, so it stops answering."""
+    ip("link", "set", "eth0", "up" if powered else "down", netns=machine.netns)
+
+
 def is_connected(lab: LabLayout, machine: MachineLayout) -> bool:
     flags = ip("-o", "link", "show", machine.bridge_port, netns=lab.netns).split("<", 1)[1]
     return "UP" in flags.split(">", 1)[0].split(",")

@@ -1,0 +1,45 @@
+"""Tooling as tests: ruff, formatting, and the layering rule that pure modules do no I/O."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RUFF = str(Path(sys.executable).with_name("ruff"))
+# Modules that decide things; they must stay testable without a machine, a network or a process.
+PURE_MODULES = ["fleetlab/layout.py", "imagebuild/spec.py"]
+IO_MODULES = {"subprocess", "socket", "aetcd", "dbus_fast", "flotilla.process", "urllib"}
+
+
+def test_ruff_check_is_clean() -> None:
+    result = subprocess.run([RUFF, "check", "."], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_format_is_clean() -> None:
+    result = subprocess.run(
+        [RUFF, "format", "--check", "."], cwd=REPO, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("module", PURE_MODULES)
+def test_pure_modules_import_no_io(module: str) -> None:
+    imports = imported_modules(REPO / module)
+    assert not {name for name in imports if name.split(".")[0] in IO_MODULES or name in IO_MODULES}
