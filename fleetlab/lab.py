@@ -182,8 +182,14 @@ class Lab:
     def partition(self, name: str) -> None:
         network.set_connected(self.layout, self.machine_layout(name), connected=False)
 
-    def heal(self, name: str) -> None:
-        network.set_connected(self.layout, self.machine_layout(name), connected=True)
+    def heal(self, name: str, timeout: float = 10.0) -> None:
+        """Reconnect the machine; when it runs, return once it reaches the lab gateway again."""
+        layout = self.machine_layout(name)
+        network.set_connected(self.layout, layout, connected=True)
+        pid = machine.init_pid(layout)
+        if pid is not None:
+            # Neighbour entries that failed during the partition take a moment to resolve again.
+            machine.wait_until_reachable(pid, self.layout.gateway_ip, timeout)
 
     # -- running things inside ---------------------------------------------------------------
 

@@ -123,6 +123,15 @@ def wait_until_booted(machines: Sequence[MachineLayout], timeout: float) -> dict
     return states
 
 
+def wait_until_reachable(pid: int, address: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    ping = enter_argv(pid, ["ping", "-c", "1", "-W", "1", address])
+    while run(ping, check=False, timeout=10).returncode != 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"machine cannot reach {address} after {timeout:.0f}s")
+        time.sleep(0.1)
+
+
 def poweroff(machine: MachineLayout, timeout: float = 30.0) -> None:
     """Clean shutdown: systemd stops every unit, then PID 1 exits."""
     pid = init_pid(machine)
