@@ -9,10 +9,11 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import shutil
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from flotilla.process import run
 
 PARTIAL_PREFIX = ".partial-"
 
@@ -49,13 +50,13 @@ def cached_tree(cache_root: Path, key: str, build: Callable[[Path], None]) -> Pa
         if final.is_dir():  # another process finished it while we waited for the lock
             return final
         for stale in cache_root.glob(PARTIAL_PREFIX + "*"):
-            shutil.rmtree(stale)
+            remove_build_dir(stale)
         partial = cache_root / (PARTIAL_PREFIX + key)
         partial.mkdir()
         try:
             build(partial)
         except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
+            remove_build_dir(partial)
             raise
         partial.rename(final)
     return final
@@ -66,3 +67,22 @@ def cached_keys(cache_root: Path) -> list[str]:
     if not cache_root.is_dir():
         return []
     return sorted(p.name for p in cache_root.iterdir() if p.is_dir() and p.name[0] != ".")
+
+
+def mounts_below(path: Path) -> list[Path]:
+    """Mount points at or under path, deepest first."""
+    prefix = str(path.resolve())
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        # Field 5 is the mount point, with spaces and friends escaped as octal.
+        point = line.split()[4].encode().decode("unicode_escape")
+        if point == prefix or point.startswith(prefix + "/"):
+            found.append(Path(point))
+    return sorted(found, key=lambda p: len(p.parts), reverse=True)
+
+
+def remove_build_dir(path: Path) -> None:
+    """Remove a build tree without ever reaching through a mount into the host (/proc, /dev)."""
+    for mount in mounts_below(path):
+        run(["umount", "--lazy", mount])
+    run(["rm", "-rf", "--one-file-system", path])

@@ -46,6 +46,7 @@ def build_rootfs(spec_path: Path = DEFAULT_SPEC, cache_root: Path | None = None)
 def build(spec: RootfsSpec, root: Path) -> None:
     bootstrap_packages(spec, root)
     install_python_packages(spec, root)
+    remove_excluded_paths(spec, root)
     copy_files(root)
     mask_units(spec, root)
     remove_machine_identity(root)
@@ -55,8 +56,14 @@ def build(spec: RootfsSpec, root: Path) -> None:
 def bootstrap_packages(spec: RootfsSpec, root: Path) -> None:
     with step(f"bootstrap {spec.suite} {spec.variant} + {len(spec.packages)} packages"):
         excludes = [f"--dpkgopt=path-exclude={pattern}" for pattern in spec.path_exclude]
+        # A private mount namespace: if the build is killed, the /proc, /sys and /dev mounts
+        # mmdebstrap makes inside the tree die with it instead of staying on the host.
         run(
             [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
                 "mmdebstrap",
                 "--quiet",
                 f"--variant={spec.variant}",
@@ -98,6 +105,18 @@ def install_python_packages(spec: RootfsSpec, root: Path) -> None:
                 *spec.python_packages,
             ]
         )
+
+
+def remove_excluded_paths(spec: RootfsSpec, root: Path) -> None:
+    """dpkg's path-exclude skips packaged files only; maintainer scripts still write a few
+    (install-info's usr/share/info/dir, for one)."""
+    with step("remove files under excluded paths"):
+        for pattern in spec.path_exclude:
+            for path in root.glob(pattern.lstrip("/")):
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
 
 
 def copy_files(root: Path) -> None:
