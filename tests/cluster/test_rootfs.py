@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from imagebuild.cache import cached_keys
+from imagebuild.cache import cached_keys, remove_build_dir
 from imagebuild.spec import load_spec
 
 pytestmark = pytest.mark.cluster
@@ -82,3 +82,15 @@ def test_killed_build_leaves_no_tree_under_a_key_and_no_mounts(tmp_path: Path) -
     build.wait()
     assert cached_keys(cache) == []
     assert str(cache) not in Path("/proc/mounts").read_text()
+
+
+def test_removing_a_build_tree_never_reaches_through_its_mounts(tmp_path: Path) -> None:
+    precious = tmp_path / "host-dir"
+    precious.mkdir()
+    (precious / "keep-me").write_text("host data")
+    tree = tmp_path / ".partial-x"
+    (tree / "dev").mkdir(parents=True)
+    subprocess.run(["mount", "--bind", str(precious), str(tree / "dev")], check=True)
+    remove_build_dir(tree)
+    assert not tree.exists()
+    assert (precious / "keep-me").read_text() == "host data"
