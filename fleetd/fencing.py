@@ -1,0 +1,71 @@
+"""When a machine that lost etcd must stop its units, and when it must not.
+
+Pure. The two cases look the same from the machine itself (etcd does not answer), so it asks
+its peers, whose addresses it knew from the last machine list:
+
+* some peer reached etcd recently: etcd is up and only this machine is cut off. Its lease will
+  expire and the engine will place its units elsewhere, so it stops its non-global units first;
+* no peer answers at all: this machine is cut off from everything (a partition), same answer;
+* peers answer but none reached etcd either: etcd itself is down for everyone. Nothing can be
+  rescheduled, so nothing is stopped and the cluster carries on when etcd returns;
+* no peers known (a one-machine cluster): nobody could take over; nothing is stopped.
+
+Timing: the last keepalive that etcd acknowledged was *sent* at `last_contact`, and etcd resets
+the lease TTL when it *receives* it, so the lease cannot expire before last_contact + ttl and
+no other machine can start a unit of ours before then. Suspicion starts after SUSPECT_FRACTION
+of the TTL without contact; the peer probe has PROBE_FRACTION; stopping must end by
+STOP_DEADLINE_FRACTION, leaving the rest of the TTL as a margin for clock rates and systemd.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SUSPECT_FRACTION = 0.4  # two missed keepalives at one every ttl/5
+PROBE_FRACTION = 0.1
+STOP_DEADLINE_FRACTION = 0.85
+
+
+@dataclass(frozen=True)
+class PeerReport:
+    machine: str
+    etcd_age: float  # seconds since that peer last heard from etcd
+
+
+@dataclass(frozen=True)
+class Verdict:
+    fence: bool
+    reason: str
+
+
+def etcd_silence_suspicious(now: float, last_contact: float, ttl: float) -> bool:
+    return now - last_contact >= SUSPECT_FRACTION * ttl
+
+
+def decide(
+    now: float, last_contact: float, ttl: float, known_peers: int, reports: list[PeerReport]
+) -> Verdict:
+    """Whether to stop this machine's non-global units now."""
+    if not etcd_silence_suspicious(now, last_contact, ttl):
+        return Verdict(False, "etcd answered recently")
+    healthy = [r.machine for r in reports if r.etcd_age < SUSPECT_FRACTION * ttl]
+    if healthy:
+        return Verdict(True, f"peers {', '.join(sorted(healthy))} still reach etcd")
+    if known_peers and not reports:
+        return Verdict(True, f"none of {known_peers} peers answers: this machine is cut off")
+    if not known_peers:
+        return Verdict(False, "no peers could take over")
+    return Verdict(False, "no peer reaches etcd either: etcd is down, nothing can move")
+
+
+def stop_deadline(last_contact: float, ttl: float) -> float:
+    """Monotonic time by which fenced units must be stopped."""
+    return last_contact + STOP_DEADLINE_FRACTION * ttl
+
+
+def probe_timeout(ttl: float) -> float:
+    return min(1.0, PROBE_FRACTION * ttl)
+
+
+def keepalive_interval(ttl: float) -> float:
+    return ttl / 5

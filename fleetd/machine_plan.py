@@ -1,0 +1,102 @@
+"""The agent's decision: from what is assigned to this machine and what systemd has, the tasks.
+
+Pure. Tasks run in a fixed order (unload, load, one daemon-reload, stop, start) so files are in
+place before systemd reloads and stops happen before starts; each task carries its reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .model import Assignment, DesiredState
+
+# A unit in these states is running or on its way; starting it again would be a no-op at best.
+RUNNING_STATES = frozenset({"active", "activating", "reloading", "deactivating"})
+
+
+@dataclass(frozen=True)
+class LocalUnit:
+    """A unit this machine's agent has loaded: the hash of its file and systemd's ActiveState."""
+
+    hash: str
+    active: str = "inactive"
+
+
+@dataclass(frozen=True)
+class UnloadUnit:
+    unit: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class LoadUnit:
+    unit: str
+    hash: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ReloadSystemd:
+    reason: str = "unit files changed"
+
+
+@dataclass(frozen=True)
+class StopUnit:
+    unit: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class StartUnit:
+    unit: str
+    hash: str
+    reason: str
+
+
+AgentTask = UnloadUnit | LoadUnit | ReloadSystemd | StopUnit | StartUnit
+TASK_ORDER = {UnloadUnit: 0, LoadUnit: 1, ReloadSystemd: 2, StopUnit: 3, StartUnit: 4}
+
+
+def plan_machine(
+    desired: Mapping[str, Assignment],
+    current: Mapping[str, LocalUnit],
+    started: Mapping[str, str],
+) -> list[AgentTask]:
+    """Tasks that make this machine run what is assigned to it.
+
+    `started` maps units to the hash this agent last started; a launched unit that has since
+    failed or exited is not started again (restarts are systemd's `Restart=`), but one this
+    agent never started (after a restart of fleetd, say) is.
+    """
+    tasks: list[AgentTask] = []
+    for unit in sorted(set(desired) | set(current)):
+        tasks += plan_unit(unit, desired.get(unit), current.get(unit), started.get(unit))
+    if any(isinstance(task, LoadUnit | UnloadUnit) for task in tasks):
+        tasks.append(ReloadSystemd())
+    return sorted(tasks, key=lambda task: TASK_ORDER[type(task)])
+
+
+def plan_unit(
+    unit: str, want: Assignment | None, have: LocalUnit | None, started_hash: str | None
+) -> list[AgentTask]:
+    if want is None or want.desired == DesiredState.INACTIVE:
+        if have is None:
+            return []
+        reason = "not assigned here" if want is None else "desired state is inactive"
+        return [UnloadUnit(unit, reason)]
+    tasks: list[AgentTask] = []
+    fresh = have is None or have.hash != want.hash
+    if have is not None and fresh:
+        tasks.append(UnloadUnit(unit, "unit file changed"))
+    if fresh:
+        tasks.append(
+            LoadUnit(unit, want.hash, "assigned here" if have is None else "new unit file")
+        )
+    running = not fresh and have is not None and have.active in RUNNING_STATES
+    if want.desired == DesiredState.LAUNCHED:
+        if fresh or (not running and started_hash != want.hash):
+            tasks.append(StartUnit(unit, want.hash, "desired state is launched"))
+    elif running:
+        tasks.append(StopUnit(unit, "desired state is loaded"))
+    return tasks

@@ -1,0 +1,113 @@
+"""The cluster's nouns: jobs, machines, placements, assignments, unit states, and engine tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from .unitfile import Requirements
+
+
+class DesiredState(StrEnum):
+    INACTIVE = "inactive"  # known to the cluster, placed nowhere
+    LOADED = "loaded"  # placed, its file linked into systemd, not started
+    LAUNCHED = "launched"  # placed and started
+
+
+@dataclass(frozen=True)
+class Job:
+    """A unit the cluster knows: its name, which body it runs, and what a user wants of it."""
+
+    name: str
+    hash: str
+    desired: DesiredState
+    requirements: Requirements
+
+
+@dataclass(frozen=True)
+class Machine:
+    id: str
+    ip: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:8]
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """What the engine told one machine to do with one unit."""
+
+    hash: str
+    desired: DesiredState
+    is_global: bool = False  # global units keep running when their machine is cut off
+
+
+@dataclass(frozen=True)
+class UnitState:
+    """systemd's view of a unit on one machine, as its agent published it."""
+
+    load: str
+    active: str
+    sub: str
+    hash: str = ""
+
+
+@dataclass(frozen=True)
+class ClusterSnapshot:
+    """Everything the engine decides from, read at one etcd revision."""
+
+    jobs: Mapping[str, Job]
+    machines: Mapping[str, Machine]
+    placements: Mapping[str, str]  # non-global unit -> machine id
+    assignments: Mapping[str, Mapping[str, Assignment]]  # machine id -> unit -> assignment
+    reasons: Mapping[str, str] = field(default_factory=dict)  # unit -> why it is pending
+
+
+# -- engine tasks: each carries the reason it exists, for the log and for `fleetctl` ----------
+
+
+@dataclass(frozen=True)
+class Schedule:
+    unit: str
+    machine: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Unschedule:
+    unit: str
+    machine: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Assign:
+    machine: str
+    unit: str
+    assignment: Assignment
+    reason: str
+
+
+@dataclass(frozen=True)
+class Unassign:
+    machine: str
+    unit: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class MarkPending:
+    unit: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ClearPending:
+    unit: str
+    reason: str = "placed"
+
+
+EngineTask = Schedule | Unschedule | Assign | Unassign | MarkPending | ClearPending

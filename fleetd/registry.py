@@ -1,0 +1,394 @@
+"""The only module that talks to etcd (through aetcd): typed reads, guarded writes, leases, watches.
+
+Errors from aetcd and gRPC are translated here into RegistryError (etcd unreachable or failed)
+and its subclasses; "not found" is a return value. Every engine write is a transaction that also
+compares the leader key's create revision, so a deposed leader's writes are refused by etcd.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import aetcd
+import aetcd.exceptions
+
+from .keys import Keys
+from .model import (
+    Assign,
+    Assignment,
+    ClearPending,
+    DesiredState,
+    EngineTask,
+    Machine,
+    MarkPending,
+    Schedule,
+    Unassign,
+    UnitState,
+    Unschedule,
+)
+
+MAX_TXN_OPS = 100  # etcd refuses transactions of more than 128 operations by default
+
+
+class RegistryError(Exception):
+    """etcd could not be reached or refused a request."""
+
+
+class LeaseExpired(RegistryError):
+    """The lease is gone: everything attached to it was deleted by etcd."""
+
+
+class Conflict(RegistryError):
+    """A guarded write found the registry changed (or leadership lost); re-read and retry."""
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    name: str
+    hash: str
+    desired: DesiredState
+
+
+@dataclass(frozen=True)
+class RawSnapshot:
+    """The engine's inputs as etcd holds them, read in one transaction (one revision)."""
+
+    jobs: dict[str, JobRecord]
+    machines: dict[str, Machine]
+    placements: dict[str, str]
+    assignments: dict[str, dict[str, Assignment]]
+    reasons: dict[str, str]
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    key: str  # relative to the watched prefix
+    deleted: bool
+    value: bytes
+    revision: int
+
+
+@contextmanager
+def translated_errors(action: str) -> Iterator[None]:
+    try:
+        yield
+    except aetcd.exceptions.ClientError as error:
+        raise RegistryError(f"{action}: {error or type(error).__name__}") from error
+
+
+def parse_endpoint(url: str) -> tuple[str, int]:
+    parts = urlsplit(url if "//" in url else f"http://{url}")
+    if parts.scheme not in ("http", "") or not parts.hostname:
+        raise ValueError(f"unsupported etcd endpoint {url!r}: expected http://HOST:PORT")
+    return parts.hostname, parts.port or 2379
+
+
+def encode_assignment(assignment: Assignment) -> bytes:
+    value = {"hash": assignment.hash, "desired": assignment.desired.value}
+    if assignment.is_global:
+        value["global"] = True
+    return json.dumps(value).encode()
+
+
+def decode_assignment(raw: bytes) -> Assignment:
+    value = json.loads(raw)
+    return Assignment(value["hash"], DesiredState(value["desired"]), value.get("global", False))
+
+
+def encode_machine(machine: Machine) -> bytes:
+    return json.dumps(
+        {"id": machine.id, "ip": machine.ip, "metadata": dict(machine.metadata)}
+    ).encode()
+
+
+def decode_machine(raw: bytes) -> Machine:
+    value = json.loads(raw)
+    return Machine(value["id"], value["ip"], value.get("metadata", {}))
+
+
+def encode_state(state: UnitState) -> bytes:
+    return json.dumps(
+        {"load": state.load, "active": state.active, "sub": state.sub, "hash": state.hash}
+    ).encode()
+
+
+def decode_state(raw: bytes) -> UnitState:
+    value = json.loads(raw)
+    return UnitState(value["load"], value["active"], value["sub"], value.get("hash", ""))
+
+
+def chunks(items: Sequence, size: int) -> Iterator[Sequence]:  # type: ignore[type-arg]
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class Registry:
+    """fleetd's view of etcd. One instance per process; safe to share between tasks."""
+
+    def __init__(self, client: aetcd.Client, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+        self.ops = client.transactions
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, endpoint: str, keys: Keys, timeout: float) -> AsyncIterator[Registry]:
+        host, port = parse_endpoint(endpoint)
+        client = aetcd.Client(host, port, timeout=timeout)
+        try:
+            yield cls(client, keys)
+        finally:
+            with translated_errors("closing the etcd connection"):
+                await client.close()
+
+    # -- generic reads -----------------------------------------------------------------------
+
+    async def _prefix(self, prefix: bytes) -> list[tuple[str, bytes]]:
+        with translated_errors(f"reading {prefix.decode()}"):
+            result = await self.client.get_prefix(prefix)
+        return [(self.keys.name_under(prefix, kv.key), kv.value) for kv in result.kvs]
+
+    async def revision(self) -> int:
+        with translated_errors("reading the etcd revision"):
+            status = await self.client.status()
+        return status.header.revision
+
+    # -- leases ------------------------------------------------------------------------------
+
+    async def grant_lease(self, ttl: float) -> int:
+        with translated_errors("granting a lease"):
+            lease = await self.client.lease(max(1, round(ttl)))
+        return lease.id
+
+    async def keep_alive(self, lease: int) -> None:
+        with translated_errors("refreshing the machine lease"):
+            reply = await self.client.refresh_lease(lease)
+        if reply is None or reply.TTL <= 0:
+            raise LeaseExpired(f"lease {lease:x} expired")
+
+    async def revoke_lease(self, lease: int) -> None:
+        with translated_errors("revoking the machine lease"):
+            try:
+                await self.client.revoke_lease(lease)
+            except aetcd.exceptions.ClientError as error:
+                if "not found" not in str(error):
+                    raise
+
+    # -- machines and unit states (writer: the machine itself) -------------------------------
+
+    async def publish_machine(self, machine: Machine, lease: int) -> None:
+        with translated_errors(f"registering machine {machine.id}"):
+            await self.client.put(
+                self.keys.machine(machine.id), encode_machine(machine), lease=lease
+            )
+
+    async def machines(self) -> dict[str, Machine]:
+        return {key: decode_machine(raw) for key, raw in await self._prefix(self.keys.machines)}
+
+    async def publish_state(self, unit: str, machine: str, state: UnitState, lease: int) -> None:
+        with translated_errors(f"publishing the state of {unit}"):
+            await self.client.put(self.keys.state(unit, machine), encode_state(state), lease=lease)
+
+    async def delete_state(self, unit: str, machine: str) -> None:
+        with translated_errors(f"deleting the state of {unit}"):
+            await self.client.delete(self.keys.state(unit, machine))
+
+    async def unit_states(self) -> dict[tuple[str, str], UnitState]:
+        states = {}
+        for key, raw in await self._prefix(self.keys.states):
+            unit, _, machine = key.rpartition("/")
+            states[(unit, machine)] = decode_state(raw)
+        return states
+
+    # -- the agent's reads -------------------------------------------------------------------
+
+    async def assignments(self, machine: str) -> dict[str, Assignment]:
+        prefix = self.keys.assigned_to(machine)
+        return {unit: decode_assignment(raw) for unit, raw in await self._prefix(prefix)}
+
+    async def unit_body(self, unit_hash: str) -> str | None:
+        with translated_errors(f"reading unit body {unit_hash}"):
+            found = await self.client.get(self.keys.unit_body(unit_hash))
+        return None if found is None else found.value.decode()
+
+    async def unit_bodies(self) -> dict[str, str]:
+        return {key: raw.decode() for key, raw in await self._prefix(self.keys.units)}
+
+    # -- watches -----------------------------------------------------------------------------
+
+    async def watch(
+        self, prefix: bytes, start_revision: int | None = None
+    ) -> AsyncIterator[WatchEvent]:
+        """Events under prefix until the stream breaks (then RegistryError)."""
+        with translated_errors(f"watching {prefix.decode()}"):
+            watch = await self.client.watch_prefix(prefix, start_revision=start_revision)
+        try:
+            with translated_errors(f"watching {prefix.decode()}"):
+                async for event in watch:
+                    yield WatchEvent(
+                        self.keys.name_under(prefix, event.kv.key),
+                        event.kind == "DELETE",
+                        event.kv.value,
+                        event.kv.mod_revision,
+                    )
+        finally:
+            with translated_errors("cancelling a watch"):
+                await watch.cancel()
+
+    # -- jobs (writer: the client) -----------------------------------------------------------
+
+    async def jobs(self) -> dict[str, JobRecord]:
+        return {name: decode_job(name, raw) for name, raw in await self._prefix(self.keys.jobs)}
+
+    async def create_jobs(self, jobs: Sequence[tuple[JobRecord, str]], replace: bool) -> None:
+        """Store unit bodies and jobs, all or nothing. Without `replace`, an existing job with a
+        different body is a Conflict and nothing is written."""
+        existing = await self.jobs()
+        if not replace:
+            clashes = [
+                j.name for j, _ in jobs if j.name in existing and existing[j.name].hash != j.hash
+            ]
+            if clashes:
+                raise Conflict(f"unit {clashes[0]} already exists with a different unit file")
+        for batch in chunks(list(jobs), MAX_TXN_OPS // 2):
+            # Bodies are content-addressed, so writing one that exists changes nothing.
+            ops = [
+                self.ops.put(self.keys.unit_body(job.hash), body.encode()) for job, body in batch
+            ]
+            await self._txn([], ops, "storing unit files")
+        created: list[str] = []
+        try:
+            for batch in chunks(list(jobs), MAX_TXN_OPS):
+                compares = (
+                    [] if replace else [self._unchanged_job(j.name, existing) for j, _ in batch]
+                )
+                ops = [self.ops.put(self.keys.job(j.name), encode_job(j)) for j, _ in batch]
+                await self._txn(compares, ops, "creating units")
+                created += [j.name for j, _ in batch if j.name not in existing]
+        except RegistryError:
+            await self.destroy_jobs(created)  # a concurrent writer won: leave nothing half-made
+            raise
+
+    def _unchanged_job(self, name: str, existing: dict[str, JobRecord]) -> object:
+        key = self.keys.job(name)
+        if name in existing:
+            return self.ops.value(key) == encode_job(existing[name])
+        return self.ops.version(key) == 0
+
+    async def set_desired(self, names: Iterable[str], desired: DesiredState) -> None:
+        existing = await self.jobs()
+        missing = [name for name in names if name not in existing]
+        if missing:
+            raise Conflict(f"unit {missing[0]} does not exist")
+        records = [JobRecord(n, existing[n].hash, desired) for n in names]
+        for batch in chunks(records, MAX_TXN_OPS):
+            compares = [self.ops.version(self.keys.job(r.name)) > 0 for r in batch]
+            ops = [self.ops.put(self.keys.job(r.name), encode_job(r)) for r in batch]
+            await self._txn(compares, ops, "setting desired states")
+
+    async def destroy_jobs(self, names: Iterable[str]) -> None:
+        for batch in chunks(list(names), MAX_TXN_OPS):
+            await self._txn(
+                [], [self.ops.delete(self.keys.job(name)) for name in batch], "destroying"
+            )
+
+    async def reasons(self) -> dict[str, str]:
+        return {name: raw.decode() for name, raw in await self._prefix(self.keys.reasons)}
+
+    # -- the engine --------------------------------------------------------------------------
+
+    async def campaign(self, machine: str, lease: int) -> int | None:
+        """Become leader if nobody is; the leader key's create revision if we lead, else None."""
+        key = self.keys.leader
+        with translated_errors("campaigning for engine leadership"):
+            await self.client.transaction(
+                compare=[self.ops.version(key) == 0],
+                success=[self.ops.put(key, machine.encode(), lease=lease)],
+                failure=[],
+            )
+            found = await self.client.get(key)
+        if found is None or found.value.decode() != machine:
+            return None
+        return found.create_revision
+
+    async def leader(self) -> str | None:
+        with translated_errors("reading the engine leader"):
+            found = await self.client.get(self.keys.leader)
+        return None if found is None else found.value.decode()
+
+    async def snapshot(self) -> RawSnapshot:
+        """Jobs, machines, placements, assignments and reasons at a single revision."""
+        prefixes = [
+            self.keys.jobs,
+            self.keys.machines,
+            self.keys.placements,
+            self.keys.assignments,
+            self.keys.reasons,
+        ]
+        ops = [self.ops.get(p, aetcd.utils.prefix_range_end(p)) for p in prefixes]
+        with translated_errors("reading the cluster snapshot"):
+            _, responses = await self.client.transaction(compare=[], success=ops, failure=[])
+        parts: list[list[tuple[str, bytes]]] = []
+        for prefix, response in zip(prefixes, responses, strict=True):
+            parts.append([(self.keys.name_under(prefix, kv.key), value) for value, kv in response])
+        jobs, machines, placements, assigned, reasons = parts
+        assignments: dict[str, dict[str, Assignment]] = {}
+        for key, raw in assigned:
+            machine, _, unit = key.partition("/")
+            assignments.setdefault(machine, {})[unit] = decode_assignment(raw)
+        return RawSnapshot(
+            jobs={name: decode_job(name, raw) for name, raw in jobs},
+            machines={key: decode_machine(raw) for key, raw in machines},
+            placements={unit: raw.decode() for unit, raw in placements},
+            assignments=assignments,
+            reasons={unit: raw.decode() for unit, raw in reasons},
+        )
+
+    async def apply_engine_tasks(self, tasks: Sequence[EngineTask], leader_revision: int) -> None:
+        """Write the engine's tasks in guarded batches; Conflict if leadership or data changed."""
+        for batch in chunks(list(tasks), MAX_TXN_OPS // 2):
+            compares = [self.ops.create(self.keys.leader) == leader_revision]
+            ops = []
+            for task in batch:
+                task_compares, task_ops = self._engine_ops(task)
+                compares += task_compares
+                ops += task_ops
+            await self._txn(compares, ops, "applying the engine's plan")
+
+    def _engine_ops(self, task: EngineTask) -> tuple[list, list]:  # type: ignore[type-arg]
+        keys, ops = self.keys, self.ops
+        match task:
+            case Schedule(unit, machine, _):
+                placement = keys.placement(unit)
+                return [ops.version(placement) == 0], [ops.put(placement, machine.encode())]
+            case Unschedule(unit, machine, _):
+                placement = keys.placement(unit)
+                return [ops.value(placement) == machine.encode()], [ops.delete(placement)]
+            case Assign(machine, unit, assignment, _):
+                return [], [ops.put(keys.assignment(machine, unit), encode_assignment(assignment))]
+            case Unassign(machine, unit, _):
+                return [], [ops.delete(keys.assignment(machine, unit))]
+            case MarkPending(unit, reason):
+                return [], [ops.put(keys.reason(unit), reason.encode())]
+            case ClearPending(unit, _):
+                return [], [ops.delete(keys.reason(unit))]
+        raise TypeError(f"unknown engine task {task!r}")
+
+    async def _txn(self, compares: list, ops: list, action: str) -> None:  # type: ignore[type-arg]
+        with translated_errors(action):
+            succeeded, _ = await self.client.transaction(compare=compares, success=ops, failure=[])
+        if not succeeded:
+            raise Conflict(f"{action}: the registry changed meanwhile")
+
+
+def encode_job(job: JobRecord) -> bytes:
+    return json.dumps({"hash": job.hash, "desired": job.desired.value}).encode()
+
+
+def decode_job(name: str, raw: bytes) -> JobRecord:
+    value = json.loads(raw)
+    return JobRecord(name, value["hash"], DesiredState(value["desired"]))

@@ -1,0 +1,163 @@
+"""Where a unit may run: named feasibility checks that each say why not, then one ranking.
+
+Pure. The engine calls `choose_machine` for every unit it has to place; a machine is feasible
+when every check passes, and the least loaded feasible machine wins (ties: lower machine id).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from .model import Job, Machine
+from .unitfile import Requirements, glob_match
+
+
+@dataclass(frozen=True)
+class Rejection:
+    check: str  # the X-Fleet option that said no
+    summary: str  # "no machine <summary>" when every machine says the same
+    detail: str  # "<machine> <detail>" otherwise
+
+
+@dataclass
+class MachineView:
+    """The units a machine runs or is about to run, as the plan sees them."""
+
+    machine: Machine
+    units: dict[str, Requirements] = field(default_factory=dict)
+
+
+Check = Callable[[Job, MachineView], Rejection | None]
+
+
+def check_machine_id(job: Job, view: MachineView) -> Rejection | None:
+    wanted = job.requirements.machine_id
+    if wanted is None or job.requirements.machine_id_matches(view.machine.id):
+        return None
+    return Rejection("MachineID", f"has MachineID {wanted}", f"is not MachineID {wanted}")
+
+
+def check_metadata(job: Job, view: MachineView) -> Rejection | None:
+    if job.requirements.metadata_matches(view.machine.metadata):
+        return None
+    wanted = format_metadata(job.requirements)
+    return Rejection(
+        "MachineMetadata",
+        f"matches MachineMetadata {wanted}",
+        f"does not match MachineMetadata {wanted}",
+    )
+
+
+def check_machine_of(job: Job, view: MachineView) -> Rejection | None:
+    for peer in job.requirements.machine_of:
+        if peer not in view.units:
+            return Rejection("MachineOf", f"runs MachineOf peer {peer}", f"does not run {peer}")
+    return None
+
+
+def check_conflicts(job: Job, view: MachineView) -> Rejection | None:
+    for name, other in sorted(view.units.items()):
+        if name != job.name and job.requirements.conflicts_with(name, other):
+            return Rejection(
+                "Conflicts", "is free of conflicting units", f"runs conflicting {name}"
+            )
+    return None
+
+
+def check_not_replaced(job: Job, view: MachineView) -> Rejection | None:
+    """A unit never goes where another unit replaces it (that unit would push it out again)."""
+    for name, other in sorted(view.units.items()):
+        if name != job.name and replaces(name, other, job.name, job.requirements):
+            return Rejection(
+                "Replaces",
+                f"lacks a unit replacing {job.name}",
+                f"runs {name}, which replaces {job.name}",
+            )
+    return None
+
+
+CHECKS: tuple[Check, ...] = (
+    check_machine_id,
+    check_metadata,
+    check_machine_of,
+    check_conflicts,
+    check_not_replaced,
+)
+
+
+def rejection(job: Job, view: MachineView) -> Rejection | None:
+    """The first check that refuses this machine for this job, or None when it can run it."""
+    for check in CHECKS:
+        if (found := check(job, view)) is not None:
+            return found
+    return None
+
+
+def replaces(name: str, requirements: Requirements, victim: str, victim_req: Requirements) -> bool:
+    """`name` replaces `victim`; mutual replacement cancels out, as in fleet."""
+    forward = any(glob_match(pattern, victim) for pattern in requirements.replaces)
+    backward = any(glob_match(pattern, name) for pattern in victim_req.replaces)
+    return forward and not backward
+
+
+def format_metadata(requirements: Requirements) -> str:
+    return " ".join(
+        f"{key}={'|'.join(sorted(values))}" for key, values in sorted(requirements.metadata)
+    )
+
+
+def explain(rejections: Mapping[str, Rejection], limit: int = 3) -> str:
+    """One line saying why no machine can run a unit."""
+    if not rejections:
+        return "no machines are registered"
+    summaries = {r.summary for r in rejections.values()}
+    if len(summaries) == 1:
+        return f"no machine {summaries.pop()}"
+    parts = [f"{machine[:8]} {r.detail}" for machine, r in sorted(rejections.items())[:limit]]
+    more = len(rejections) - limit
+    return "no machine can run it: " + "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+class LoadIndex:
+    """Machines in least-loaded order (ties by id), cheap to update as units are placed."""
+
+    def __init__(self, views: Mapping[str, MachineView]) -> None:
+        self.load = {machine: len(view.units) for machine, view in views.items()}
+        self.heap = [(load, machine) for machine, load in self.load.items()]
+        heapq.heapify(self.heap)
+
+    def add(self, machine: str, delta: int) -> None:
+        self.load[machine] += delta
+        heapq.heappush(self.heap, (self.load[machine], machine))
+
+    def first(self, accept: Callable[[str], bool], exclude: Iterable[str] = ()) -> str | None:
+        """The least loaded machine that `accept`s; stale heap entries are dropped lazily."""
+        skipped = set(exclude)
+        passed: list[tuple[int, str]] = []
+        chosen = None
+        while self.heap:
+            load, machine = heapq.heappop(self.heap)
+            if self.load.get(machine) != load or any(m == machine for _, m in passed):
+                continue  # a stale entry: the machine's load changed since it was pushed
+            passed.append((load, machine))
+            if machine not in skipped and accept(machine):
+                chosen = machine
+                break
+        for entry in passed:
+            heapq.heappush(self.heap, entry)
+        return chosen
+
+
+def choose_machine(
+    job: Job, views: Mapping[str, MachineView], index: LoadIndex, exclude: Iterable[str] = ()
+) -> tuple[str | None, str]:
+    """The machine to place `job` on and why; or None and the reason no machine can."""
+    chosen = index.first(lambda machine: rejection(job, views[machine]) is None, exclude)
+    if chosen is not None:
+        return chosen, "least loaded feasible machine"
+    refused = {machine: r for machine, view in views.items() if (r := rejection(job, view))}
+    for machine in exclude:
+        refused.setdefault(machine, Rejection("Replaces", "is free", "is being replaced"))
+    return None, explain(refused)
