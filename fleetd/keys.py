@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-DEFAULT_PREFIX = "/flotilla/"
+DEFAULT_PREFIX = "/_coreos.com/fleet/"
 
 
 @dataclass(frozen=True)

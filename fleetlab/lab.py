@@ -13,7 +13,7 @@ from pathlib import Path
 from flotilla.process import run
 
 from . import cgroups, machine, network
-from .etcd import start_lab_etcd, wait_lab_etcd
+from .etcd import free_port, start_forwarder, start_lab_etcd, wait_lab_etcd
 from .layout import (
     DEFAULT_STATE_ROOT,
     MAX_MACHINES,
@@ -75,7 +75,7 @@ class Lab:
             )
         try:
             state = self._create(count, rootfs, source)
-            wait_lab_etcd(self.layout)
+            wait_lab_etcd(self.layout, state.etcd_host_port)
             machine.wait_until_booted(
                 [self.machine_layout(m.name) for m in state.machines], timeout
             )
@@ -89,11 +89,12 @@ class Lab:
             MachineRecord(name, uuid.uuid4().hex, self.layout.machine(name).ip)
             for name in machine_names(count)
         ]
-        state = LabState(self.name, str(rootfs), str(source), records)
+        state = LabState(self.name, str(rootfs), str(source), records, free_port())
         self.layout.state_dir.mkdir(parents=True)
         save_state(self.layout.state_file, state)
         network.create_lab_network(self.layout)
         start_lab_etcd(self.layout)
+        start_forwarder(self.layout, state.etcd_host_port)
         for record in records:
             layout = self.layout.machine(record.name)
             network.create_machine_network(self.layout, layout)
@@ -109,6 +110,23 @@ class Lab:
         cgroups.wait_until_reaped(self.layout.cgroup, timeout=10)
         network.delete_lab_namespaces(self.layout)
         shutil.rmtree(self.layout.state_dir, ignore_errors=True)
+
+    @property
+    def host_etcd_endpoint(self) -> str:
+        """The lab's etcd as the host reaches it (loopback, forwarded into the lab)."""
+        return f"http://127.0.0.1:{self.require_state().etcd_host_port}"
+
+    def stop_etcd(self) -> None:
+        """Kill the lab's etcd (its data stays); every machine loses etcd at once."""
+        self.require_state()
+        cgroups.kill_all(self.layout.etcd_cgroup)
+
+    def start_etcd(self) -> None:
+        state = self.require_state()
+        if cgroups.is_populated(self.layout.etcd_cgroup):
+            raise LabError(f"the etcd of lab {self.name!r} is already running")
+        start_lab_etcd(self.layout)
+        wait_lab_etcd(self.layout, state.etcd_host_port)
 
     def has_leftovers(self) -> bool:
         return (

@@ -120,6 +120,10 @@ class LabLayout:
         return self.cgroup / "etcd"
 
     @property
+    def forward_cgroup(self) -> Path:
+        return self.cgroup / "forward"
+
+    @property
     def etcd_endpoint(self) -> str:
         return f"http://{self.gateway_ip}:{ETCD_CLIENT_PORT}"
 

@@ -21,6 +21,7 @@ class LabState:
     rootfs: str
     source: str
     machines: list[MachineRecord] = field(default_factory=list)
+    etcd_host_port: int = 0  # the lab's etcd, forwarded to 127.0.0.1 on the host
 
     def machine(self, name: str) -> MachineRecord | None:
         return next((m for m in self.machines if m.name == name), None)

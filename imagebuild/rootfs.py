@@ -18,6 +18,7 @@ from .cache import cached_tree, hash_inputs, tree_files
 from .spec import DEFAULT_SPEC, RootfsSpec, load_spec
 
 ROOTFS_FILES = Path(__file__).with_name("rootfs-files")
+UNITS = Path(__file__).resolve().parents[1] / "units"
 # Where fleetd's Python dependencies live inside the tree, and where its source appears.
 PYTHON_LIB = "usr/lib/flotilla/python"
 SOURCE_MOUNTPOINT = "usr/lib/flotilla/src"
@@ -31,7 +32,8 @@ def default_cache_root() -> Path:
 
 def rootfs_key(spec: RootfsSpec) -> str:
     """Hash of everything that shapes the tree: the manifest, the files copied in, this recipe."""
-    files = [*tree_files(ROOTFS_FILES), ("recipe", Path(__file__))]
+    units = [(f"units/{name}", path) for name, path in tree_files(UNITS)]
+    files = [*tree_files(ROOTFS_FILES), *units, ("recipe", Path(__file__))]
     return hash_inputs(spec.as_dict(), files)
 
 
@@ -48,6 +50,7 @@ def build(spec: RootfsSpec, root: Path) -> None:
     install_python_packages(spec, root)
     remove_excluded_paths(spec, root)
     copy_files(root)
+    install_units(root)
     mask_units(spec, root)
     remove_machine_identity(root)
     make_mountpoints(root)
@@ -122,6 +125,12 @@ def remove_excluded_paths(spec: RootfsSpec, root: Path) -> None:
 def copy_files(root: Path) -> None:
     with step("copy Flotilla files into the tree"):
         shutil.copytree(ROOTFS_FILES, root, dirs_exist_ok=True, symlinks=True)
+
+
+def install_units(root: Path) -> None:
+    with step("install Flotilla's unit files"):
+        for path in sorted(UNITS.glob("*.service")):
+            shutil.copy2(path, root / "usr/lib/systemd/system" / path.name)
 
 
 def mask_units(spec: RootfsSpec, root: Path) -> None:

@@ -1,0 +1,160 @@
+"""What fleetctl does, over the registry (the etcd driver): submit, load, start, stop, unload,
+destroy, and read back units, their states and machines. Tests drive fleetd through this.
+
+Bad input is refused before anything is written: every unit is parsed and checked first, and
+creating several units is all-or-nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from .model import DesiredState, Machine, UnitState
+from .registry import JobRecord, Registry
+from .unitfile import UnitFile, parse_unit_file, requirements
+from .unitname import parse_unit_name
+
+
+class ClientError(Exception):
+    """A request that cannot be carried out; the message names the unit."""
+
+
+@dataclass(frozen=True)
+class UnitStatus:
+    name: str
+    hash: str
+    desired: DesiredState
+    machine: str | None  # where a non-global unit is placed
+    states: Mapping[str, UnitState] = field(default_factory=dict)  # machine id -> systemd state
+    reason: str | None = None  # why it is not placed
+
+    def active_on(self) -> list[str]:
+        return sorted(m for m, s in self.states.items() if s.active == "active")
+
+
+def check_unit(name: str, text: str) -> UnitFile:
+    """Parse and validate a unit as the engine will; raise ClientError naming what is wrong."""
+    try:
+        unit_name = parse_unit_name(name)
+        unit = parse_unit_file(text, name)
+        requirements(unit, unit_name)
+    except ValueError as error:
+        raise ClientError(str(error)) from error
+    return unit
+
+
+class FleetClient:
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    async def submit(self, files: Mapping[str, str], replace: bool = False) -> None:
+        """Store units (desired state inactive unless they exist already)."""
+        await self._create(files, DesiredState.INACTIVE, replace)
+
+    async def load(self, names: Sequence[str], files: Mapping[str, str] | None = None) -> None:
+        await self._set(names, DesiredState.LOADED, files or {})
+
+    async def start(self, names: Sequence[str], files: Mapping[str, str] | None = None) -> None:
+        await self._set(names, DesiredState.LAUNCHED, files or {})
+
+    async def stop(self, names: Sequence[str]) -> None:
+        await self._set(names, DesiredState.LOADED, {})
+
+    async def unload(self, names: Sequence[str]) -> None:
+        await self._set(names, DesiredState.INACTIVE, {})
+
+    async def destroy(self, names: Sequence[str]) -> None:
+        jobs = await self.registry.jobs()
+        missing = [name for name in names if name not in jobs]
+        if missing:
+            raise ClientError(f"unit {missing[0]} does not exist")
+        await self.registry.destroy_jobs(names)
+
+    async def _create(self, files: Mapping[str, str], desired: DesiredState, replace: bool) -> None:
+        checked = {name: check_unit(name, text) for name, text in files.items()}
+        records = [
+            (JobRecord(name, unit.hash, desired), unit.serialize())
+            for name, unit in checked.items()
+        ]
+        await self.registry.create_jobs(records, replace)
+
+    async def _set(
+        self, names: Sequence[str], desired: DesiredState, files: Mapping[str, str]
+    ) -> None:
+        for name in names:
+            if parse_unit_name(name).is_template and desired != DesiredState.INACTIVE:
+                raise ClientError(f'cannot activate template "{name}"')
+        jobs = await self.registry.jobs()
+        to_create = await self._lazy_units(names, jobs, files)
+        await self._create(to_create, desired, replace=False)
+        existing = [name for name in names if name in jobs]
+        await self.registry.set_desired(existing, desired)
+
+    async def _lazy_units(
+        self, names: Sequence[str], jobs: Mapping[str, JobRecord], files: Mapping[str, str]
+    ) -> dict[str, str]:
+        """Units to create on the way: from given files, or instances from their template."""
+        created: dict[str, str] = {}
+        for name in names:
+            if name in jobs:
+                continue
+            if name in files:
+                created[name] = files[name]
+                continue
+            template = parse_unit_name(name).template
+            body = None
+            if template is not None and template in jobs:
+                body = await self.registry.unit_body(jobs[template].hash)
+            if template is not None and template in files:
+                body = files[template]
+            if body is None:
+                raise ClientError(f"unit {name} does not exist and no unit file was given")
+            created[name] = body
+        return created
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def units(self) -> dict[str, UnitStatus]:
+        snapshot = await self.registry.snapshot()
+        states: dict[str, dict[str, UnitState]] = {}
+        for (unit, machine), state in (await self.registry.unit_states()).items():
+            states.setdefault(unit, {})[machine] = state
+        return {
+            name: UnitStatus(
+                name,
+                job.hash,
+                job.desired,
+                snapshot.placements.get(name),
+                states.get(name, {}),
+                snapshot.reasons.get(name),
+            )
+            for name, job in sorted(snapshot.jobs.items())
+        }
+
+    async def machines(self) -> dict[str, Machine]:
+        return await self.registry.machines()
+
+    async def unit_file(self, name: str) -> str:
+        jobs = await self.registry.jobs()
+        if name not in jobs:
+            raise ClientError(f"unit {name} does not exist")
+        body = await self.registry.unit_body(jobs[name].hash)
+        if body is None:
+            raise ClientError(f"unit file of {name} is missing from etcd")
+        return body
+
+    async def wait_until(
+        self, condition: Callable[[dict[str, UnitStatus]], bool], timeout: float, poll: float = 0.1
+    ) -> dict[str, UnitStatus]:
+        """Poll the unit listing until `condition` holds; TimeoutError with the last listing."""
+        deadline = time.monotonic() + timeout
+        while True:
+            units = await self.units()
+            if condition(units):
+                return units
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"condition not met after {timeout:.0f}s: {units}")
+            await asyncio.sleep(poll)

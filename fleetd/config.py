@@ -1,0 +1,217 @@
+"""fleetd's configuration: one table of settings drives fleet.conf, FLEET_* variables and flags.
+
+Precedence, lowest first: built-in defaults, the config file, FLEET_<NAME> environment
+variables, command-line flags. Option names are fleet's where fleet has the option.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+DEFAULT_CONFIG_FILE = Path("/etc/fleet/fleet.conf")
+DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+METADATA_KEY = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+class ConfigError(ValueError):
+    """A setting has a value fleetd cannot use; the message names the setting and its source."""
+
+
+def parse_duration(text: str) -> float:
+    """Go-style durations ("10s", "1m30s", "500ms") or plain seconds ("2.5")."""
+    text = text.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        parts = DURATION_PART.findall(text)
+        if not parts or "".join(a + b for a, b in parts) != text:
+            raise ValueError(f"invalid duration {text!r} (use e.g. 10s, 1m30s, 500ms)") from None
+        seconds = sum(float(amount) * DURATION_UNITS[unit] for amount, unit in parts)
+    if seconds <= 0:
+        raise ValueError(f"duration must be positive, not {text!r}")
+    return seconds
+
+
+def parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "t", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "f", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"invalid boolean {text!r} (use true or false)")
+
+
+def parse_list(text: str) -> tuple[str, ...]:
+    """fleet accepts a JSON list (["http://a:2379"]) or a comma-separated string."""
+    text = text.strip()
+    if text.startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"invalid list {text!r}: {error}") from None
+    else:
+        items = text.split(",")
+    values = tuple(str(item).strip() for item in items if str(item).strip())
+    if not values:
+        raise ValueError("the list is empty")
+    return values
+
+
+def parse_metadata(text: str) -> tuple[tuple[str, str], ...]:
+    """`k=v,k2=v2`, optionally quoted; the last duplicate wins, as in fleet."""
+    pairs: dict[str, str] = {}
+    for item in text.strip().strip('"').split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not METADATA_KEY.fullmatch(key) or not value:
+            raise ValueError(f"invalid metadata entry {item.strip()!r} (use key=value)")
+        pairs[key] = value
+    return tuple(pairs.items())
+
+
+def parse_port(text: str) -> int:
+    port = int(text)
+    if not 0 < port < 65536:
+        raise ValueError(f"invalid port {text!r}")
+    return port
+
+
+def parse_nonnegative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"must not be negative, not {text!r}")
+    return value
+
+
+def parse_text(text: str) -> str:
+    return text.strip()
+
+
+def parse_prefix(text: str) -> str:
+    text = text.strip()
+    if not text.startswith("/"):
+        raise ValueError(f"must start with '/', not {text!r}")
+    return text if text.endswith("/") else text + "/"
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    parse: Callable[[str], object]
+    help: str
+
+
+SETTINGS = (
+    Setting("verbosity", parse_nonnegative_int, "log level: 0 info, 1 and more debug"),
+    Setting("etcd_servers", parse_list, "etcd client URLs (JSON list or comma-separated)"),
+    Setting("etcd_key_prefix", parse_prefix, "prefix of every fleet key in etcd"),
+    Setting("etcd_request_timeout", parse_duration, "timeout of one etcd request"),
+    Setting("etcd_username", parse_text, "etcd user (with etcd_password)"),
+    Setting("etcd_password", parse_text, "etcd password"),
+    Setting("etcd_cafile", parse_text, "CA for etcd TLS (not supported yet)"),
+    Setting("etcd_certfile", parse_text, "client certificate for etcd TLS (not supported yet)"),
+    Setting("etcd_keyfile", parse_text, "client key for etcd TLS (not supported yet)"),
+    Setting("public_ip", parse_text, "IP other machines and fleetctl reach this machine on"),
+    Setting("metadata", parse_metadata, "this machine's metadata: key=value,key2=value2"),
+    Setting("agent_ttl", parse_duration, "lease TTL: how long a silent machine stays registered"),
+    Setting("engine_reconcile_interval", parse_duration, "seconds between full engine passes"),
+    Setting("agent_reconcile_interval", parse_duration, "seconds between full agent passes"),
+    Setting("disable_engine", parse_bool, "never lead the engine"),
+    Setting("units_directory", parse_text, "where the agent writes unit files"),
+    Setting("fencing", parse_bool, "stop units when this machine alone is cut off from etcd"),
+    Setting("peer_port", parse_port, "UDP port peers ask each other about etcd on"),
+    Setting("machine_id_file", parse_text, "where the machine id is read from"),
+)
+SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Config:
+    verbosity: int = 0
+    etcd_servers: tuple[str, ...] = ("http://127.0.0.1:2379",)
+    etcd_key_prefix: str = "/_coreos.com/fleet/"
+    etcd_request_timeout: float = 1.0
+    etcd_username: str = ""
+    etcd_password: str = ""
+    etcd_cafile: str = ""
+    etcd_certfile: str = ""
+    etcd_keyfile: str = ""
+    public_ip: str = ""
+    metadata: tuple[tuple[str, str], ...] = field(default=())
+    agent_ttl: float = 10.0
+    engine_reconcile_interval: float = 2.0
+    agent_reconcile_interval: float = 5.0
+    disable_engine: bool = False
+    units_directory: str = "/run/fleet/units/"
+    fencing: bool = True
+    peer_port: int = 7007
+    machine_id_file: str = "/etc/machine-id"
+
+
+def read_config_file(path: Path) -> dict[str, tuple[str, str]]:
+    """fleet.conf: `key=value` lines at top level, # comments; -> name: (raw value, where)."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror}") from error
+    found: dict[str, tuple[str, str]] = {}
+    for number, line in enumerate(lines, start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith(("#", ";")):
+            continue
+        name, sep, value = stripped.partition("=")
+        if not sep:
+            raise ConfigError(f"{path}:{number}: expected key=value, got {stripped!r}")
+        found[name.strip()] = (unquote(value.strip()), f"{path}:{number}")
+    return found
+
+
+def unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] == '"' and value.count('"') == 2:
+        return value[1:-1]
+    return value
+
+
+def load_config(
+    file_values: Mapping[str, tuple[str, str]],
+    environ: Mapping[str, str],
+    flags: Mapping[str, str],
+) -> Config:
+    """Merge the three sources over the defaults; unknown names and bad values are errors."""
+    raw: dict[str, tuple[str, str]] = dict(file_values)
+    for name in SETTINGS_BY_NAME:
+        if (env_name := f"FLEET_{name.upper()}") in environ:
+            raw[name] = (environ[env_name], f"environment variable {env_name}")
+    raw.update({name: (value, f"flag --{name}") for name, value in flags.items()})
+    values: dict[str, object] = {}
+    for name, (text, where) in raw.items():
+        setting = SETTINGS_BY_NAME.get(name)
+        if setting is None:
+            raise ConfigError(f"{where}: unknown option {name!r}")
+        try:
+            values[name] = setting.parse(text)
+        except ValueError as error:
+            raise ConfigError(f"{where}: {name}: {error}") from error
+    config = Config(**values)  # type: ignore[arg-type]
+    check_config(config)
+    return config
+
+
+def check_config(config: Config) -> None:
+    if config.etcd_cafile or config.etcd_certfile or config.etcd_keyfile:
+        raise ConfigError(
+            "etcd TLS (etcd_cafile, etcd_certfile, etcd_keyfile) is not supported yet"
+        )
+    if config.agent_ttl < 1:
+        raise ConfigError(f"agent_ttl: must be at least 1s, not {config.agent_ttl}s")
+
+
+def setting_names() -> list[str]:
+    return [f.name for f in fields(Config)]

@@ -1,0 +1,126 @@
+"""The engine: on the one machine that holds leadership, place units and keep placements right.
+
+Every machine runs this loop; only the holder of the leader key (attached to its machine
+lease) plans. A pass reads one snapshot, plans with the pure `plan_cluster`, and writes the
+tasks in transactions that etcd refuses if leadership moved meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from .cluster_plan import plan_cluster
+from .heart import Heart
+from .model import ClusterSnapshot, EngineTask, Job
+from .registry import Conflict, JobRecord, RawSnapshot, Registry, RegistryError
+from .unitfile import Requirements, UnitFileError, parse_unit_file, requirements
+from .unitname import UnitNameError, parse_unit_name
+from .wakeup import wait_for_wakeup, watch_forever
+
+log = logging.getLogger(__name__)
+SETTLE_SECONDS = 0.02  # let a burst of watch events (many units submitted at once) land first
+
+
+class Engine:
+    def __init__(self, registry: Registry, heart: Heart, interval: float) -> None:
+        self.registry = registry
+        self.heart = heart
+        self.interval = interval
+        self.wakeup = asyncio.Event()
+        self.bodies: dict[str, str] = {}
+        self.requirements: dict[tuple[str, str], Requirements | None] = {}
+        self.leading_since: int | None = None
+
+    async def run(self) -> None:
+        keys = self.registry.keys
+        watches = [
+            asyncio.create_task(watch_forever(self.registry, prefix, self.wakeup))
+            for prefix in (keys.jobs, keys.machines, keys.leader)
+        ]
+        try:
+            while True:
+                await self.heart.registered.wait()
+                await self.step()
+                await wait_for_wakeup(self.wakeup, self.interval)
+                await asyncio.sleep(SETTLE_SECONDS)
+        finally:
+            for watch in watches:
+                watch.cancel()
+
+    async def step(self) -> None:
+        lease = self.heart.lease
+        if lease is None:
+            return
+        try:
+            revision = await self.registry.campaign(self.heart.machine.id, lease)
+            self.note_leadership(revision)
+            if revision is not None:
+                await self.reconcile(revision)
+        except Conflict as error:
+            log.debug("engine pass interrupted: %s", error)
+            self.wakeup.set()
+        except RegistryError as error:
+            log.warning("engine pass failed: %s", error)
+
+    def note_leadership(self, revision: int | None) -> None:
+        if revision != self.leading_since:
+            if revision is None:
+                log.info("engine: %s leads", "another machine")
+            else:
+                log.info("engine: this machine leads now")
+        self.leading_since = revision
+
+    async def reconcile(self, leader_revision: int) -> None:
+        started = time.monotonic()
+        raw = await self.registry.snapshot()
+        snapshot = await self.resolve(raw)
+        tasks = plan_cluster(snapshot)
+        if tasks:
+            await self.registry.apply_engine_tasks(tasks, leader_revision)
+            for task in tasks:
+                log_task(task)
+        elapsed = time.monotonic() - started
+        if elapsed > self.interval:
+            log.warning(
+                "engine pass took %.2fs, longer than the %.2fs interval", elapsed, self.interval
+            )
+
+    async def resolve(self, raw: RawSnapshot) -> ClusterSnapshot:
+        """Attach each job's parsed [X-Fleet] requirements (bodies are immutable: cached)."""
+        if any(record.hash not in self.bodies for record in raw.jobs.values()):
+            self.bodies.update(await self.registry.unit_bodies())
+        jobs = {}
+        for name, record in raw.jobs.items():
+            found = self.job_requirements(record)
+            if found is not None:
+                jobs[name] = Job(name, record.hash, record.desired, found)
+        return ClusterSnapshot(jobs, raw.machines, raw.placements, raw.assignments, raw.reasons)
+
+    def job_requirements(self, record: JobRecord) -> Requirements | None:
+        key = (record.name, record.hash)
+        if key not in self.requirements:
+            self.requirements[key] = parse_requirements(record, self.bodies.get(record.hash))
+        return self.requirements[key]
+
+
+def parse_requirements(record: JobRecord, body: str | None) -> Requirements | None:
+    if body is None:
+        log.warning(
+            "unit %s: unit file %s is missing from etcd; not scheduling it",
+            record.name,
+            record.hash,
+        )
+        return None
+    try:
+        return requirements(parse_unit_file(body, record.name), parse_unit_name(record.name))
+    except (UnitFileError, UnitNameError) as error:
+        log.warning("unit %s: %s; not scheduling it", record.name, error)
+        return None
+
+
+def log_task(task: EngineTask) -> None:
+    fields = {name: value for name, value in vars(task).items() if name != "assignment"}
+    text = " ".join(f"{name}={value}" for name, value in fields.items())
+    log.info("engine task=%s %s", type(task).__name__, text)
