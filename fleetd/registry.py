@@ -254,11 +254,10 @@ class Registry:
             ]
             if clashes:
                 raise Conflict(f"unit {clashes[0]} already exists with a different unit file")
-        for batch in chunks(list(jobs), MAX_TXN_OPS // 2):
+        bodies = {job.hash: body for job, body in jobs}
+        for batch in chunks(sorted(bodies.items()), MAX_TXN_OPS):
             # Bodies are content-addressed, so writing one that exists changes nothing.
-            ops = [
-                self.ops.put(self.keys.unit_body(job.hash), body.encode()) for job, body in batch
-            ]
+            ops = [self.ops.put(self.keys.unit_body(h), body.encode()) for h, body in batch]
             await self._txn([], ops, "storing unit files")
         created: list[str] = []
         try:
@@ -349,14 +348,23 @@ class Registry:
         )
 
     async def apply_engine_tasks(self, tasks: Sequence[EngineTask], leader_revision: int) -> None:
-        """Write the engine's tasks in guarded batches; Conflict if leadership or data changed."""
-        for batch in chunks(list(tasks), MAX_TXN_OPS // 2):
-            compares = [self.ops.create(self.keys.leader) == leader_revision]
-            ops = []
-            for task in batch:
-                task_compares, task_ops = self._engine_ops(task)
-                compares += task_compares
-                ops += task_ops
+        """Write the engine's tasks in guarded transactions, in order; Conflict if leadership or
+        the data changed. etcd refuses a key twice in one transaction (an unschedule and the
+        schedule that follows it, say), so such a task starts the next transaction."""
+        guard = self.ops.create(self.keys.leader) == leader_revision
+        compares: list = [guard]  # type: ignore[type-arg]
+        ops: list = []  # type: ignore[type-arg]
+        touched: set[bytes] = set()
+        for task in tasks:
+            task_compares, task_ops = self._engine_ops(task)
+            keys = {op.key for op in task_ops}
+            if touched & keys or len(ops) + len(task_ops) > MAX_TXN_OPS:
+                await self._txn(compares, ops, "applying the engine's plan")
+                compares, ops, touched = [guard], [], set()
+            compares += task_compares
+            ops += task_ops
+            touched |= keys
+        if ops:
             await self._txn(compares, ops, "applying the engine's plan")
 
     def _engine_ops(self, task: EngineTask) -> tuple[list, list]:  # type: ignore[type-arg]
