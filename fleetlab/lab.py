@@ -216,13 +216,30 @@ class Lab:
         return machine.exec_interactive(self.running_pid(name), argv)
 
     def run(
-        self, name: str, argv: Sequence[str], check: bool = True, timeout: float = 60
+        self,
+        name: str,
+        argv: Sequence[str],
+        check: bool = True,
+        timeout: float = 60,
+        input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run argv in the machine and capture its output (for tests and scripts)."""
         pid = self.running_pid(name)
         return run(
-            machine.enter_argv(pid, argv), env={"HOME": "/root"}, check=check, timeout=timeout
+            machine.enter_argv(pid, argv),
+            env={"HOME": "/root"},
+            check=check,
+            timeout=timeout,
+            input=input,
         )
+
+    def running_machines(self) -> list[str]:
+        """Machines whose PID 1 is alive (cheap: no command runs inside them)."""
+        return [
+            record.name
+            for record in self.require_state().machines
+            if machine.init_pid(self.layout.machine(record.name)) is not None
+        ]
 
     def journal_argv(self, name: str, options: Sequence[str]) -> list[str]:
         """journalctl for the machine: inside it when it runs, else read from its disk."""

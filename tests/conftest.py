@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import secrets
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from fleetd.client import FleetClient
+from fleetd.keys import Keys
+from fleetd.registry import Registry
 from fleetlab.etcd import EtcdServer, loopback_etcd
 from fleetlab.lab import Lab
 from imagebuild.rootfs import build_rootfs
+from tests.cluster.fleet import FleetCluster
 
 REPO = Path(__file__).resolve().parents[1]
 OUTPUT_DIR = REPO / "build" / "test-output"
@@ -51,6 +57,26 @@ def lab(request: pytest.FixtureRequest, rootfs: Path) -> Iterator[Lab]:
         lab.down()
 
 
+@pytest.fixture
+async def fleet(lab: Lab, request: pytest.FixtureRequest) -> AsyncIterator[FleetCluster]:
+    """fleetd running on every machine of `lab` (`@pytest.mark.agent_ttl(S)`, default 3 s),
+    and a client on the host talking to the lab's etcd."""
+    marker = request.node.get_closest_marker("agent_ttl")
+    ttl = marker.args[0] if marker else 3.0
+    async with Registry.open(lab.host_etcd_endpoint, Keys(), timeout=2.0) as registry:
+        cluster = FleetCluster(lab, ttl, registry, FleetClient(registry))
+        state = lab.require_state()
+        for record in state.machines:
+            cluster.configure(record.name)
+            lab.run(record.name, ["systemctl", "start", "fleetd"])
+            cluster.ids[record.name] = record.machine_id
+        deadline = time.monotonic() + 20
+        while len(await cluster.client.machines()) < len(state.machines):
+            assert time.monotonic() < deadline, "fleetd did not register every machine"
+            await asyncio.sleep(0.1)
+        yield cluster
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     """On a failure, attach every lab machine's journal to the report and save it in full."""
@@ -71,3 +97,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "machines(n): how many machines the `lab` fixture boots")
+    config.addinivalue_line(
+        "markers", "agent_ttl(seconds): fleetd's agent_ttl in the `fleet` fixture"
+    )
