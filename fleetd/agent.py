@@ -73,6 +73,10 @@ class Agent:
             watch.cancel()
             publisher.cancel()
 
+    def failure_level(self) -> int:
+        """While the heart already reports an etcd outage, a failed pass is no news."""
+        return logging.DEBUG if self.heart.failing_since is not None else logging.WARNING
+
     async def step(self) -> None:
         if self.fenced:
             return
@@ -80,7 +84,7 @@ class Agent:
             async with self.lock:
                 await self.reconcile()
         except (RegistryError, sd.SystemdError, OSError) as error:
-            log.warning("agent pass failed: %s", error)
+            log.log(self.failure_level(), "agent pass failed: %s", error)
 
     async def reconcile(self) -> None:
         self.assigned = await self.registry.assignments(self.machine_id)
@@ -160,7 +164,7 @@ class Agent:
                 ):
                     await self.publish(unit, state)
             except (sd.SystemdError, RegistryError) as error:
-                log.warning("unit state publishing interrupted: %s", error)
+                log.log(self.failure_level(), "unit state publishing interrupted: %s", error)
                 await asyncio.sleep(1)
 
     async def publish(self, unit: str, state: sd.UnitState) -> None:

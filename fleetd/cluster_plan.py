@@ -150,6 +150,7 @@ def place_units(
             continue
         placements[unit] = machine
         views[machine].units[unit] = job.requirements
+        index.add(machine, 1)
         tasks.append(Schedule(unit, machine, reason))
         for victim in evict_replaced(job, views[machine], placements, index, tasks):
             excluded.setdefault(victim, set()).add(machine)

@@ -42,6 +42,7 @@ from .registry import Registry, RegistryError
 log = logging.getLogger("fleetd")
 LEASE_FILE = Path("/run/fleet/lease")
 VERSION = "0.1.0"
+PEER_REFRESH_SECONDS = 1.0  # a stale peer list could make a cut-off machine think it is alone
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -179,33 +180,41 @@ class Server:
             await asyncio.sleep(usec / 2e6)
 
     async def fence_when_cut_off(self, registry: Registry, heart: Heart, agent: Agent) -> None:
+        """Every tick: when etcd has been silent too long, ask the peers and maybe fence."""
         ttl = self.config.agent_ttl
         peer_ips: list[str] = []
         refreshed = float("-inf")
+        last_verdict = ""
         while True:
             await asyncio.sleep(keepalive_interval(ttl) / 2)
             now = time.monotonic()
-            if not etcd_silence_suspicious(now, heart.last_contact, ttl):
-                if now - refreshed > self.config.agent_reconcile_interval:
+            if heart.failing_since is None:
+                last_verdict = ""
+                if now - refreshed >= PEER_REFRESH_SECONDS:
                     with contextlib.suppress(RegistryError):
                         machines = await registry.machines()
                         peer_ips = [m.ip for m in machines.values() if m.id != heart.machine.id]
                         refreshed = now
                 continue
-            if agent.fenced or heart.last_contact == float("-inf"):
+            if agent.fenced or not etcd_silence_suspicious(now, heart.last_contact, ttl):
                 continue
-            reports = await peers.probe(
-                heart.machine.ip, peer_ips, self.config.peer_port, probe_timeout(ttl)
+            timeout = probe_timeout(ttl)
+            reports = await peers.probe(heart.machine.ip, peer_ips, self.config.peer_port, timeout)
+            verdict = decide(
+                time.monotonic(),
+                heart.last_contact,
+                heart.failing_since,
+                ttl,
+                len(peer_ips),
+                reports,
             )
-            verdict = decide(time.monotonic(), heart.last_contact, ttl, len(peer_ips), reports)
+            if verdict.fence and reports and await heart.try_now():
+                continue  # peers reach etcd and, asked once more, so do we: no outage here
             if verdict.fence:
                 await agent.fence(stop_deadline(heart.last_contact, ttl), verdict.reason)
-            else:
-                log.warning(
-                    "etcd is silent for %.1fs; not fencing: %s",
-                    now - heart.last_contact,
-                    verdict.reason,
-                )
+            elif verdict.reason != last_verdict:
+                log.warning("etcd is silent; not fencing: %s", verdict.reason)
+            last_verdict = verdict.reason
 
 
 def main(argv: list[str] | None = None) -> int:

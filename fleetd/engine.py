@@ -49,6 +49,10 @@ class Engine:
             for watch in watches:
                 watch.cancel()
 
+    def failure_level(self) -> int:
+        """While the heart already reports an etcd outage, a failed pass is no news."""
+        return logging.DEBUG if self.heart.failing_since is not None else logging.WARNING
+
     async def step(self) -> None:
         lease = self.heart.lease
         if lease is None:
@@ -62,7 +66,7 @@ class Engine:
             log.debug("engine pass interrupted: %s", error)
             self.wakeup.set()
         except RegistryError as error:
-            log.warning("engine pass failed: %s", error)
+            log.log(self.failure_level(), "engine pass failed: %s", error)
 
     def note_leadership(self, revision: int | None) -> None:
         if revision != self.leading_since:

@@ -1,20 +1,27 @@
 """When a machine that lost etcd must stop its units, and when it must not.
 
 Pure. The two cases look the same from the machine itself (etcd does not answer), so it asks
-its peers, whose addresses it knew from the last machine list:
+its peers, whose addresses it knew from the last machine list, when they last heard from etcd:
 
-* some peer reached etcd recently: etcd is up and only this machine is cut off. Its lease will
-  expire and the engine will place its units elsewhere, so it stops its non-global units first;
+* a peer heard from etcd *after* this machine's requests began to fail: etcd is up and only
+  this machine is cut off. Its lease will expire and the engine will place its units elsewhere,
+  so it stops its non-global units first;
 * no peer answers at all: this machine is cut off from everything (a partition), same answer;
-* peers answer but none reached etcd either: etcd itself is down for everyone. Nothing can be
-  rescheduled, so nothing is stopped and the cluster carries on when etcd returns;
+* peers answer but none heard from etcd since this machine's failures began: etcd itself is
+  down for everyone. Nothing can be rescheduled, so nothing is stopped, and the cluster carries
+  on when etcd returns. (The question is asked again on every tick, so a peer that reaches etcd
+  a moment later still turns the answer around.)
 * no peers known (a one-machine cluster): nobody could take over; nothing is stopped.
+
+Comparing with the moment failures began, not with a fixed age, matters: when etcd dies, peers
+whose last keepalive happened to land just before it did must not count as "reaching etcd".
 
 Timing: the last keepalive that etcd acknowledged was *sent* at `last_contact`, and etcd resets
 the lease TTL when it *receives* it, so the lease cannot expire before last_contact + ttl and
 no other machine can start a unit of ours before then. Suspicion starts after SUSPECT_FRACTION
-of the TTL without contact; the peer probe has PROBE_FRACTION; stopping must end by
-STOP_DEADLINE_FRACTION, leaving the rest of the TTL as a margin for clock rates and systemd.
+of the TTL without contact; healthy peers keep alive every ttl/5, so within that time of our
+first failure they have proven etcd is up; stopping must end by STOP_DEADLINE_FRACTION of the
+TTL, leaving the rest as a margin for clock rates and systemd.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ STOP_DEADLINE_FRACTION = 0.85
 @dataclass(frozen=True)
 class PeerReport:
     machine: str
-    etcd_age: float  # seconds since that peer last heard from etcd
+    last_contact: float  # when that peer last heard from etcd, on this machine's monotonic clock
 
 
 @dataclass(frozen=True)
@@ -43,12 +50,20 @@ def etcd_silence_suspicious(now: float, last_contact: float, ttl: float) -> bool
 
 
 def decide(
-    now: float, last_contact: float, ttl: float, known_peers: int, reports: list[PeerReport]
+    now: float,
+    last_contact: float,
+    failing_since: float,
+    ttl: float,
+    known_peers: int,
+    reports: list[PeerReport],
 ) -> Verdict:
-    """Whether to stop this machine's non-global units now."""
+    """Whether to stop this machine's non-global units now.
+
+    `failing_since` is when this machine first saw etcd fail since `last_contact`.
+    """
     if not etcd_silence_suspicious(now, last_contact, ttl):
         return Verdict(False, "etcd answered recently")
-    healthy = [r.machine for r in reports if r.etcd_age < SUSPECT_FRACTION * ttl]
+    healthy = [r.machine for r in reports if r.last_contact > failing_since]
     if healthy:
         return Verdict(True, f"peers {', '.join(sorted(healthy))} still reach etcd")
     if known_peers and not reports:

@@ -19,6 +19,7 @@ from .registry import LeaseExpired, Registry, RegistryError
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = 30.0
+LOG_EVERY = 30.0
 
 
 class Heart:
@@ -37,6 +38,8 @@ class Heart:
         self.clock = clock
         self.lease: int | None = None
         self.last_contact = float("-inf")
+        self.failing_since: float | None = None  # first failure seen since last_contact
+        self.logged_failure = float("-inf")
         self.registered = asyncio.Event()
         self.on_new_lease: list[Callable[[int], Awaitable[None]]] = []
         self.on_contact: list[Callable[[], Awaitable[None]]] = []
@@ -53,17 +56,30 @@ class Heart:
                 backoff = 1.0
                 await asyncio.sleep(keepalive_interval(self.ttl))
             except RegistryError as error:
-                level = (
-                    logging.WARNING if self.registered.is_set() or backoff == 1.0 else logging.DEBUG
-                )
-                log.log(
-                    level,
-                    "cannot reach etcd: %s; retrying in %.1fs",
-                    error,
-                    min(backoff, self.ttl / 5),
-                )
+                self.note_failure(error)
                 await asyncio.sleep(min(backoff, keepalive_interval(self.ttl)))
                 backoff = min(backoff * 2, MAX_BACKOFF)
+
+    def note_failure(self, error: RegistryError) -> None:
+        """Log the first failure of an outage loudly, then once every LOG_EVERY seconds."""
+        now = self.clock()
+        if self.failing_since is None:
+            self.failing_since = now
+            self.logged_failure = now
+            log.warning(
+                "cannot reach etcd: %s; retrying every %.1fs", error, keepalive_interval(self.ttl)
+            )
+        elif now - self.logged_failure >= LOG_EVERY:
+            self.logged_failure = now
+            log.warning("still cannot reach etcd after %.0fs: %s", now - self.failing_since, error)
+
+    async def try_now(self) -> bool:
+        """One keepalive out of turn: whether etcd answers this machine right now."""
+        try:
+            await self.beat()
+        except RegistryError:
+            return False
+        return True
 
     async def beat(self) -> None:
         sent = self.clock()
@@ -78,6 +94,9 @@ class Heart:
                 self.registered.clear()
                 await self.register()
         self.last_contact = sent
+        if self.failing_since is not None:
+            log.info("etcd answers again after %.1fs", self.clock() - self.failing_since)
+        self.failing_since = None
         for callback in self.on_contact:
             await callback()
 

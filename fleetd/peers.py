@@ -7,8 +7,10 @@ and a probe that asks all known peers at once and collects what comes back befor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable
 
 from .fencing import PeerReport
@@ -44,34 +46,45 @@ async def serve(
 
 
 class Collector(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
+    def __init__(self, expected: int) -> None:
         self.reports: dict[str, PeerReport] = {}
+        self.expected = expected
+        self.complete = asyncio.Event()
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        # The age becomes a time on our clock the moment it arrives (the machines of one host
+        # share a monotonic clock; across hosts only the clock rate matters).
+        received = time.monotonic()
         try:
             answer = json.loads(data)
-            self.reports[answer["machine"]] = PeerReport(
-                answer["machine"], float(answer["etcd_age"])
-            )
+            machine, age = answer["machine"], float(answer["etcd_age"])
         except (ValueError, KeyError, TypeError):
             log.debug("ignoring a malformed peer answer from %s", addr[0])
+            return
+        self.reports[machine] = PeerReport(machine, received - age)
+        if len(self.reports) >= self.expected:
+            self.complete.set()
 
 
 async def probe(
     source_ip: str, peers: Iterable[str], port: int, timeout: float
 ) -> list[PeerReport]:
-    """Ask every peer; answers that arrive within `timeout` (one resend halfway for loss)."""
+    """Ask every peer; the answers that arrive within `timeout` (one resend halfway for loss)."""
     addresses = sorted(set(peers))
     if not addresses:
         return []
     loop = asyncio.get_running_loop()
-    transport, collector = await loop.create_datagram_endpoint(Collector, local_addr=(source_ip, 0))
+    transport, collector = await loop.create_datagram_endpoint(
+        lambda: Collector(len(addresses)), local_addr=(source_ip, 0)
+    )
     try:
-        for attempt in range(2):
+        for _ in range(2):
             for address in addresses:
-                if attempt == 0 or not any(True for _ in collector.reports):
-                    transport.sendto(QUESTION, (address, port))
-            await asyncio.sleep(timeout / 2)
+                transport.sendto(QUESTION, (address, port))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(collector.complete.wait(), timeout / 2)
+            if collector.complete.is_set():
+                break
         return list(collector.reports.values())
     finally:
         transport.close()

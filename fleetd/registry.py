@@ -31,7 +31,14 @@ from .model import (
     Unschedule,
 )
 
-MAX_TXN_OPS = 100  # etcd refuses transactions of more than 128 operations by default
+MAX_TXN_OPS = 100
+# gRPC backs off up to two minutes between reconnects by default; after an etcd outage every
+# machine must be back within a fraction of its TTL, or its lease (and its units) would go.
+GRPC_OPTIONS = {
+    "grpc.initial_reconnect_backoff_ms": 100,
+    "grpc.min_reconnect_backoff_ms": 100,
+    "grpc.max_reconnect_backoff_ms": 500,
+}  # etcd refuses transactions of more than 128 operations by default
 
 
 class RegistryError(Exception):
@@ -138,7 +145,7 @@ class Registry:
     @asynccontextmanager
     async def open(cls, endpoint: str, keys: Keys, timeout: float) -> AsyncIterator[Registry]:
         host, port = parse_endpoint(endpoint)
-        client = aetcd.Client(host, port, timeout=timeout)
+        client = aetcd.Client(host, port, timeout=timeout, options=GRPC_OPTIONS)
         try:
             yield cls(client, keys)
         finally:

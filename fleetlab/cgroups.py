@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from pathlib import Path
 
@@ -77,9 +78,10 @@ def remove_tree(cgroup: Path) -> None:
     """rmdir the subtree bottom-up; it must be empty of processes."""
     if not cgroup.is_dir():
         return
-    for directory in sorted((p for p in cgroup.rglob("*") if p.is_dir()), reverse=True):
-        directory.rmdir()
-    cgroup.rmdir()
+    # Bottom-up; os.walk skips what vanishes while it walks instead of failing.
+    for directory, _, _ in os.walk(cgroup, topdown=False):
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(directory)
 
 
 def remove_if_empty(cgroup: Path) -> None:

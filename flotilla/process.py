@@ -10,6 +10,7 @@ import logging
 import os
 import shlex
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -99,3 +100,8 @@ def spawn_detached(argv: Sequence[str | Path], *, cgroup: Path, log_file: Path) 
         subprocess.run(
             args, env=command_env(), stdin=subprocess.DEVNULL, stdout=out, stderr=out, check=True
         )
+    # setsid returns before its child has joined the cgroup; callers check the cgroup next.
+    procs = cgroup / "cgroup.procs"
+    deadline = time.monotonic() + 5
+    while not procs.read_text().strip() and time.monotonic() < deadline:
+        time.sleep(0.005)

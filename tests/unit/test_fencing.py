@@ -9,21 +9,26 @@ from fleetd.fencing import PeerReport, decide, stop_deadline
 TTL = 10.0
 
 
+# Our last contact at 100.0, our first failure seen at 102.0, asked at 100.0 + silence;
+# a report holds when that peer last heard from etcd.
 @pytest.mark.parametrize(
     ("silence", "known", "reports", "fence", "why"),
     [
         (1.0, 2, [], False, "etcd answered recently"),
-        (5.0, 2, [PeerReport("b", 0.5)], True, "peers b still reach etcd"),
+        (5.0, 2, [PeerReport("b", 104.5)], True, "peers b still reach etcd"),
         (5.0, 2, [], True, "none of 2 peers answers"),
-        (5.0, 2, [PeerReport("b", 6.0), PeerReport("c", 5.5)], False, "etcd is down"),
+        (5.0, 2, [PeerReport("b", 99.0), PeerReport("c", 99.5)], False, "etcd is down"),
         (5.0, 0, [], False, "no peers could take over"),
-        (5.0, 2, [PeerReport("b", 6.0), PeerReport("c", 0.2)], True, "peers c still reach etcd"),
+        (5.0, 2, [PeerReport("b", 99.0), PeerReport("c", 104.8)], True, "peers c still reach etcd"),
+        # etcd died at 101.9: b's last keepalive landed at 101.8, after ours but before our
+        # first failure at 102.0, so it proves nothing about etcd being up now.
+        (5.0, 2, [PeerReport("b", 101.8)], False, "etcd is down"),
     ],
 )
 def test_decision(
     silence: float, known: int, reports: list[PeerReport], fence: bool, why: str
 ) -> None:
-    verdict = decide(100.0 + silence, 100.0, TTL, known, reports)
+    verdict = decide(100.0 + silence, 100.0, 102.0, TTL, known, reports)
     assert verdict.fence is fence
     assert why in verdict.reason
 
