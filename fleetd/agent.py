@@ -14,7 +14,10 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Awaitable, Iterable
+from itertools import groupby
 from pathlib import Path
+from typing import TypeVar
 
 from . import systemd as sd
 from .heart import Heart
@@ -34,6 +37,8 @@ from .unitname import parse_unit_name
 from .wakeup import wait_for_wakeup, watch_forever
 
 log = logging.getLogger(__name__)
+FULL_PASS_SECONDS = 60.0  # reconcile even when nothing seems to change, at least this often
+T = TypeVar("T")
 
 
 class Agent:
@@ -56,7 +61,13 @@ class Agent:
         self.assigned: dict[str, Assignment] = {}  # as of the last pass
         self.published: dict[str, UnitState] = {}
         self.fenced = False
-        self.lock = asyncio.Lock()  # passes, fencing and shutdown never interleave
+        self.loaded = self.unit_files()  # unit -> hash of the file this agent wrote
+        self.bodies: dict[str, str] = {}  # hash -> unit body
+        self.lock = asyncio.Lock()
+        self.changed = asyncio.Event()  # systemd reported a state change since the last pass
+        self.planned_at: tuple[int, float] | None = (
+            None  # (etcd revision, monotonic time)  # passes, fencing and shutdown never interleave
+        )
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -86,20 +97,43 @@ class Agent:
         except (RegistryError, sd.SystemdError, OSError) as error:
             log.log(self.failure_level(), "agent pass failed: %s", error)
 
+    async def unchanged_since_last_pass(self) -> bool:
+        """Neither etcd nor systemd changed since a pass that had nothing to do."""
+        revision = await self.registry.revision_of(self.registry.keys.machine(self.machine_id))
+        quiet = not self.changed.is_set() and self.planned_at is not None
+        if quiet and revision == self.planned_at[0]:  # type: ignore[index]
+            return time.monotonic() - self.planned_at[1] < FULL_PASS_SECONDS  # type: ignore[index]
+        self.changed.clear()
+        self.planned_at = None if revision is None else (revision, time.monotonic())
+        return False
+
     async def reconcile(self) -> None:
+        if await self.unchanged_since_last_pass():
+            return
         self.assigned = await self.registry.assignments(self.machine_id)
+        self.loaded = self.unit_files()
         current = await self.local_units()
-        for task in plan_machine(self.assigned, current, self.started):
-            log.info("agent task=%s %s", type(task).__name__, describe(task))
-            await self.do(task)
+        tasks = plan_machine(self.assigned, current, self.started)
+        for task in tasks:
+            log.info(
+                "agent task=%s %s",
+                type(task).__name__,
+                describe(task),
+                extra=journal_fields(getattr(task, "unit", None)),
+            )
+        # The plan is ordered by kind; each kind runs as one batch (one D-Bus call where systemd
+        # takes lists, concurrent calls where it does not). A failed batch ends the pass.
+        if tasks:
+            self.planned_at = None
+        for kind, batch in groupby(tasks, key=type):
+            await self.run_batch(kind, list(batch))
         await self.publish_changed_states()
 
     async def local_units(self) -> dict[str, LocalUnit]:
-        files = self.unit_files()
-        states = await self.systemd.unit_states(list(files))
+        states = await self.systemd.unit_states(list(self.loaded))
         return {
             name: LocalUnit(unit_hash, states[name].active_state if name in states else "inactive")
-            for name, unit_hash in files.items()
+            for name, unit_hash in self.loaded.items()
         }
 
     def unit_files(self) -> dict[str, str]:
@@ -114,44 +148,59 @@ class Agent:
 
     # -- tasks -------------------------------------------------------------------------------
 
-    async def do(self, task: AgentTask) -> None:
-        match task:
-            case LoadUnit(unit, unit_hash, _):
-                await self.load(unit, unit_hash)
-            case UnloadUnit(unit, _):
-                await self.unload(unit)
-            case ReloadSystemd():
-                await self.systemd.reload()
-            case StartUnit(unit, unit_hash, _):
-                self.started[unit] = unit_hash
-                await self.systemd.start_unit(unit)
-            case StopUnit(unit, _):
-                self.started.pop(unit, None)
-                await self.systemd.stop_unit(unit)
+    async def run_batch(self, kind: type, tasks: list[AgentTask]) -> None:
+        if kind is UnloadUnit:
+            await self.unload([task.unit for task in tasks])  # type: ignore[union-attr]
+        elif kind is LoadUnit:
+            await self.load({task.unit: task.hash for task in tasks})  # type: ignore[union-attr]
+        elif kind is ReloadSystemd:
+            await self.systemd.reload()
+        elif kind is StopUnit:
+            for task in tasks:
+                self.started.pop(task.unit, None)  # type: ignore[union-attr]
+            await gather_all(self.systemd.stop_unit(task.unit) for task in tasks)  # type: ignore[union-attr]
+        elif kind is StartUnit:
+            for task in tasks:
+                self.started[task.unit] = task.hash  # type: ignore[union-attr]
+            await gather_all(self.systemd.start_unit(task.unit) for task in tasks)  # type: ignore[union-attr]
 
     def unit_path(self, unit: str) -> Path:
         parse_unit_name(unit)  # a name from etcd never leaves units_directory
         return self.units_directory / unit
 
-    async def load(self, unit: str, unit_hash: str) -> None:
-        body = await self.registry.unit_body(unit_hash)
-        if body is None:
-            raise RegistryError(f"unit file {unit_hash} of {unit} is missing from etcd")
-        path = self.unit_path(unit)
-        write_atomically(path, body)
-        await self.systemd.link_unit_files([str(path)])
-        if "\n[Install]" in "\n" + body:
-            await self.systemd.enable_unit_files([str(path)])
+    async def body(self, unit_hash: str) -> str:
+        """A unit body by hash; bodies never change, so each is fetched once."""
+        if unit_hash not in self.bodies:
+            body = await self.registry.unit_body(unit_hash)
+            if body is None:
+                raise RegistryError(f"unit file {unit_hash} is missing from etcd")
+            self.bodies[unit_hash] = body
+        return self.bodies[unit_hash]
 
-    async def unload(self, unit: str) -> None:
-        self.started.pop(unit, None)
-        await self.systemd.stop_unit(unit)
-        # Only once it has stopped: a file removed under a running unit would orphan it.
-        await self.systemd.disable_unit_files([unit])
-        await self.systemd.reset_failed_unit(unit)
-        self.unit_path(unit).unlink(missing_ok=True)
-        self.published.pop(unit, None)
-        await self.registry.delete_state(unit, self.machine_id)
+    async def load(self, units: dict[str, str]) -> None:
+        bodies = dict(
+            zip(units, await gather_all(self.body(h) for h in units.values()), strict=True)
+        )
+        paths = {unit: str(self.unit_path(unit)) for unit in units}
+        for unit, body in bodies.items():
+            write_atomically(Path(paths[unit]), body)
+            self.loaded[unit] = units[unit]
+        await self.systemd.link_unit_files(list(paths.values()))
+        installable = [paths[unit] for unit, body in bodies.items() if "\n[Install]" in "\n" + body]
+        await self.systemd.enable_unit_files(installable)
+
+    async def unload(self, units: list[str]) -> None:
+        for unit in units:
+            self.started.pop(unit, None)
+        await gather_all(self.systemd.stop_unit(unit) for unit in units)
+        # Only once they have stopped: a file removed under a running unit would orphan it.
+        await self.systemd.disable_unit_files(units)
+        await gather_all(self.systemd.reset_failed_unit(unit) for unit in units)
+        for unit in units:
+            self.unit_path(unit).unlink(missing_ok=True)
+            self.loaded.pop(unit, None)
+            self.published.pop(unit, None)
+        await self.registry.delete_states(units, self.machine_id)
 
     # -- unit states -------------------------------------------------------------------------
 
@@ -169,23 +218,25 @@ class Agent:
 
     async def publish(self, unit: str, state: sd.UnitState) -> None:
         lease = self.heart.lease
-        files = self.unit_files()
-        if lease is None or unit not in files:
+        if lease is None or unit not in self.loaded:
             return
-        published = UnitState(state.load_state, state.active_state, state.sub_state, files[unit])
+        published = UnitState(
+            state.load_state, state.active_state, state.sub_state, self.loaded[unit]
+        )
         if self.published.get(unit) != published:
+            self.changed.set()
             await self.registry.publish_state(unit, self.machine_id, published, lease)
             self.published[unit] = published
 
     async def publish_changed_states(self) -> None:
         """Catch up after a new lease or a missed signal: publish whatever differs."""
-        files = self.unit_files()
-        for unit, state in (await self.systemd.unit_states(list(files))).items():
+        for unit, state in (await self.systemd.unit_states(list(self.loaded))).items():
             await self.publish(unit, state)
 
     async def republish(self, lease: int) -> None:
         """A new lease carries none of the old state keys."""
         self.published.clear()
+        self.planned_at = None
         self.wakeup.set()
 
     # -- fencing and shutdown ----------------------------------------------------------------
@@ -194,7 +245,7 @@ class Agent:
         """Stop every non-global unit before `deadline` (monotonic): this machine is cut off
         and its units are about to be started elsewhere."""
         self.fenced = True
-        units = [u for u in self.unit_files() if not is_global(self.assigned.get(u))]
+        units = [u for u in self.loaded if not is_global(self.assigned.get(u))]
         log.warning("fencing: %s; stopping %d units: %s", reason, len(units), " ".join(units))
         async with self.lock:
             await asyncio.gather(*(self.stop_by(unit, deadline) for unit in units))
@@ -211,23 +262,38 @@ class Agent:
         if self.fenced:
             log.info("fencing lifted: etcd answers again")
             self.fenced = False
+            self.planned_at = None
             self.wakeup.set()
 
     async def purge(self) -> None:
         """Graceful shutdown: stop and unload every unit, so they can move at once."""
         async with self.lock:
             units = list(self.unit_files())
-            for unit in units:
-                try:
-                    await self.unload(unit)
-                except (RegistryError, sd.SystemdError) as error:
-                    log.warning("unloading %s at shutdown: %s", unit, error)
-            if units:
-                await self.systemd.reload()
+            if not units:
+                return
+            try:
+                await self.unload(units)
+            except (RegistryError, sd.SystemdError) as error:
+                log.warning("unloading units at shutdown: %s", error)
+            await self.systemd.reload()
 
 
 def is_global(assignment: Assignment | None) -> bool:
     return assignment is not None and assignment.is_global
+
+
+async def gather_all(awaitables: Iterable[Awaitable[T]]) -> list[T]:
+    """Run concurrently; if any fails, raise the first failure once all have finished."""
+    results = await asyncio.gather(*awaitables, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results  # type: ignore[return-value]
+
+
+def journal_fields(unit: str | None) -> dict[str, str]:
+    """Journal fields naming the unit; OBJECT_SYSTEMD_UNIT puts the line in `journalctl -u`."""
+    return {"FLEET_UNIT": unit, "OBJECT_SYSTEMD_UNIT": unit} if unit else {}
 
 
 def describe(task: AgentTask) -> str:

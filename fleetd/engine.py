@@ -21,6 +21,7 @@ from .wakeup import wait_for_wakeup, watch_forever
 
 log = logging.getLogger(__name__)
 SETTLE_SECONDS = 0.02  # let a burst of watch events (many units submitted at once) land first
+FULL_PASS_SECONDS = 60.0  # plan even when etcd looks unchanged, at least this often
 
 
 class Engine:
@@ -32,6 +33,7 @@ class Engine:
         self.bodies: dict[str, str] = {}
         self.requirements: dict[tuple[str, str], Requirements | None] = {}
         self.leading_since: int | None = None
+        self.planned_at: tuple[int, float] | None = None  # (etcd revision, monotonic time)
 
     async def run(self) -> None:
         keys = self.registry.keys
@@ -76,12 +78,24 @@ class Engine:
                 log.info("engine: this machine leads now")
         self.leading_since = revision
 
+    async def unchanged_since_last_pass(self) -> bool:
+        """Nothing was written to etcd since a pass that found nothing to do (an idle cluster
+        costs one tiny read per interval instead of a full snapshot)."""
+        revision = await self.registry.revision_of(self.registry.keys.leader)
+        if self.planned_at is not None and revision == self.planned_at[0]:
+            return time.monotonic() - self.planned_at[1] < FULL_PASS_SECONDS
+        self.planned_at = None if revision is None else (revision, time.monotonic())
+        return False
+
     async def reconcile(self, leader_revision: int) -> None:
+        if await self.unchanged_since_last_pass():
+            return
         started = time.monotonic()
         raw = await self.registry.snapshot()
         snapshot = await self.resolve(raw)
         tasks = plan_cluster(snapshot)
         if tasks:
+            self.planned_at = None  # our own writes change the revision: look once more
             await self.registry.apply_engine_tasks(tasks, leader_revision)
             for task in tasks:
                 log_task(task)
@@ -127,4 +141,10 @@ def parse_requirements(record: JobRecord, body: str | None) -> Requirements | No
 def log_task(task: EngineTask) -> None:
     fields = {name: value for name, value in vars(task).items() if name != "assignment"}
     text = " ".join(f"{name}={value}" for name, value in fields.items())
-    log.info("engine task=%s %s", type(task).__name__, text)
+    unit = fields["unit"]
+    log.info(
+        "engine task=%s %s",
+        type(task).__name__,
+        text,
+        extra={"FLEET_UNIT": unit, "OBJECT_SYSTEMD_UNIT": unit},
+    )

@@ -159,13 +159,6 @@ class Registry:
             result = await self.client.get_prefix(prefix)
         return [(self.keys.name_under(prefix, kv.key), kv.value) for kv in result.kvs]
 
-    async def revision(self) -> int:
-        with translated_errors("reading the etcd revision"):
-            status = await self.client.status()
-        return status.header.revision
-
-    # -- leases ------------------------------------------------------------------------------
-
     async def grant_lease(self, ttl: float) -> int:
         with translated_errors("granting a lease"):
             lease = await self.client.lease(max(1, round(ttl)))
@@ -200,9 +193,16 @@ class Registry:
         with translated_errors(f"publishing the state of {unit}"):
             await self.client.put(self.keys.state(unit, machine), encode_state(state), lease=lease)
 
-    async def delete_state(self, unit: str, machine: str) -> None:
-        with translated_errors(f"deleting the state of {unit}"):
-            await self.client.delete(self.keys.state(unit, machine))
+    async def delete_states(self, units: Sequence[str], machine: str) -> None:
+        for batch in chunks(list(units), MAX_TXN_OPS):
+            ops = [self.ops.delete(self.keys.state(unit, machine)) for unit in batch]
+            await self._txn([], ops, "deleting unit states")
+
+    async def revision_of(self, key: bytes) -> int | None:
+        """The store's current revision, read with `key` (None when the key is missing)."""
+        with translated_errors("reading the etcd revision"):
+            found = await self.client.get(key)
+        return None if found is None else found.header.revision
 
     async def unit_states(self) -> dict[tuple[str, str], UnitState]:
         states = {}

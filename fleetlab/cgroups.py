@@ -24,11 +24,10 @@ def lab_cgroup_root() -> Path:
 def pids(cgroup: Path) -> list[int]:
     """Every process in the subtree."""
     found: list[int] = []
-    if not cgroup.is_dir():
-        return found
-    for procs in cgroup.rglob("cgroup.procs"):
+    # os.walk, not Path.rglob: systemd inside a machine adds and removes cgroups as we walk.
+    for directory, _, _ in os.walk(cgroup):
         try:
-            found.extend(int(line) for line in procs.read_text().split())
+            found.extend(int(line) for line in Path(directory, "cgroup.procs").read_text().split())
         except FileNotFoundError:  # a sub-cgroup vanished while we walked
             continue
     return found
