@@ -14,6 +14,7 @@ from imagebuild.rootfs import build_rootfs
 from imagebuild.spec import SpecError
 
 from . import cgroups, network
+from .fleet import start_fleetd
 from .lab import Lab, LabError, MachineStatus, require_root
 from .layout import DEFAULT_STATE_ROOT
 
@@ -87,12 +88,22 @@ def main(ctx: click.Context, lab_name: str, state_root: Path) -> None:
     show_default=True,
     help="Seconds to wait for every machine to boot.",
 )
+@click.option("--fleetd", "with_fleetd", is_flag=True, help="Also start fleetd on every machine.")
+@click.option(
+    "--agent-ttl",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="fleetd's agent_ttl in seconds (with --fleetd).",
+)
 @click.pass_obj
-def up(lab: Lab, count: int, timeout: float) -> None:
+def up(lab: Lab, count: int, timeout: float, with_fleetd: bool, agent_ttl: float) -> None:
     """Create the lab: a bridge, an etcd and COUNT machines booted to systemd `running`."""
     rootfs = build_rootfs()
     started = time.monotonic()
     lab.up(count, rootfs, SOURCE_TREE, timeout)
+    if with_fleetd:
+        start_fleetd(lab, agent_ttl)
     click.echo(
         f"lab {lab.name!r}: {count} machines up in {time.monotonic() - started:.1f}s,"
         f" etcd at {lab.layout.etcd_endpoint}"

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from fleetd.client import FleetClient, UnitStatus
 from fleetd.registry import Registry
+from fleetlab.fleet import configure_fleetd
 from fleetlab.lab import Lab
 
 # Metadata per machine; tests rely on it.
@@ -34,20 +35,8 @@ class FleetCluster:
         return {machine_id: name for name, machine_id in self.ids.items()}
 
     def configure(self, machine: str, **options: str) -> None:
-        record = self.lab.require_state().machine(machine)
-        assert record is not None
-        settings = {
-            "etcd_servers": self.lab.layout.etcd_endpoint,
-            "public_ip": record.ip,
-            "agent_ttl": f"{self.ttl}s",
-            "metadata": METADATA.get(machine, ""),
-            "engine_reconcile_interval": "1s",
-            **options,
-        }
-        text = "".join(f"{key}={value}\n" for key, value in settings.items())
-        self.lab.run(
-            machine, ["sh", "-c", "mkdir -p /etc/fleet && cat > /etc/fleet/fleet.conf"], input=text
-        )
+        settings = {"metadata": METADATA.get(machine, ""), "engine_reconcile_interval": "1s"}
+        configure_fleetd(self.lab, machine, self.ttl, **{**settings, **options})
 
     def systemctl(self, machine: str, *args: str) -> str:
         return self.lab.run(machine, ["systemctl", *args], check=False).stdout.strip()
