@@ -17,16 +17,16 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
-# For now the demo is the lab: build the rootfs, boot 3 machines, show them and what they reach.
-# The lab stays up afterwards; `.venv/bin/fleetlab down` removes it.
+# The demo: build the rootfs, boot 3 machines with etcd and fleetd, start units, kill a machine
+# and watch its units move. The lab stays up afterwards; `.venv/bin/fleetlab down` removes it.
 demo: deps
 	$(BIN)/imagebuild rootfs
 	-$(BIN)/fleetlab down
-	$(BIN)/fleetlab up --machines 3
+	$(BIN)/fleetlab up --machines 3 --fleetd
 	$(BIN)/fleetlab exec m1 -- etcdctl --endpoints=http://10.77.0.1:2379 endpoint health
-	$(BIN)/fleetlab exec m1 -- ping -c 1 -W 1 10.77.0.13
-	$(BIN)/fleetlab exec m2 -- systemctl list-units --type=service --state=running --no-pager
-	@echo "lab is up: try .venv/bin/fleetlab ls | exec m1 -- bash | kill m2 | start m2 | down"
+	$(BIN)/python -m fleetlab.demo
+	$(BIN)/fleetlab ls
+	@echo "lab is up: try .venv/bin/fleetlab ls | exec m2 -- journalctl -u 'hello@*' | start m1 | down"
 
 test: deps
 	$(BIN)/pytest -ra
@@ -37,6 +37,9 @@ lint: deps
 
 bench: deps
 	$(BIN)/python bench/lab_boot.py
+	$(BIN)/python bench/engine_scale.py
+	$(BIN)/python bench/fleet_throughput.py
+	$(BIN)/python bench/fleet_failover.py
 
 clean:
 	-$(BIN)/fleetlab down --all

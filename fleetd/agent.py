@@ -38,6 +38,9 @@ from .wakeup import wait_for_wakeup, watch_forever
 
 log = logging.getLogger(__name__)
 FULL_PASS_SECONDS = 60.0  # reconcile even when nothing seems to change, at least this often
+MAX_CONCURRENT_CALLS = 32
+FLUSH_SETTLE_SECONDS = 0.02  # gather a burst of state changes into one write
+WAKE_SETTLE_SECONDS = 0.05  # let a burst of assignments land before a pass
 T = TypeVar("T")
 
 
@@ -65,6 +68,8 @@ class Agent:
         self.bodies: dict[str, str] = {}  # hash -> unit body
         self.lock = asyncio.Lock()
         self.changed = asyncio.Event()  # systemd reported a state change since the last pass
+        self.dirty: set[str] = set()  # units whose published state must be written or deleted
+        self.flush_needed = asyncio.Event()
         self.planned_at: tuple[int, float] | None = (
             None  # (etcd revision, monotonic time)  # passes, fencing and shutdown never interleave
         )
@@ -75,14 +80,17 @@ class Agent:
         prefix = self.registry.keys.assigned_to(self.machine_id)
         watch = asyncio.create_task(watch_forever(self.registry, prefix, self.wakeup))
         publisher = asyncio.create_task(self.publish_states())
+        flusher = asyncio.create_task(self.flush_states())
         try:
             while True:
                 await self.heart.registered.wait()
                 await self.step()
                 await wait_for_wakeup(self.wakeup, self.interval)
+                await asyncio.sleep(WAKE_SETTLE_SECONDS)
         finally:
             watch.cancel()
             publisher.cancel()
+            flusher.cancel()
 
     def failure_level(self) -> int:
         """While the heart already reports an etcd outage, a failed pass is no news."""
@@ -160,9 +168,11 @@ class Agent:
                 self.started.pop(task.unit, None)  # type: ignore[union-attr]
             await gather_all(self.systemd.stop_unit(task.unit) for task in tasks)  # type: ignore[union-attr]
         elif kind is StartUnit:
-            for task in tasks:
-                self.started[task.unit] = task.hash  # type: ignore[union-attr]
-            await gather_all(self.systemd.start_unit(task.unit) for task in tasks)  # type: ignore[union-attr]
+            await gather_all(self.start(task.unit, task.hash) for task in tasks)  # type: ignore[union-attr]
+
+    async def start(self, unit: str, unit_hash: str) -> None:
+        await self.systemd.start_unit(unit)
+        self.started[unit] = unit_hash  # only once systemd took the job: a refused start is retried
 
     def unit_path(self, unit: str) -> Path:
         parse_unit_name(unit)  # a name from etcd never leaves units_directory
@@ -200,7 +210,8 @@ class Agent:
             self.unit_path(unit).unlink(missing_ok=True)
             self.loaded.pop(unit, None)
             self.published.pop(unit, None)
-        await self.registry.delete_states(units, self.machine_id)
+            self.dirty.add(unit)  # not loaded any more: the flush deletes its state
+        self.flush_needed.set()
 
     # -- unit states -------------------------------------------------------------------------
 
@@ -208,30 +219,50 @@ class Agent:
         """Publish each state change systemd signals for our units (no polling)."""
         while True:
             try:
-                async for unit, state in self.systemd.watch_states(
-                    lambda: self.unit_files().keys()
-                ):
-                    await self.publish(unit, state)
-            except (sd.SystemdError, RegistryError) as error:
+                async for unit, state in self.systemd.watch_states(lambda: self.loaded.keys()):
+                    self.publish(unit, state)
+            except sd.SystemdError as error:
                 log.log(self.failure_level(), "unit state publishing interrupted: %s", error)
                 await asyncio.sleep(1)
 
-    async def publish(self, unit: str, state: sd.UnitState) -> None:
-        lease = self.heart.lease
-        if lease is None or unit not in self.loaded:
+    def publish(self, unit: str, state: sd.UnitState) -> None:
+        """Queue a state change; `flush_states` writes a burst of them in a few transactions."""
+        if unit not in self.loaded:
             return
         published = UnitState(
             state.load_state, state.active_state, state.sub_state, self.loaded[unit]
         )
         if self.published.get(unit) != published:
             self.changed.set()
-            await self.registry.publish_state(unit, self.machine_id, published, lease)
             self.published[unit] = published
+            self.dirty.add(unit)
+            self.flush_needed.set()
+
+    async def flush_states(self) -> None:
+        while True:
+            await self.flush_needed.wait()
+            await asyncio.sleep(FLUSH_SETTLE_SECONDS)
+            self.flush_needed.clear()
+            units, self.dirty = self.dirty, set()
+            lease = self.heart.lease
+            try:
+                if lease is None:
+                    raise RegistryError("not registered")
+                puts = {
+                    u: self.published[u] for u in units if u in self.loaded and u in self.published
+                }
+                deletes = [u for u in units if u not in self.loaded]
+                await self.registry.write_states(puts, deletes, self.machine_id, lease)
+            except RegistryError as error:
+                log.log(self.failure_level(), "publishing unit states: %s", error)
+                self.dirty |= units
+                await asyncio.sleep(1)
+                self.flush_needed.set()
 
     async def publish_changed_states(self) -> None:
         """Catch up after a new lease or a missed signal: publish whatever differs."""
         for unit, state in (await self.systemd.unit_states(list(self.loaded))).items():
-            await self.publish(unit, state)
+            self.publish(unit, state)
 
     async def republish(self, lease: int) -> None:
         """A new lease carries none of the old state keys."""
@@ -248,7 +279,7 @@ class Agent:
         units = [u for u in self.loaded if not is_global(self.assigned.get(u))]
         log.warning("fencing: %s; stopping %d units: %s", reason, len(units), " ".join(units))
         async with self.lock:
-            await asyncio.gather(*(self.stop_by(unit, deadline) for unit in units))
+            await gather_all(self.stop_by(unit, deadline) for unit in units)
 
     async def stop_by(self, unit: str, deadline: float) -> None:
         self.started.pop(unit, None)
@@ -283,8 +314,15 @@ def is_global(assignment: Assignment | None) -> bool:
 
 
 async def gather_all(awaitables: Iterable[Awaitable[T]]) -> list[T]:
-    """Run concurrently; if any fails, raise the first failure once all have finished."""
-    results = await asyncio.gather(*awaitables, return_exceptions=True)
+    """Run concurrently, at most MAX_CONCURRENT_CALLS at a time (the system bus refuses more than
+    128 pending replies per connection); if any fails, raise the first failure once all ended."""
+    limit = asyncio.Semaphore(MAX_CONCURRENT_CALLS)
+
+    async def limited(awaitable: Awaitable[T]) -> T:
+        async with limit:
+            return await awaitable
+
+    results = await asyncio.gather(*(limited(a) for a in awaitables), return_exceptions=True)
     for result in results:
         if isinstance(result, BaseException):
             raise result

@@ -42,7 +42,7 @@ from .registry import Registry, RegistryError
 log = logging.getLogger("fleetd")
 LEASE_FILE = Path("/run/fleet/lease")
 VERSION = "0.1.0"
-PEER_REFRESH_SECONDS = 1.0  # a stale peer list could make a cut-off machine think it is alone
+PEER_REFRESH_SECONDS = 5.0  # how stale the peer list used for fencing may get
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -190,7 +190,8 @@ class Server:
             now = time.monotonic()
             if heart.failing_since is None:
                 last_verdict = ""
-                if now - refreshed >= PEER_REFRESH_SECONDS:
+                # Often while this machine knows no peers (a cluster forming), rarely after.
+                if now - refreshed >= (PEER_REFRESH_SECONDS if peer_ips else 1.0):
                     with contextlib.suppress(RegistryError):
                         machines = await registry.machines()
                         peer_ips = [m.ip for m in machines.values() if m.id != heart.machine.id]

@@ -8,7 +8,7 @@ compares the leader key's create revision, so a deposed leader's writes are refu
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -189,14 +189,17 @@ class Registry:
     async def machines(self) -> dict[str, Machine]:
         return {key: decode_machine(raw) for key, raw in await self._prefix(self.keys.machines)}
 
-    async def publish_state(self, unit: str, machine: str, state: UnitState, lease: int) -> None:
-        with translated_errors(f"publishing the state of {unit}"):
-            await self.client.put(self.keys.state(unit, machine), encode_state(state), lease=lease)
-
-    async def delete_states(self, units: Sequence[str], machine: str) -> None:
-        for batch in chunks(list(units), MAX_TXN_OPS):
-            ops = [self.ops.delete(self.keys.state(unit, machine)) for unit in batch]
-            await self._txn([], ops, "deleting unit states")
+    async def write_states(
+        self, puts: Mapping[str, UnitState], deletes: Sequence[str], machine: str, lease: int
+    ) -> None:
+        """Publish and delete this machine's unit states, a transaction per hundred."""
+        ops = [
+            self.ops.put(self.keys.state(u, machine), encode_state(s), lease=lease)
+            for u, s in sorted(puts.items())
+        ]
+        ops += [self.ops.delete(self.keys.state(unit, machine)) for unit in deletes]
+        for batch in chunks(ops, MAX_TXN_OPS):
+            await self._txn([], list(batch), "publishing unit states")
 
     async def revision_of(self, key: bytes) -> int | None:
         """The store's current revision, read with `key` (None when the key is missing)."""

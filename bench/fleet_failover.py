@@ -1,0 +1,82 @@
+"""Benchmark: failover latency. A machine running a unit loses power (`fleetlab kill`); how long
+until systemd reports the unit active on another machine? Repeated, at agent_ttl 10 s and 3 s,
+killing a machine that leads the engine and one that does not.
+
+    .venv/bin/python bench/fleet_failover.py [--repetitions 10] [--ttl 10 --ttl 3]
+
+Target (issue 3): p95 <= agent_ttl + 1.5 s, also when the lost machine led the engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+from fleetbench import SLEEPER, active_units, describe, fleet_lab, percentile
+
+from fleetd.client import FleetClient
+from fleetlab.fleet import configure_fleetd
+from fleetlab.lab import Lab
+
+POLL_SECONDS = 0.05
+
+
+async def one_failover(
+    lab: Lab, client: FleetClient, ttl: float, round_: int, leader_dies: bool
+) -> float:
+    """Start one unit per machine, kill the leader's machine (or another), time the move."""
+    ids = {r.machine_id: r.name for r in lab.require_state().machines}
+    names = [f"r{round_}-{i}.service" for i in range(len(ids))]
+    await client.start(names, dict.fromkeys(names, SLEEPER))
+    units = await client.wait_until(lambda u: all(u[n].active_on() for n in names), 30, poll=0.05)
+    leader = await client.registry.leader()
+    victim_id = leader if leader_dies else min(m for m in ids if m != leader)
+    unit = next(n for n in names if units[n].machine == victim_id)
+    victim = ids[victim_id]
+    others = [name for name in lab.running_machines() if name != victim]
+    lab.kill(victim)
+    killed = time.monotonic()
+    while not any(unit in active_units(lab, m, unit) for m in others):
+        if time.monotonic() - killed > ttl + 30:
+            raise TimeoutError(f"{unit} did not fail over")
+        await asyncio.sleep(POLL_SECONDS)
+    seconds = time.monotonic() - killed
+    lab.start(victim)
+    configure_fleetd(lab, victim, ttl)
+    lab.run(victim, ["systemctl", "start", "fleetd.service"])
+    while len(await client.machines()) < len(ids):
+        await asyncio.sleep(0.1)
+    await client.destroy(names)
+    await client.wait_until(lambda u: not u, 30)
+    return seconds
+
+
+async def measure(ttl: float, repetitions: int) -> None:
+    async with fleet_lab("benchfo", 3, ttl) as (lab, client):
+        target = ttl + 1.5
+        for leader_dies in (False, True):
+            values = [
+                await one_failover(lab, client, ttl, 2 * i + leader_dies, leader_dies)
+                for i in range(repetitions)
+            ]
+            verdict = "ok" if percentile(values, 0.95) <= target else "OVER TARGET"
+            kind = "the engine leader's machine" if leader_dies else "a machine (not the leader)"
+            print(
+                f"agent_ttl {ttl:>4.1f}s, killed {kind:<27}: {describe(values)};"
+                f" target p95 <= {target:.1f}s {verdict}",
+                flush=True,
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repetitions", type=int, default=10)
+    parser.add_argument("--ttl", type=float, action="append")
+    args = parser.parse_args()
+    for ttl in args.ttl or [10.0, 3.0]:
+        asyncio.run(measure(ttl, args.repetitions))
+
+
+if __name__ == "__main__":
+    main()
