@@ -26,7 +26,7 @@ demo: deps
 	$(BIN)/fleetlab exec m1 -- etcdctl --endpoints=http://10.77.0.1:2379 endpoint health
 	$(BIN)/python -m fleetlab.demo
 	$(BIN)/fleetlab ls
-	@echo "lab is up: try .venv/bin/fleetlab ls | exec m2 -- journalctl -u 'hello@*' | start m1 | down"
+	@echo "lab is up: try .venv/bin/fleetlab ls | exec m1 -- journalctl -u 'hello@*' | start MACHINE | down"
 
 test: deps
 	$(BIN)/pytest -ra

@@ -39,9 +39,7 @@ async def demo(lab: Lab) -> None:
         print("units started:")
         show(units, names)
         victim = names[units["hello@1.service"].machine]
-        print(
-            f"\npower cut on {victim} (fleetlab kill {victim}); waiting for fleetd to move its units"
-        )
+        print(f"\npower cut on {victim} (fleetlab kill {victim}); fleetd moves its units")
         lab.kill(victim)
         started = time.monotonic()
         units = await client.wait_until(lambda u: moved(u, names, victim), 60)
