@@ -192,16 +192,19 @@ def diff_assignments(
         for machine, view in views.items():
             if job.name in view.units:
                 wanted[machine][job.name] = Assignment(job.hash, job.desired, is_global=True)
-    tasks: list[EngineTask] = []
+    # Every unassign before any assign: a unit moving from A to B must never be assigned to both,
+    # even if the writes are split over several transactions and one of them fails.
+    unassign: list[EngineTask] = []
+    assign: list[EngineTask] = []
     for machine in sorted(set(wanted) | set(snapshot.assignments)):
         have = snapshot.assignments.get(machine, {})
         want = wanted.get(machine, {})
         for unit in sorted(set(have) - set(want)):
-            tasks.append(Unassign(machine, unit, "no longer placed here"))
+            unassign.append(Unassign(machine, unit, "no longer placed here"))
         for unit, assignment in sorted(want.items()):
             if have.get(unit) != assignment:
-                tasks.append(Assign(machine, unit, assignment, assignment_reason(have.get(unit))))
-    return tasks
+                assign.append(Assign(machine, unit, assignment, assignment_reason(have.get(unit))))
+    return unassign + assign
 
 
 def assignment_reason(previous: Assignment | None) -> str:

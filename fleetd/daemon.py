@@ -12,7 +12,6 @@ import logging
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 from . import peers
@@ -27,22 +26,15 @@ from .config import (
     read_config_file,
 )
 from .engine import Engine
-from .fencing import (
-    decide,
-    etcd_silence_suspicious,
-    keepalive_interval,
-    probe_timeout,
-    stop_deadline,
-)
+from .guard import FenceGuard
 from .heart import Heart
 from .identity import this_machine
 from .keys import Keys
 from .registry import Registry, RegistryError
 
 log = logging.getLogger("fleetd")
-LEASE_FILE = Path("/run/fleet/lease")
+RUN_DIR = Path("/run/fleet")  # the lease id and the peer list survive a fleetd restart
 VERSION = "0.1.0"
-PEER_REFRESH_SECONDS = 5.0  # how stale the peer list used for fencing may get
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -91,14 +83,16 @@ class Server:
         self.should_reload = asyncio.Event()
 
     async def serve(self) -> int:
+        """Exit status: 0 after SIGTERM, 1 when a component failed (systemd restarts fleetd,
+        which reuses the machine lease, so nothing moves)."""
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.should_exit.set)
         loop.add_signal_handler(signal.SIGINT, self.should_exit.set)
         loop.add_signal_handler(signal.SIGHUP, self.should_reload.set)
         while True:
-            graceful = await self.run_once()
-            if graceful:
-                return 0
+            outcome = await self.run_once()
+            if outcome != "reload":
+                return 0 if outcome == "exit" else 1
             self.reload_config()
 
     def reload_config(self) -> None:
@@ -108,17 +102,21 @@ class Server:
         except ConfigError as error:
             log.error("keeping the old configuration: %s", error)
 
-    async def run_once(self) -> bool:
-        """Run every component until SIGTERM (True: shut down) or SIGHUP (False: reload)."""
+    async def run_once(self) -> str:
+        """Run every component until SIGTERM ("exit"), SIGHUP ("reload") or a failure."""
         config = self.config
         machine = this_machine(config)
         setup_logging(config.verbosity, machine.id)
         keys = Keys(config.etcd_key_prefix)
-        async with (
-            Registry.open(config.etcd_servers[0], keys, config.etcd_request_timeout) as registry,
-            await sd.Systemd.connect() as systemd,
-        ):
-            heart = Heart(registry, machine, config.agent_ttl, LEASE_FILE)
+        registry_context = Registry.open(
+            config.etcd_servers[0],
+            keys,
+            config.etcd_request_timeout,
+            config.etcd_username,
+            config.etcd_password,
+        )
+        async with registry_context as registry, await sd.Systemd.connect() as systemd:
+            heart = Heart(registry, machine, config.agent_ttl, RUN_DIR / "lease")
             agent = Agent(
                 registry,
                 systemd,
@@ -129,93 +127,74 @@ class Server:
             heart.on_new_lease.append(agent.republish)
             heart.on_contact.append(agent.unfence)
             responder = await peers.serve(machine.ip, config.peer_port, machine.id, heart.etcd_age)
-            tasks = [
-                asyncio.create_task(coroutine)
-                for coroutine in (
-                    heart.run(),
-                    agent.run(),
-                    self.watchdog(),
-                    *(
-                        []
-                        if config.disable_engine
-                        else [Engine(registry, heart, config.engine_reconcile_interval).run()]
-                    ),
-                    *([self.fence_when_cut_off(registry, heart, agent)] if config.fencing else []),
+            components = [agent.run()]
+            if watchdog_seconds := int(os.environ.get("WATCHDOG_USEC", "0")) / 1e6:
+                components.append(self.watchdog(watchdog_seconds))
+            if not config.disable_engine:
+                components.append(Engine(registry, heart, config.engine_reconcile_interval).run())
+            if config.fencing:
+                guard = FenceGuard(
+                    registry,
+                    heart,
+                    agent,
+                    config.peer_port,
+                    config.etcd_request_timeout,
+                    RUN_DIR / "peers",
                 )
-            ]
+                components.append(guard.run())
+            heart_task = asyncio.create_task(heart.run())
+            tasks = [heart_task, *(asyncio.create_task(c) for c in components)]
             notify("READY=1")
             log.info("fleetd %s started on machine %s (%s)", VERSION, machine.id, machine.ip)
-            graceful = await self.wait_for_signal()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            outcome = await self.wait_for_signal_or_failure(tasks)
+            # The heart keeps the lease alive until the units are gone, so nothing moves early.
+            await cancel([t for t in tasks if t is not heart_task])
+            if outcome == "exit":
+                await self.leave(registry, agent, heart)
+            await cancel([heart_task])
             responder.close()
-            if graceful:
-                await self.leave(agent, heart)
-        return graceful
+        return outcome
 
-    async def wait_for_signal(self) -> bool:
+    async def wait_for_signal_or_failure(self, tasks: list[asyncio.Task[None]]) -> str:
         exit_wait = asyncio.create_task(self.should_exit.wait())
         reload_wait = asyncio.create_task(self.should_reload.wait())
-        await asyncio.wait([exit_wait, reload_wait], return_when=asyncio.FIRST_COMPLETED)
-        exit_wait.cancel()
-        reload_wait.cancel()
+        done, _ = await asyncio.wait(
+            [exit_wait, reload_wait, *tasks], return_when=asyncio.FIRST_COMPLETED
+        )
+        await cancel([exit_wait, reload_wait])
         self.should_reload.clear()
-        return self.should_exit.is_set()
+        if self.should_exit.is_set():
+            return "exit"
+        for task in done & set(tasks):
+            log.critical(
+                "a fleetd component stopped: %r; exiting so that systemd restarts fleetd",
+                task.exception(),
+            )
+            return "failed"
+        return "reload"
 
-    async def leave(self, agent: Agent, heart: Heart) -> None:
-        """Graceful stop: units stopped and unloaded, lease revoked, so units move at once."""
+    async def leave(self, registry: Registry, agent: Agent, heart: Heart) -> None:
+        """Graceful stop: leadership given up, units stopped and unloaded, lease revoked, so
+        every unit can move at once."""
         notify("STOPPING=1")
         log.info("shutting down: stopping units and leaving the cluster")
+        with contextlib.suppress(RegistryError):
+            await registry.resign(heart.machine.id)
         await agent.purge()
         with contextlib.suppress(RegistryError):
             await heart.stop()
 
-    async def watchdog(self) -> None:
-        usec = int(os.environ.get("WATCHDOG_USEC", "0"))
-        if not usec:
-            return
+    async def watchdog(self, seconds: float) -> None:
+        """Ping systemd's watchdog from the event loop: a wedged loop gets fleetd restarted."""
         while True:
             notify("WATCHDOG=1")
-            await asyncio.sleep(usec / 2e6)
+            await asyncio.sleep(seconds / 2)
 
-    async def fence_when_cut_off(self, registry: Registry, heart: Heart, agent: Agent) -> None:
-        """Every tick: when etcd has been silent too long, ask the peers and maybe fence."""
-        ttl = self.config.agent_ttl
-        peer_ips: list[str] = []
-        refreshed = float("-inf")
-        last_verdict = ""
-        while True:
-            await asyncio.sleep(keepalive_interval(ttl) / 2)
-            now = time.monotonic()
-            if heart.failing_since is None:
-                last_verdict = ""
-                # Often while this machine knows no peers (a cluster forming), rarely after.
-                if now - refreshed >= (PEER_REFRESH_SECONDS if peer_ips else 1.0):
-                    with contextlib.suppress(RegistryError):
-                        machines = await registry.machines()
-                        peer_ips = [m.ip for m in machines.values() if m.id != heart.machine.id]
-                        refreshed = now
-                continue
-            if agent.fenced or not etcd_silence_suspicious(now, heart.last_contact, ttl):
-                continue
-            timeout = probe_timeout(ttl)
-            reports = await peers.probe(heart.machine.ip, peer_ips, self.config.peer_port, timeout)
-            verdict = decide(
-                time.monotonic(),
-                heart.last_contact,
-                heart.failing_since,
-                ttl,
-                len(peer_ips),
-                reports,
-            )
-            if verdict.fence and reports and await heart.try_now():
-                continue  # peers reach etcd and, asked once more, so do we: no outage here
-            if verdict.fence:
-                await agent.fence(stop_deadline(heart.last_contact, ttl), verdict.reason)
-            elif verdict.reason != last_verdict:
-                log.warning("etcd is silent; not fencing: %s", verdict.reason)
-            last_verdict = verdict.reason
+
+async def cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def main(argv: list[str] | None = None) -> int:

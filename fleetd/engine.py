@@ -21,7 +21,8 @@ from .wakeup import wait_for_wakeup, watch_forever
 
 log = logging.getLogger(__name__)
 SETTLE_SECONDS = 0.02  # let a burst of watch events (many units submitted at once) land first
-FULL_PASS_SECONDS = 60.0  # plan even when etcd looks unchanged, at least this often
+FULL_PASS_SECONDS = 60.0
+FEW_BODIES = 20  # plan even when etcd looks unchanged, at least this often
 
 
 class Engine:
@@ -69,6 +70,8 @@ class Engine:
             self.wakeup.set()
         except RegistryError as error:
             log.log(self.failure_level(), "engine pass failed: %s", error)
+        except Exception:
+            log.exception("engine pass failed unexpectedly; the next pass starts afresh")
 
     def note_leadership(self, revision: int | None) -> None:
         if revision != self.leading_since:
@@ -78,27 +81,27 @@ class Engine:
                 log.info("engine: this machine leads now")
         self.leading_since = revision
 
-    async def unchanged_since_last_pass(self) -> bool:
+    def quiet_since_last_pass(self, revision: int | None) -> bool:
         """Nothing was written to etcd since a pass that found nothing to do (an idle cluster
         costs one tiny read per interval instead of a full snapshot)."""
-        revision = await self.registry.revision_of(self.registry.keys.leader)
-        if self.planned_at is not None and revision == self.planned_at[0]:
-            return time.monotonic() - self.planned_at[1] < FULL_PASS_SECONDS
-        self.planned_at = None if revision is None else (revision, time.monotonic())
-        return False
+        if self.planned_at is None or revision != self.planned_at[0]:
+            return False
+        return time.monotonic() - self.planned_at[1] < FULL_PASS_SECONDS
 
     async def reconcile(self, leader_revision: int) -> None:
-        if await self.unchanged_since_last_pass():
+        revision = await self.registry.revision_of(self.registry.keys.leader)
+        if self.quiet_since_last_pass(revision):
             return
+        self.planned_at = None  # set again only by a pass that succeeds and changes nothing
         started = time.monotonic()
-        raw = await self.registry.snapshot()
-        snapshot = await self.resolve(raw)
+        snapshot = await self.resolve(await self.registry.snapshot())
         tasks = plan_cluster(snapshot)
         if tasks:
-            self.planned_at = None  # our own writes change the revision: look once more
             await self.registry.apply_engine_tasks(tasks, leader_revision)
             for task in tasks:
                 log_task(task)
+        elif revision is not None:
+            self.planned_at = (revision, time.monotonic())
         elapsed = time.monotonic() - started
         if elapsed > self.interval:
             log.warning(
@@ -107,8 +110,11 @@ class Engine:
 
     async def resolve(self, raw: RawSnapshot) -> ClusterSnapshot:
         """Attach each job's parsed [X-Fleet] requirements (bodies are immutable: cached)."""
-        if any(record.hash not in self.bodies for record in raw.jobs.values()):
-            self.bodies.update(await self.registry.unit_bodies())
+        missing = {r.hash for r in raw.jobs.values() if r.hash not in self.bodies}
+        if missing:
+            # A few new bodies one by one; a new leader's many in one ranged read.
+            few = len(missing) <= FEW_BODIES
+            self.bodies.update(await self.registry.unit_bodies(missing if few else None))
         jobs = {}
         for name, record in raw.jobs.items():
             found = self.job_requirements(record)
@@ -117,20 +123,21 @@ class Engine:
         return ClusterSnapshot(jobs, raw.machines, raw.placements, raw.assignments, raw.reasons)
 
     def job_requirements(self, record: JobRecord) -> Requirements | None:
+        body = self.bodies.get(record.hash)
+        if body is None:  # not cached: it may still arrive
+            log.warning(
+                "unit %s: unit file %s is missing from etcd; not scheduling it",
+                record.name,
+                record.hash,
+            )
+            return None
         key = (record.name, record.hash)
         if key not in self.requirements:
-            self.requirements[key] = parse_requirements(record, self.bodies.get(record.hash))
+            self.requirements[key] = parse_requirements(record, body)
         return self.requirements[key]
 
 
-def parse_requirements(record: JobRecord, body: str | None) -> Requirements | None:
-    if body is None:
-        log.warning(
-            "unit %s: unit file %s is missing from etcd; not scheduling it",
-            record.name,
-            record.hash,
-        )
-        return None
+def parse_requirements(record: JobRecord, body: str) -> Requirements | None:
     try:
         return requirements(parse_unit_file(body, record.name), parse_unit_name(record.name))
     except (UnitFileError, UnitNameError) as error:

@@ -6,9 +6,10 @@ its peers, whose addresses it knew from the last machine list, when they last he
 * a peer heard from etcd *after* this machine's requests began to fail: etcd is up and only
   this machine is cut off. Its lease will expire and the engine will place its units elsewhere,
   so it stops its non-global units first;
-* no peer answers at all: this machine is cut off from everything (a partition), same answer;
-* peers answer but none heard from etcd since this machine's failures began: etcd itself is
-  down for everyone. Nothing can be rescheduled, so nothing is stopped, and the cluster carries
+* no more than half of the known peers answer: this machine is cut off, alone or with a
+  minority (a partition); the silent peers may be with etcd, so: same answer;
+* most peers answer but none heard from etcd since this machine's failures began: etcd itself
+  is down for everyone. Nothing can be rescheduled, so nothing is stopped, and the cluster carries
   on when etcd returns. (The question is asked again on every tick, so a peer that reaches etcd
   a moment later still turns the answer around.)
 * no peers known (a one-machine cluster): nobody could take over; nothing is stopped.
@@ -66,10 +67,13 @@ def decide(
     healthy = [r.machine for r in reports if r.last_contact > failing_since]
     if healthy:
         return Verdict(True, f"peers {', '.join(sorted(healthy))} still reach etcd")
-    if known_peers and not reports:
-        return Verdict(True, f"none of {known_peers} peers answers: this machine is cut off")
     if not known_peers:
         return Verdict(False, "no peers could take over")
+    if 2 * len(reports) <= known_peers:
+        # The silent ones may be on etcd's side of a split, about to run our units.
+        return Verdict(
+            True, f"only {len(reports)} of {known_peers} peers answer: this machine is cut off"
+        )
     return Verdict(False, "no peer reaches etcd either: etcd is down, nothing can move")
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .fencing import keepalive_interval
 from .model import Machine
-from .registry import LeaseExpired, Registry, RegistryError
+from .registry import LeaseExpired, Registry, RegistryError, lease_seconds
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = 30.0
@@ -41,7 +41,7 @@ class Heart:
         self.failing_since: float | None = None  # first failure seen since last_contact
         self.logged_failure = float("-inf")
         self.registered = asyncio.Event()
-        self.on_new_lease: list[Callable[[int], Awaitable[None]]] = []
+        self.on_new_lease: list[Callable[[int, bool], Awaitable[None]]] = []
         self.on_contact: list[Callable[[], Awaitable[None]]] = []
 
     def etcd_age(self) -> float:
@@ -101,11 +101,15 @@ class Heart:
             await callback()
 
     async def register(self) -> None:
-        lease = await self.reusable_lease() or await self.registry.grant_lease(self.ttl)
+        reused = await self.reusable_lease()
+        lease = reused or await self.registry.grant_lease(self.ttl)
         await self.registry.publish_machine(self.machine, lease)
         self.lease = lease
-        self.lease_file.parent.mkdir(parents=True, exist_ok=True)
-        self.lease_file.write_text(f"{lease}\n")
+        try:
+            self.lease_file.parent.mkdir(parents=True, exist_ok=True)
+            self.lease_file.write_text(f"{lease}\n")
+        except OSError as error:  # only costs the lease's reuse after a restart
+            log.warning("cannot remember the lease in %s: %s", self.lease_file, error)
         log.info(
             "registered machine %s (%s) with lease %x, ttl %.0fs",
             self.machine.id,
@@ -114,7 +118,7 @@ class Heart:
             self.ttl,
         )
         for callback in self.on_new_lease:
-            await callback(lease)
+            await callback(lease, reused is None)
         self.registered.set()
 
     async def reusable_lease(self) -> int | None:
@@ -125,8 +129,11 @@ class Heart:
         except (OSError, ValueError):
             return None
         try:
-            await self.registry.keep_alive(lease)
+            granted = await self.registry.keep_alive(lease)
         except LeaseExpired:
+            return None
+        if granted != lease_seconds(self.ttl):  # agent_ttl changed: fencing assumes ours
+            await self.registry.revoke_lease(lease)
             return None
         log.info("reusing lease %x of the previous fleetd on this machine", lease)
         return lease

@@ -8,6 +8,7 @@ compares the leader key's create revision, so a deposed leader's writes are refu
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -128,6 +129,11 @@ def decode_state(raw: bytes) -> UnitState:
     return UnitState(value["load"], value["active"], value["sub"], value.get("hash", ""))
 
 
+def lease_seconds(ttl: float) -> int:
+    """etcd leases have whole seconds; rounding down would let a lease expire early."""
+    return max(1, math.ceil(ttl))
+
+
 def chunks(items: Sequence, size: int) -> Iterator[Sequence]:  # type: ignore[type-arg]
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -143,9 +149,12 @@ class Registry:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, endpoint: str, keys: Keys, timeout: float) -> AsyncIterator[Registry]:
+    async def open(
+        cls, endpoint: str, keys: Keys, timeout: float, username: str = "", password: str = ""
+    ) -> AsyncIterator[Registry]:
         host, port = parse_endpoint(endpoint)
-        client = aetcd.Client(host, port, timeout=timeout, options=GRPC_OPTIONS)
+        credentials = {"username": username, "password": password} if username else {}
+        client = aetcd.Client(host, port, timeout=timeout, options=GRPC_OPTIONS, **credentials)
         try:
             yield cls(client, keys)
         finally:
@@ -161,14 +170,16 @@ class Registry:
 
     async def grant_lease(self, ttl: float) -> int:
         with translated_errors("granting a lease"):
-            lease = await self.client.lease(max(1, round(ttl)))
+            lease = await self.client.lease(lease_seconds(ttl))
         return lease.id
 
-    async def keep_alive(self, lease: int) -> None:
+    async def keep_alive(self, lease: int) -> int:
+        """Refresh the lease; the TTL (seconds) etcd granted it."""
         with translated_errors("refreshing the machine lease"):
             reply = await self.client.refresh_lease(lease)
         if reply is None or reply.TTL <= 0:
             raise LeaseExpired(f"lease {lease:x} expired")
+        return int(reply.TTL)
 
     async def revoke_lease(self, lease: int) -> None:
         with translated_errors("revoking the machine lease"):
@@ -225,8 +236,15 @@ class Registry:
             found = await self.client.get(self.keys.unit_body(unit_hash))
         return None if found is None else found.value.decode()
 
-    async def unit_bodies(self) -> dict[str, str]:
-        return {key: raw.decode() for key, raw in await self._prefix(self.keys.units)}
+    async def unit_bodies(self, hashes: Iterable[str] | None = None) -> dict[str, str]:
+        """Unit bodies by hash: the given ones, one request each, or all of them in one."""
+        if hashes is None:
+            return {key: raw.decode() for key, raw in await self._prefix(self.keys.units)}
+        found = {}
+        for unit_hash in hashes:
+            if (body := await self.unit_body(unit_hash)) is not None:
+                found[unit_hash] = body
+        return found
 
     # -- watches -----------------------------------------------------------------------------
 
@@ -258,6 +276,12 @@ class Registry:
         """Store unit bodies and jobs, all or nothing. Without `replace`, an existing job with a
         different body is a Conflict and nothing is written."""
         existing = await self.jobs()
+        # Submitting a unit again with the same body changes nothing (it keeps its state).
+        jobs = [
+            (j, body)
+            for j, body in jobs
+            if j.name not in existing or existing[j.name].hash != j.hash
+        ]
         if not replace:
             clashes = [
                 j.name for j, _ in jobs if j.name in existing and existing[j.name].hash != j.hash
@@ -323,6 +347,16 @@ class Registry:
         if found is None or found.value.decode() != machine:
             return None
         return found.create_revision
+
+    async def resign(self, machine: str) -> None:
+        """Give up engine leadership, if this machine holds it, so another takes over at once."""
+        key = self.keys.leader
+        with translated_errors("resigning engine leadership"):
+            await self.client.transaction(
+                compare=[self.ops.value(key) == machine.encode()],
+                success=[self.ops.delete(key)],
+                failure=[],
+            )
 
     async def leader(self) -> str | None:
         with translated_errors("reading the engine leader"):

@@ -158,6 +158,11 @@ class Systemd:
             raise
         return systemd
 
+    @property
+    def connected(self) -> bool:
+        """False once the D-Bus connection is gone; it is not re-established."""
+        return self._bus.connected
+
     async def close(self) -> None:
         """Disconnect from the bus (systemd drops the subscription with the connection)."""
         if self._bus.connected:

@@ -16,13 +16,15 @@ TTL = 10.0
     [
         (1.0, 2, [], False, "etcd answered recently"),
         (5.0, 2, [PeerReport("b", 104.5)], True, "peers b still reach etcd"),
-        (5.0, 2, [], True, "none of 2 peers answers"),
+        (5.0, 2, [], True, "only 0 of 2 peers answer"),
+        # A split {us, b} | {etcd, c, d, e}: b answers, stale; the silent majority may run our units.
+        (5.0, 4, [PeerReport("b", 99.0)], True, "only 1 of 4 peers answer"),
         (5.0, 2, [PeerReport("b", 99.0), PeerReport("c", 99.5)], False, "etcd is down"),
         (5.0, 0, [], False, "no peers could take over"),
         (5.0, 2, [PeerReport("b", 99.0), PeerReport("c", 104.8)], True, "peers c still reach etcd"),
         # etcd died at 101.9: b's last keepalive landed at 101.8, after ours but before our
         # first failure at 102.0, so it proves nothing about etcd being up now.
-        (5.0, 2, [PeerReport("b", 101.8)], False, "etcd is down"),
+        (5.0, 2, [PeerReport("b", 101.8), PeerReport("c", 101.7)], False, "etcd is down"),
     ],
 )
 def test_decision(
