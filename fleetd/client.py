@@ -81,6 +81,16 @@ class FleetClient:
         ]
         await self.registry.create_jobs(records, replace)
 
+    async def create(
+        self, names: Sequence[str], files: Mapping[str, str], desired: DesiredState
+    ) -> list[str]:
+        """Create the named units the registry lacks (from `files`, or instances from their
+        template), all or nothing; the names created."""
+        jobs = await self.registry.jobs()
+        to_create = await self._lazy_units(names, jobs, files)
+        await self._create(to_create, desired, replace=False)
+        return list(to_create)
+
     async def _set(
         self, names: Sequence[str], desired: DesiredState, files: Mapping[str, str]
     ) -> None:

@@ -40,7 +40,9 @@ async def test_killed_machine_units_start_elsewhere(fleet: FleetCluster) -> None
         fleet.lab.kill(victim)
         where, seconds = await wait_active_elsewhere(fleet, "web.service", victim, fleet.ttl + 10)
     assert where != victim
-    assert seconds <= fleet.ttl + 3, f"failover took {seconds:.1f}s at agent_ttl {fleet.ttl}s"
+    # How fast is bench/fleet_failover.py's question; here only that it happens after the lease
+    # could expire, never before.
+    assert seconds >= 0.5 * fleet.ttl, f"moved after {seconds:.1f}s, before the lease could expire"
 
 
 async def test_killing_the_leaders_machine_hands_leadership_over(fleet: FleetCluster) -> None:

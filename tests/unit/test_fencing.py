@@ -17,7 +17,7 @@ TTL = 10.0
         (1.0, 2, [], False, "etcd answered recently"),
         (5.0, 2, [PeerReport("b", 104.5)], True, "peers b still reach etcd"),
         (5.0, 2, [], True, "only 0 of 2 peers answer"),
-        # A split {us, b} | {etcd, c, d, e}: b answers, stale; the silent majority may run our units.
+        # A split {us, b} | {etcd, c, d, e}: b answers, stale; the silent majority may take over.
         (5.0, 4, [PeerReport("b", 99.0)], True, "only 1 of 4 peers answer"),
         (5.0, 2, [PeerReport("b", 99.0), PeerReport("c", 99.5)], False, "etcd is down"),
         (5.0, 0, [], False, "no peers could take over"),

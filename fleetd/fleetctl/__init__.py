@@ -1,0 +1,1 @@
+"""fleetctl: fleet's command line, with fleet's commands, flags and output."""

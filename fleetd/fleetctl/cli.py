@@ -1,0 +1,427 @@
+"""fleetctl: argument parsing and output; the work is done by fleetd.client over the registry.
+
+This first slice talks to etcd directly (`--driver=etcd`); the HTTP API driver (fleet's
+default) arrives with the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import click
+
+from ..client import ClientError, FleetClient
+from ..daemon import VERSION
+from ..keys import DEFAULT_PREFIX, Keys
+from ..model import DesiredState
+from ..registry import Registry, RegistryError
+from ..unitfile import parse_unit_file
+from ..unitname import mangle_name, parse_unit_name
+from .tables import FieldError, select_fields, table
+from .views import (
+    MACHINE_FIELDS,
+    UNIT_FIELDS,
+    UNIT_FILE_FIELDS,
+    current_state,
+    is_global,
+    legend_of,
+    machine_records,
+    unit_file_records,
+    unit_records,
+)
+
+T = TypeVar("T")
+POLL_SECONDS = 0.25
+ROUND_SECONDS = 2.0
+
+
+class Failure(Exception):
+    """A command failed; the message is what fleetctl prints, exit status 1."""
+
+
+def run(ctx: click.Context, action: Callable[[FleetClient], Awaitable[T]]) -> T:
+    options = ctx.find_root().obj
+
+    async def with_client() -> T:
+        if options["driver"] != "etcd":
+            raise Failure(
+                "the API driver arrives with fleetd's HTTP API; use --driver=etcd "
+                "(or FLEETCTL_DRIVER=etcd) with --endpoint set to etcd"
+            )
+        endpoint = options["endpoint"].split(",")[0]
+        async with Registry.open(endpoint, Keys(options["prefix"]), options["timeout"]) as registry:
+            return await action(FleetClient(registry))
+
+    try:
+        return asyncio.run(with_client())
+    except RegistryError as error:
+        raise Failure(
+            f"error talking to etcd at {options['endpoint']} (is etcd up?): {error}"
+        ) from error
+    except ValueError as error:  # a malformed endpoint
+        raise Failure(str(error)) from error
+
+
+class FleetctlGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (Failure, FieldError) as error:
+            click.echo(str(error), err=True)
+            sys.exit(1)
+
+
+@click.group(cls=FleetctlGroup, context_settings={"auto_envvar_prefix": "FLEETCTL"})
+@click.option(
+    "--endpoint",
+    default="http://127.0.0.1:2379",
+    show_default=True,
+    help="etcd URL(s), comma-separated (with --driver=etcd).",
+)
+@click.option("--driver", type=click.Choice(["API", "etcd"]), default="API", show_default=True)
+@click.option("--request-timeout", type=float, default=3.0, show_default=True)
+@click.option("--etcd-key-prefix", default=DEFAULT_PREFIX, show_default=True)
+@click.version_option(VERSION, "--version", "-v", message="fleetctl version %(version)s")
+@click.pass_context
+def main(
+    ctx: click.Context, endpoint: str, driver: str, request_timeout: float, etcd_key_prefix: str
+) -> None:
+    """fleetctl: control a Flotilla (fleet) cluster."""
+    ctx.obj = {
+        "endpoint": endpoint,
+        "driver": driver,
+        "timeout": request_timeout,
+        "prefix": etcd_key_prefix,
+    }
+
+
+@main.command()
+def version() -> None:
+    """Print the version."""
+    click.echo(f"fleetctl version {VERSION}")
+
+
+# -- creating units: fleet's lazy creation from the registry, files and templates --------------
+
+
+def local_files(arguments: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """Mangled unit names, and the unit files found next to them on disk (with templates)."""
+    names, files = [], {}
+    for argument in arguments:
+        name = mangle_name(argument)
+        names.append(name)
+        path = Path(argument)
+        if path.is_file():
+            files[name] = path.read_text()
+        template = parse_unit_name(name).template if "@" in name else None
+        if template and (path.parent / template).is_file():
+            files.setdefault(template, (path.parent / template).read_text())
+    return names, files
+
+
+async def warn_on_differences(client: FleetClient, files: dict[str, str]) -> dict[str, str]:
+    """The registry copy wins, as in fleet; say so when the local file differs."""
+    jobs = await client.registry.jobs()
+    kept = {}
+    for name, text in files.items():
+        if name in jobs:
+            if parse_unit_file(text, name).hash != jobs[name].hash:
+                click.echo(
+                    f"WARNING: Unit {name} in registry differs from local unit file {name}."
+                    " Add --replace to override.",
+                    err=True,
+                )
+            continue
+        kept[name] = text
+    return kept
+
+
+async def creating(creation: Awaitable[T]) -> T:
+    try:
+        return await creation
+    except ClientError as error:
+        raise Failure(f"Error creating units: {error}") from error
+
+
+# -- waiting ----------------------------------------------------------------------------------
+
+
+async def wait_for(client: FleetClient, names: list[str], target: str, attempts: int) -> None:
+    """Wait until each unit reaches `target`, printing fleet's lines; fail with the engine's
+    reason when a unit cannot be placed (fleet hung here forever)."""
+    machines = await client.machines()
+    pending = set(names)
+    rounds = 0
+    while pending:
+        units = await client.units()
+        for name in sorted(pending):
+            status = units[name]
+            if status.reason and status.machine is None and target != "inactive":
+                raise Failure(
+                    f"Error waiting for units: unit {name} cannot be placed: {status.reason}"
+                )
+            if current_state(status, False) == target:
+                pending.discard(name)
+                where = (
+                    f" on {legend_of(status.machine, machines, False)}" if status.machine else ""
+                )
+                click.echo(f"Unit {name} {target}{where}")
+        if pending:
+            await asyncio.sleep(POLL_SECONDS)
+            rounds += 1
+            if attempts > 0 and rounds * POLL_SECONDS >= attempts * ROUND_SECONDS:
+                raise Failure(
+                    f"Error waiting for units: timed out waiting for unit "
+                    f"{sorted(pending)[0]} to report state {target}"
+                )
+
+
+async def split_global(client: FleetClient, names: list[str]) -> tuple[list[str], list[str]]:
+    globals_ = []
+    for name in names:
+        if is_global(parse_unit_file(await client.unit_file(name), name)):
+            globals_.append(name)
+    return [n for n in names if n not in globals_], globals_
+
+
+def block_options(function: Callable[..., None]) -> Callable[..., None]:
+    function = click.option("--no-block", is_flag=True, help="Do not wait for the units.")(function)
+    return click.option(
+        "--block-attempts",
+        type=int,
+        default=0,
+        show_default=True,
+        help="Rounds of 2 s to wait (0: until done).",
+    )(function)
+
+
+async def set_and_wait(
+    client: FleetClient, names: list[str], target: str, verb: str, no_block: bool, attempts: int
+) -> None:
+    local, globals_ = await split_global(client, names)
+    if no_block:
+        for name in local:
+            click.echo(f"Triggered unit {name} {verb}")
+    for name in globals_:
+        click.echo(f"Triggered global unit {name} {verb}")
+    if not no_block:
+        await wait_for(client, local, target, attempts)
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("units", nargs=-1)
+@click.pass_context
+def submit(ctx: click.Context, units: tuple[str, ...]) -> None:
+    """Upload units to the cluster without starting them."""
+    if not units:
+        click.echo("No units given", err=True)
+        return
+    names, files = local_files(units)
+
+    async def action(client: FleetClient) -> list[str]:
+        new = await warn_on_differences(client, files)
+        created = await creating(client.create(names, new, DesiredState.INACTIVE))
+        return [name for name in names if name in created]
+
+    for name in run(ctx, action):
+        click.echo(f"Unit {name} inactive")
+
+
+def activate(
+    ctx: click.Context,
+    units: tuple[str, ...],
+    desired: DesiredState,
+    target: str,
+    verb: str,
+    no_block: bool,
+    attempts: int,
+) -> None:
+    if not units:
+        click.echo("No units given", err=True)
+        return
+    names, files = local_files(units)
+
+    async def action(client: FleetClient) -> None:
+        new = await warn_on_differences(client, files)
+        await creating(client.create(names, new, DesiredState.INACTIVE))
+        await client.registry.set_desired(names, desired)
+        await set_and_wait(client, names, target, verb, no_block, attempts)
+
+    run(ctx, action)
+
+
+@main.command()
+@click.argument("units", nargs=-1)
+@block_options
+@click.pass_context
+def load(ctx: click.Context, units: tuple[str, ...], no_block: bool, block_attempts: int) -> None:
+    """Schedule units onto machines without starting them."""
+    activate(ctx, units, DesiredState.LOADED, "loaded", "load", no_block, block_attempts)
+
+
+@main.command()
+@click.argument("units", nargs=-1)
+@block_options
+@click.pass_context
+def start(ctx: click.Context, units: tuple[str, ...], no_block: bool, block_attempts: int) -> None:
+    """Schedule and start units."""
+    activate(ctx, units, DesiredState.LAUNCHED, "launched", "start", no_block, block_attempts)
+
+
+def known_units(ctx: click.Context, units: tuple[str, ...]) -> list[str]:
+    """The named units the registry has (fleet skips the others silently)."""
+    names = [mangle_name(unit) for unit in units]
+
+    async def action(client: FleetClient) -> list[str]:
+        jobs = await client.registry.jobs()
+        return [name for name in names if name in jobs]
+
+    known = run(ctx, action)
+    if not known:
+        click.echo("Units not found in registry", err=True)
+    return known
+
+
+def change(
+    ctx: click.Context,
+    units: tuple[str, ...],
+    desired: DesiredState,
+    target: str,
+    verb: str,
+    no_block: bool,
+    attempts: int,
+) -> list[str]:
+    known = known_units(ctx, units)
+    if known:
+
+        async def action(client: FleetClient) -> None:
+            await client.registry.set_desired(known, desired)
+            await set_and_wait(client, known, target, verb, no_block, attempts)
+
+        run(ctx, action)
+    return known
+
+
+@main.command()
+@click.argument("units", nargs=-1)
+@block_options
+@click.pass_context
+def stop(ctx: click.Context, units: tuple[str, ...], no_block: bool, block_attempts: int) -> None:
+    """Stop units (they stay loaded on their machine)."""
+    known = change(ctx, units, DesiredState.LOADED, "loaded", "stop", no_block, block_attempts)
+    if known:
+        click.echo(f"Successfully stopped units {format_list(known)}.", err=True)
+
+
+@main.command()
+@click.argument("units", nargs=-1)
+@block_options
+@click.pass_context
+def unload(ctx: click.Context, units: tuple[str, ...], no_block: bool, block_attempts: int) -> None:
+    """Unschedule units (stopping them)."""
+    known = change(
+        ctx, units, DesiredState.INACTIVE, "inactive", "unload", no_block, block_attempts
+    )
+    if known:
+        click.echo(f"Successfully unloaded units {format_list(known)}.", err=True)
+
+
+@main.command()
+@click.argument("units", nargs=-1)
+@click.pass_context
+def destroy(ctx: click.Context, units: tuple[str, ...]) -> None:
+    """Remove units from the cluster."""
+    known = known_units(ctx, units)
+    if known:
+        run(ctx, lambda client: client.destroy(known))
+    for name in known:
+        click.echo(f"Destroyed {name}")
+
+
+def format_list(names: list[str]) -> str:
+    return "[" + " ".join(names) + "]"
+
+
+@main.command()
+@click.argument("units", nargs=-1)
+@click.pass_context
+def cat(ctx: click.Context, units: tuple[str, ...]) -> None:
+    """Print a unit file as the cluster stores it."""
+    if len(units) != 1:
+        raise Failure("One unit file must be provided")
+    name = mangle_name(units[0])
+
+    async def action(client: FleetClient) -> str:
+        try:
+            return await client.unit_file(name)
+        except ClientError as error:
+            raise Failure(f"Unit {name} not found") from error
+
+    click.echo(run(ctx, action), nl=False)
+
+
+def listing_options(
+    function: Callable[..., None], fields: str, short_full: bool = True
+) -> Callable[..., None]:
+    full_flags = ["--full", "-l"] if short_full else ["--full"]
+    function = click.option(
+        *full_flags, "full", is_flag=True, help="Do not shorten ids and hashes."
+    )(function)
+    function = click.option("--no-legend", is_flag=True, help="Do not print a header.")(function)
+    return click.option("--fields", default=fields, show_default=True, help="Columns to print.")(
+        function
+    )
+
+
+@main.command("list-units")
+@click.pass_context
+def list_units(ctx: click.Context, fields: str, full: bool, no_legend: bool) -> None:
+    """List the units' systemd states, one row per machine running them."""
+    chosen = select_fields(fields, UNIT_FIELDS)
+
+    async def action(client: FleetClient) -> str:
+        units, machines = await client.units(), await client.machines()
+        return table(unit_records(units, machines, full), chosen, not no_legend)
+
+    click.echo(run(ctx, action), nl=False)
+
+
+@main.command("list-unit-files")
+@click.pass_context
+def list_unit_files(ctx: click.Context, fields: str, full: bool, no_legend: bool) -> None:
+    """List the units in the cluster with their desired and current states."""
+    chosen = select_fields(fields, UNIT_FILE_FIELDS)
+    if "tmachine" in chosen:
+        click.echo('WARNING: The "tmachine" field is deprecated. Use "target" instead', err=True)
+
+    async def action(client: FleetClient) -> str:
+        units, machines = await client.units(), await client.machines()
+        bodies = await client.registry.unit_bodies()
+        files = {name: parse_unit_file(bodies[s.hash], name) for name, s in units.items()}
+        return table(unit_file_records(units, files, machines, full), chosen, not no_legend)
+
+    click.echo(run(ctx, action), nl=False)
+
+
+@main.command("list-machines")
+@click.pass_context
+def list_machines(ctx: click.Context, fields: str, full: bool, no_legend: bool) -> None:
+    """List the machines in the cluster."""
+    chosen = select_fields(fields, MACHINE_FIELDS)
+
+    async def action(client: FleetClient) -> str:
+        return table(machine_records(await client.machines(), full), chosen, not no_legend)
+
+    click.echo(run(ctx, action), nl=False)
+
+
+listing_options(list_units, "unit,machine,active,sub")
+listing_options(list_unit_files, "unit,hash,dstate,state,target", short_full=False)
+listing_options(list_machines, "machine,ip,metadata")

@@ -1,0 +1,98 @@
+"""What fleetctl's listings show, computed from the registry's data (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ..client import UnitStatus
+from ..machine_plan import RUNNING_STATES
+from ..model import Machine
+from ..unitfile import UnitFile
+from .tables import machine_legend
+
+UNIT_FIELDS = ("unit", "load", "active", "sub", "machine", "hash")
+UNIT_FILE_FIELDS = ("unit", "hash", "dstate", "state", "target", "tmachine", "global", "desc")
+MACHINE_FIELDS = ("machine", "ip", "metadata")
+
+
+def is_global(unit: UnitFile) -> bool:
+    values = unit.values("X-Fleet", "Global")
+    return bool(values) and values[-1].strip().lower() in ("true", "yes", "1", "on", "t")
+
+
+def current_state(status: UnitStatus, global_unit: bool) -> str:
+    """fleet's current state: where the unit is in inactive -> loaded -> launched."""
+    if global_unit:
+        return ""
+    if status.machine is None or status.machine not in status.states:
+        return "inactive"
+    # From what systemd reports, not from the desired state: `stop` waits until it really stopped.
+    return "launched" if status.states[status.machine].active in RUNNING_STATES else "loaded"
+
+
+def legend_of(machine_id: str, machines: Mapping[str, Machine], full: bool) -> str:
+    machine = machines.get(machine_id)
+    return machine_legend(machine_id, machine.ip if machine else "", full)
+
+
+def unit_file_records(
+    units: Mapping[str, UnitStatus],
+    files: Mapping[str, UnitFile],
+    machines: Mapping[str, Machine],
+    full: bool,
+) -> list[dict[str, str]]:
+    records = []
+    for name, status in sorted(units.items()):
+        unit = files[name]
+        global_unit = is_global(unit)
+        if global_unit:
+            target = "global"
+        elif status.machine:
+            target = legend_of(status.machine, machines, full)
+        else:
+            target = ""
+        descriptions = unit.values("Unit", "Description")
+        records.append(
+            {
+                "unit": name,
+                "hash": status.hash if full else status.hash[:7],
+                "dstate": status.desired.value,
+                "state": current_state(status, global_unit),
+                "target": target,
+                "tmachine": target,
+                "global": "true" if global_unit else "false",
+                "desc": descriptions[-1] if descriptions else "",
+            }
+        )
+    return records
+
+
+def unit_records(
+    units: Mapping[str, UnitStatus], machines: Mapping[str, Machine], full: bool
+) -> list[dict[str, str]]:
+    """One row per unit state a machine published, by unit then machine id (as fleet)."""
+    records = []
+    for name, status in sorted(units.items()):
+        for machine_id, state in sorted(status.states.items()):
+            records.append(
+                {
+                    "unit": name,
+                    "load": state.load,
+                    "active": state.active,
+                    "sub": state.sub,
+                    "machine": legend_of(machine_id, machines, full),
+                    "hash": state.hash if full else state.hash[:7],
+                }
+            )
+    return records
+
+
+def machine_records(machines: Mapping[str, Machine], full: bool) -> list[dict[str, str]]:
+    return [
+        {
+            "machine": machine_id if full else f"{machine_id[:8]}...",
+            "ip": machine.ip,
+            "metadata": ",".join(f"{k}={v}" for k, v in sorted(machine.metadata.items())),
+        }
+        for machine_id, machine in sorted(machines.items())
+    ]
