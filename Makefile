@@ -25,8 +25,10 @@ demo: deps
 	$(BIN)/fleetlab up --machines 3 --fleetd
 	$(BIN)/fleetlab exec m1 -- etcdctl --endpoints=http://10.77.0.1:2379 endpoint health
 	$(BIN)/python -m fleetlab.demo
+	eval "$$($(BIN)/fleetlab env)" && $(BIN)/fleetctl list-unit-files && $(BIN)/fleetctl list-machines
 	$(BIN)/fleetlab ls
-	@echo "lab is up: try .venv/bin/fleetlab ls | exec m1 -- journalctl -u 'hello@*' | start MACHINE | down"
+	@echo 'lab is up: try  eval "$$(.venv/bin/fleetlab env)"; .venv/bin/fleetctl list-units'
+	@echo '           or   .venv/bin/fleetlab ls | exec m1 -- journalctl -u "hello@*" | start MACHINE | down'
 
 test: deps
 	$(BIN)/pytest -ra

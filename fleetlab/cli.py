@@ -190,6 +190,13 @@ def journal(lab: Lab, machine: str, unit: str | None, lines: int | None, follow:
 
 
 @main.command()
+@click.pass_obj
+def env(lab: Lab) -> None:
+    """Print the environment for fleetctl on this host: eval "$(fleetlab env)"."""
+    click.echo(f"export FLEETCTL_DRIVER=etcd FLEETCTL_ENDPOINT={lab.host_etcd_endpoint}")
+
+
+@main.command()
 @click.option("--all", "every_lab", is_flag=True, help="Remove every lab on this host.")
 @click.pass_obj
 def down(lab: Lab, every_lab: bool) -> None:
