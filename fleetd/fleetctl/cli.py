@@ -18,7 +18,7 @@ from ..client import ClientError, FleetClient
 from ..daemon import VERSION
 from ..keys import DEFAULT_PREFIX, Keys
 from ..model import DesiredState
-from ..registry import Registry, RegistryError
+from ..registry import JobRecord, Registry, RegistryError
 from ..unitfile import parse_unit_file
 from ..unitname import mangle_name, parse_unit_name
 from .tables import FieldError, select_fields, table
@@ -123,21 +123,46 @@ def local_files(arguments: Sequence[str]) -> tuple[list[str], dict[str, str]]:
     return names, files
 
 
-async def warn_on_differences(client: FleetClient, files: dict[str, str]) -> dict[str, str]:
-    """The registry copy wins, as in fleet; say so when the local file differs."""
+# Which desired states `--replace` may replace a unit in, per command (as fleet).
+REPLACEABLE = {
+    "submit": {DesiredState.INACTIVE},
+    "load": {DesiredState.INACTIVE, DesiredState.LOADED},
+    "start": {DesiredState.INACTIVE, DesiredState.LOADED, DesiredState.LAUNCHED},
+}
+
+
+async def compare_with_registry(
+    client: FleetClient, files: dict[str, str], replace: bool, command: str
+) -> dict[str, str]:
+    """Local files of units the registry lacks. A unit the registry has with another body is
+    used as the registry has it (with a warning) or, with --replace, replaced by the file."""
     jobs = await client.registry.jobs()
-    kept = {}
+    new = {}
     for name, text in files.items():
-        if name in jobs:
-            if parse_unit_file(text, name).hash != jobs[name].hash:
-                click.echo(
-                    f"WARNING: Unit {name} in registry differs from local unit file {name}."
-                    " Add --replace to override.",
-                    err=True,
-                )
+        if name not in jobs:
+            new[name] = text
             continue
-        kept[name] = text
-    return kept
+        unit = parse_unit_file(text, name)
+        if unit.hash == jobs[name].hash:
+            if replace:
+                click.echo(f"Found same Unit({name}) in Registry, nothing to do", err=True)
+        elif not replace:
+            click.echo(
+                f"WARNING: Unit {name} in registry differs from local unit file {name}."
+                " Add --replace to override.",
+                err=True,
+            )
+        elif jobs[name].desired not in REPLACEABLE[command]:
+            click.echo(
+                f"Warning: can not replace Unit({name}) in state '{jobs[name].desired}',"
+                " use the appropriate command",
+                err=True,
+            )
+        else:
+            # Replaced in place: the agent unloads the old file and loads the new one.
+            record = JobRecord(name, unit.hash, jobs[name].desired)
+            await client.registry.create_jobs([(record, unit.serialize())], replace=True)
+    return new
 
 
 async def creating(creation: Awaitable[T]) -> T:
@@ -217,8 +242,9 @@ async def set_and_wait(
 
 @main.command()
 @click.argument("units", nargs=-1)
+@click.option("--replace", is_flag=True, help="Replace units whose local file differs.")
 @click.pass_context
-def submit(ctx: click.Context, units: tuple[str, ...]) -> None:
+def submit(ctx: click.Context, units: tuple[str, ...], replace: bool) -> None:
     """Upload units to the cluster without starting them."""
     if not units:
         click.echo("No units given", err=True)
@@ -226,7 +252,7 @@ def submit(ctx: click.Context, units: tuple[str, ...]) -> None:
     names, files = local_files(units)
 
     async def action(client: FleetClient) -> list[str]:
-        new = await warn_on_differences(client, files)
+        new = await compare_with_registry(client, files, replace, "submit")
         created = await creating(client.create(names, new, DesiredState.INACTIVE))
         return [name for name in names if name in created]
 
@@ -242,6 +268,7 @@ def activate(
     verb: str,
     no_block: bool,
     attempts: int,
+    replace: bool,
 ) -> None:
     if not units:
         click.echo("No units given", err=True)
@@ -249,7 +276,7 @@ def activate(
     names, files = local_files(units)
 
     async def action(client: FleetClient) -> None:
-        new = await warn_on_differences(client, files)
+        new = await compare_with_registry(client, files, replace, verb)
         await creating(client.create(names, new, DesiredState.INACTIVE))
         await client.registry.set_desired(names, desired)
         await set_and_wait(client, names, target, verb, no_block, attempts)
@@ -260,19 +287,27 @@ def activate(
 @main.command()
 @click.argument("units", nargs=-1)
 @block_options
+@click.option("--replace", is_flag=True, help="Replace units whose local file differs.")
 @click.pass_context
-def load(ctx: click.Context, units: tuple[str, ...], no_block: bool, block_attempts: int) -> None:
+def load(
+    ctx: click.Context, units: tuple[str, ...], no_block: bool, block_attempts: int, replace: bool
+) -> None:
     """Schedule units onto machines without starting them."""
-    activate(ctx, units, DesiredState.LOADED, "loaded", "load", no_block, block_attempts)
+    activate(ctx, units, DesiredState.LOADED, "loaded", "load", no_block, block_attempts, replace)
 
 
 @main.command()
 @click.argument("units", nargs=-1)
 @block_options
+@click.option("--replace", is_flag=True, help="Replace units whose local file differs.")
 @click.pass_context
-def start(ctx: click.Context, units: tuple[str, ...], no_block: bool, block_attempts: int) -> None:
+def start(
+    ctx: click.Context, units: tuple[str, ...], no_block: bool, block_attempts: int, replace: bool
+) -> None:
     """Schedule and start units."""
-    activate(ctx, units, DesiredState.LAUNCHED, "launched", "start", no_block, block_attempts)
+    activate(
+        ctx, units, DesiredState.LAUNCHED, "launched", "start", no_block, block_attempts, replace
+    )
 
 
 def known_units(ctx: click.Context, units: tuple[str, ...]) -> list[str]:
@@ -343,6 +378,54 @@ def destroy(ctx: click.Context, units: tuple[str, ...]) -> None:
         run(ctx, lambda client: client.destroy(known))
     for name in known:
         click.echo(f"Destroyed {name}")
+
+
+@main.command()
+@click.argument("units", nargs=-1)
+@click.option(
+    "--block-attempts",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Rounds of 2 s to wait (0: until done).",
+)
+@click.pass_context
+def restart(ctx: click.Context, units: tuple[str, ...], block_attempts: int) -> None:
+    """Stop and start units again; global units on every machine that runs them."""
+    known = known_units(ctx, units)
+
+    async def action(client: FleetClient) -> None:
+        statuses = await client.units()
+        local, globals_ = await split_global(client, known)
+        for name in local:
+            state = current_state(statuses[name], False)
+            if state == "inactive":
+                click.echo(f"Unable to restart unit {name} in state inactive", err=True)
+                continue
+            if state == "launched":
+                await client.registry.set_desired([name], DesiredState.LOADED)
+                await wait_for(client, [name], "loaded", block_attempts)
+            await client.registry.set_desired([name], DesiredState.LAUNCHED)
+            await wait_for(client, [name], "launched", block_attempts)
+        for name in globals_:
+            await restart_global(client, name, block_attempts)
+
+    if known:
+        run(ctx, action)
+
+
+async def restart_global(client: FleetClient, name: str, attempts: int) -> None:
+    """fleet's restart did nothing for global units; here: stopped everywhere, then started."""
+    await client.registry.set_desired([name], DesiredState.LOADED)
+    await client.wait_until(lambda u: not u[name].active_on(), attempts * ROUND_SECONDS or 3600)
+    await client.registry.set_desired([name], DesiredState.LAUNCHED)
+    units = await client.wait_until(
+        lambda u: bool(u[name].states) and len(u[name].active_on()) == len(u[name].states),
+        attempts * ROUND_SECONDS or 3600,
+    )
+    machines = await client.machines()
+    for machine_id in units[name].active_on():
+        click.echo(f"Unit {name} launched on {legend_of(machine_id, machines, False)}")
 
 
 def format_list(names: list[str]) -> str:

@@ -107,3 +107,41 @@ async def test_fleetctl_errors(fleet: FleetCluster, tmp_path: Path) -> None:
         env={**os.environ, "FLEETCTL_DRIVER": "API"},
     )
     assert no_api.returncode == 1 and "--driver=etcd" in no_api.stderr
+
+
+async def test_restart_and_replace(fleet: FleetCluster, tmp_path: Path) -> None:
+    (tmp_path / "web.service").write_text("[Service]\nExecStart=/bin/sleep infinity\n")
+    (tmp_path / "agent.service").write_text(
+        "[Service]\nExecStart=/bin/sleep infinity\n[X-Fleet]\nGlobal=true\n"
+    )
+    assert fleetctl(fleet, tmp_path, "start", "web.service").returncode == 0
+    started = fleetctl(fleet, tmp_path, "start", "agent.service")
+    assert started.stdout == "Triggered global unit agent.service start\n"
+    await fleet.client.wait_until(lambda u: len(u["agent.service"].active_on()) == 3, 20)
+    machine = fleet.active_on("web.service")[0]
+    web_pid = fleet.main_pid(machine, "web.service")
+    agent_pids = {m: fleet.main_pid(m, "agent.service") for m in ("m1", "m2", "m3")}
+
+    restarted = fleetctl(fleet, tmp_path, "restart", "web.service", "agent.service")
+    assert restarted.returncode == 0, restarted.stderr
+    assert fleet.active_on("web.service") == [machine]
+    assert fleet.main_pid(machine, "web.service") != web_pid
+    assert fleet.active_on("agent.service") == ["m1", "m2", "m3"]
+    assert all(fleet.main_pid(m, "agent.service") != pid for m, pid in agent_pids.items())
+
+    (tmp_path / "web.service").write_text("[Service]\nExecStart=/bin/sleep 86400\n")
+    kept = fleetctl(fleet, tmp_path, "start", "web.service")
+    assert "differs from local unit file web.service. Add --replace to override." in kept.stderr
+    assert "sleep infinity" in fleetctl(fleet, tmp_path, "cat", "web.service").stdout
+    replaced = fleetctl(fleet, tmp_path, "start", "--replace", "web.service")
+    assert replaced.returncode == 0, replaced.stderr
+    assert "sleep 86400" in fleetctl(fleet, tmp_path, "cat", "web.service").stdout
+    units = await fleet.client.wait_until(
+        lambda u: any(
+            s.hash == u["web.service"].hash and s.active == "active"
+            for s in u["web.service"].states.values()
+        ),
+        20,
+    )
+    where = fleet.names[units["web.service"].machine]
+    assert "sleep 86400" in fleet.systemctl(where, "show", "-p", "ExecStart", "web.service")
