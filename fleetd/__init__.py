@@ -2,3 +2,5 @@
 
 Empty until the fleetd issue lands; the lab machines already carry its Python dependencies.
 """
+
+__version__ = "0.1.0"

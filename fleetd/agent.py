@@ -225,12 +225,13 @@ class Agent:
             self.loaded.pop(unit, None)
             self.publisher.forget(unit)
 
-    async def republish(self, lease: int, fresh: bool) -> None:
-        """After registering: publish every state under the lease; after a *new* lease, first
-        give the engine a moment to see this machine back before trusting old assignments."""
+    async def republish(self, lease: int, after_loss: bool) -> None:
+        """After registering: publish every state under the lease. After a lease expired under
+        this fleetd, first give the engine a moment to see the machine back before trusting
+        assignments it may be about to move."""
         self.publisher.forget_everything()
         self.planned_at = None
-        if fresh:
+        if after_loss:
             self.hold_until = time.monotonic() + HOLD_AFTER_NEW_LEASE
         self.wakeup.set()
 

@@ -14,9 +14,12 @@ import signal
 import sys
 from pathlib import Path
 
+from . import __version__ as VERSION
 from . import peers
 from . import systemd as sd
 from .agent import Agent
+from .api import serve as serve_api
+from .client import FleetClient
 from .config import (
     DEFAULT_CONFIG_FILE,
     SETTINGS,
@@ -33,8 +36,8 @@ from .keys import Keys
 from .registry import Registry, RegistryError
 
 log = logging.getLogger("fleetd")
+API_SOCKET = Path("/var/run/fleet.sock")
 RUN_DIR = Path("/run/fleet")  # the lease id and the peer list survive a fleetd restart
-VERSION = "0.1.0"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -142,6 +145,7 @@ class Server:
                     RUN_DIR / "peers",
                 )
                 components.append(guard.run())
+            api = await serve_api(FleetClient(registry), API_SOCKET)
             heart_task = asyncio.create_task(heart.run())
             tasks = [heart_task, *(asyncio.create_task(c) for c in components)]
             notify("READY=1")
@@ -153,6 +157,7 @@ class Server:
                 await self.leave(registry, agent, heart)
             await cancel([heart_task])
             responder.close()
+            await api.cleanup()
         return outcome
 
     async def wait_for_signal_or_failure(self, tasks: list[asyncio.Task[None]]) -> str:

@@ -39,6 +39,7 @@ class Heart:
         self.lease: int | None = None
         self.last_contact = float("-inf")
         self.failing_since: float | None = None  # first failure seen since last_contact
+        self.lost_lease = False  # this process's lease expired under it at least once
         self.logged_failure = float("-inf")
         self.registered = asyncio.Event()
         self.on_new_lease: list[Callable[[int, bool], Awaitable[None]]] = []
@@ -90,6 +91,7 @@ class Heart:
                 await self.registry.keep_alive(self.lease)
             except LeaseExpired:
                 log.warning("machine lease %x expired; registering again", self.lease)
+                self.lost_lease = True
                 self.lease = None
                 self.registered.clear()
                 await self.register()
@@ -118,7 +120,7 @@ class Heart:
             self.ttl,
         )
         for callback in self.on_new_lease:
-            await callback(lease, reused is None)
+            await callback(lease, self.lost_lease)
         self.registered.set()
 
     async def reusable_lease(self) -> int | None:

@@ -14,11 +14,12 @@ from typing import TypeVar
 
 import click
 
+from .. import __version__ as VERSION
 from ..client import ClientError, FleetClient
-from ..daemon import VERSION
 from ..keys import DEFAULT_PREFIX, Keys
 from ..model import DesiredState
 from ..registry import JobRecord, Registry, RegistryError
+from ..status import current_state, is_global
 from ..unitfile import parse_unit_file
 from ..unitname import mangle_name, parse_unit_name
 from .tables import FieldError, select_fields, table
@@ -26,8 +27,6 @@ from .views import (
     MACHINE_FIELDS,
     UNIT_FIELDS,
     UNIT_FILE_FIELDS,
-    current_state,
-    is_global,
     legend_of,
     machine_records,
     unit_file_records,

@@ -5,29 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ..client import UnitStatus
-from ..machine_plan import RUNNING_STATES
 from ..model import Machine
+from ..status import current_state, is_global
 from ..unitfile import UnitFile
 from .tables import machine_legend
 
 UNIT_FIELDS = ("unit", "load", "active", "sub", "machine", "hash")
 UNIT_FILE_FIELDS = ("unit", "hash", "dstate", "state", "target", "tmachine", "global", "desc")
 MACHINE_FIELDS = ("machine", "ip", "metadata")
-
-
-def is_global(unit: UnitFile) -> bool:
-    values = unit.values("X-Fleet", "Global")
-    return bool(values) and values[-1].strip().lower() in ("true", "yes", "1", "on", "t")
-
-
-def current_state(status: UnitStatus, global_unit: bool) -> str:
-    """fleet's current state: where the unit is in inactive -> loaded -> launched."""
-    if global_unit:
-        return ""
-    if status.machine is None or status.machine not in status.states:
-        return "inactive"
-    # From what systemd reports, not from the desired state: `stop` waits until it really stopped.
-    return "launched" if status.states[status.machine].active in RUNNING_STATES else "loaded"
 
 
 def legend_of(machine_id: str, machines: Mapping[str, Machine], full: bool) -> str:

@@ -1,0 +1,204 @@
+"""fleet's HTTP API v1, served by fleetd with aiohttp on a unix socket (root only).
+
+    GET    /fleet/v1/units[?nextPageToken=]   GET|PUT|DELETE /fleet/v1/units/<name>
+    GET    /fleet/v1/state[?machineID=&unitName=]
+    GET    /fleet/v1/machines
+    GET    /fleet/v1/units/<name>/reason      (ours: why a unit is not placed)
+
+Also mounted under /v1-alpha/. Errors are fleet's `{"error": {"code", "message"}}`; a request
+while etcd is unreachable gets 503. Handlers validate, then call the same client code fleetctl's
+etcd driver uses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from . import __version__ as VERSION
+from .api_model import (
+    ApiError,
+    decode_token,
+    machine_entity,
+    page_of,
+    state_entity,
+    unit_entity,
+)
+from .client import FleetClient
+from .model import DesiredState
+from .registry import JobRecord, RegistryError
+from .status import current_state, is_global
+from .unitfile import UnitFile, UnitFileError, parse_unit_file, requirements
+from .unitname import UnitName, UnitNameError, parse_unit_name
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(error: ApiError) -> web.Response:
+    return web.json_response(error.body(), status=error.status)
+
+
+@web.middleware
+async def fleet_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except ApiError as error:
+        response = error_response(error)
+    except RegistryError:
+        response = error_response(ApiError(503, "fleet server unable to communicate with etcd"))
+    except web.HTTPException as error:
+        response = error_response(ApiError(error.status, error.reason))
+    response.headers["Server"] = f"fleetd/{VERSION}"
+    return response
+
+
+class Api:
+    def __init__(self, client: FleetClient) -> None:
+        self.client = client
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[fleet_errors])
+        for base in ("/fleet/v1", "/v1-alpha"):
+            app.router.add_get(f"{base}/units", self.list_units)
+            app.router.add_get(f"{base}/units/{{name}}", self.get_unit)
+            app.router.add_put(f"{base}/units/{{name}}", self.put_unit)
+            app.router.add_delete(f"{base}/units/{{name}}", self.delete_unit)
+            app.router.add_get(f"{base}/units/{{name}}/reason", self.unit_reason)
+            app.router.add_get(f"{base}/state", self.list_states)
+            app.router.add_get(f"{base}/machines", self.list_machines)
+        return app
+
+    async def unit_entities(self) -> list[dict[str, object]]:
+        units = await self.client.units()
+        bodies = await self.client.registry.unit_bodies()
+        entities = []
+        for name, status in units.items():
+            unit = parse_unit_file(bodies[status.hash], name)
+            entities.append(unit_entity(status, unit, current_state(status, is_global(unit))))
+        return entities
+
+    async def list_units(self, request: web.Request) -> web.Response:
+        page = decode_token(request.query.getall("nextPageToken", []))
+        return web.json_response(page_of(await self.unit_entities(), page, "units"))
+
+    async def get_unit(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        for entity in await self.unit_entities():
+            if entity["name"] == name:
+                return web.json_response(entity)
+        raise ApiError(404, "unit does not exist")
+
+    async def delete_unit(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in await self.client.registry.jobs():
+            raise ApiError(404, "unit does not exist")
+        await self.client.destroy([name])
+        return web.Response(status=204)
+
+    async def unit_reason(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        units = await self.client.units()
+        if name not in units:
+            raise ApiError(404, "unit does not exist")
+        return web.json_response({"name": name, "reason": units[name].reason or ""})
+
+    async def put_unit(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        body = await read_body(request)
+        if body.get("name") and body["name"] != name:
+            raise ApiError(
+                400, f'name in URL "{name}" differs from unit name in request body "{body["name"]}"'
+            )
+        unit_name = check_name(name)
+        desired = check_desired(body.get("desiredState"))
+        unit = check_options(name, body.get("options"))
+        if unit_name.is_template and desired not in (None, DesiredState.INACTIVE):
+            raise ApiError(400, f'cannot activate template "{name}"')
+        jobs = await self.client.registry.jobs()
+        if name in jobs and (unit is None or unit.hash == jobs[name].hash):
+            if desired is None:
+                raise ApiError(409, "must provide DesiredState to update existing unit")
+            await self.client.registry.set_desired([name], desired)
+            return web.Response(status=204)
+        if unit is None:
+            raise ApiError(409, "unit does not exist and options field empty")
+        record = JobRecord(name, unit.hash, desired or DesiredState.INACTIVE)
+        await self.client.registry.create_jobs([(record, unit.serialize())], replace=True)
+        return web.Response(status=201)
+
+    async def list_states(self, request: web.Request) -> web.Response:
+        machine_filter = set(request.query.getall("machineID", []))
+        unit_filter = set(request.query.getall("unitName", []))
+        page = decode_token(request.query.getall("nextPageToken", []))
+        states = [
+            state_entity(unit, machine, state)
+            for (unit, machine), state in sorted((await self.client.registry.unit_states()).items())
+            if (not machine_filter or machine in machine_filter)
+            and (not unit_filter or unit in unit_filter)
+        ]
+        return web.json_response(page_of(states, page, "states"))
+
+    async def list_machines(self, request: web.Request) -> web.Response:
+        page = decode_token(request.query.getall("nextPageToken", []))
+        machines = [machine_entity(m) for _, m in sorted((await self.client.machines()).items())]
+        return web.json_response(page_of(machines, page, "machines"))
+
+
+async def read_body(request: web.Request) -> dict[str, object]:
+    if request.headers.getall("Content-Type", []) != ["application/json"]:
+        raise ApiError(415, "Content-Type must be application/json")
+    try:
+        body = json.loads(await request.text())
+    except json.JSONDecodeError as error:
+        raise ApiError(400, f"unable to decode body: {error}") from error
+    if not isinstance(body, dict):
+        raise ApiError(400, "unable to decode body: expected a JSON object")
+    return body
+
+
+def check_name(name: str) -> UnitName:
+    try:
+        return parse_unit_name(name)
+    except UnitNameError as error:
+        raise ApiError(400, str(error)) from error
+
+
+def check_desired(value: object) -> DesiredState | None:
+    if value in (None, ""):
+        return None
+    try:
+        return DesiredState(value)
+    except ValueError as error:
+        raise ApiError(400, f"invalid desiredState {value!r}") from error
+
+
+def check_options(name: str, options: object) -> UnitFile | None:
+    """Options as fleet checks them: the JSON shape, then a re-parse of the serialization."""
+    if not options:
+        return None
+    if not isinstance(options, list):
+        raise ApiError(400, "options must be a list")
+    try:
+        unit = parse_unit_file(UnitFile.from_options(options, name).serialize(), name)
+        requirements(unit, parse_unit_name(name))
+    except (UnitFileError, UnitNameError) as error:
+        raise ApiError(400, str(error)) from error
+    return unit
+
+
+async def serve(client: FleetClient, socket_path: Path) -> web.AppRunner:
+    """Listen on a unix socket only root can use; the caller cleans up the runner."""
+    runner = web.AppRunner(Api(client).app(), access_log=None)
+    await runner.setup()
+    socket_path.parent.mkdir(parents=True, exist_ok=True)
+    socket_path.unlink(missing_ok=True)
+    old_umask = os.umask(0o177)  # the socket is created 0600: no window where others can connect
+    try:
+        await web.UnixSite(runner, str(socket_path)).start()
+    finally:
+        os.umask(old_umask)
+    return runner

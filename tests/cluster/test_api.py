@@ -1,0 +1,159 @@
+"""fleet's HTTP API v1 as fleetd serves it on /var/run/fleet.sock inside a lab machine.
+
+The host reaches the machine's socket through /proc/<pid>/root: no network is involved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from fleetd.api_model import encode_token
+
+from .fleet import FleetCluster
+
+pytestmark = pytest.mark.cluster
+BASE = "http://fleet/fleet/v1"
+SLEEPER = [{"section": "Service", "name": "ExecStart", "value": "/bin/sleep infinity"}]
+
+
+@pytest.fixture
+async def api(fleet: FleetCluster) -> AsyncIterator[aiohttp.ClientSession]:
+    # /var/run is an absolute symlink to /run, which would resolve on the host: go to /run.
+    socket = f"/proc/{fleet.lab.running_pid('m1')}/root/run/fleet.sock"
+    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=socket)) as session:
+        yield session
+
+
+async def call(
+    api: aiohttp.ClientSession,
+    method: str,
+    path: str,
+    body: object = None,
+    content_type: str = "application/json",
+) -> tuple[int, object]:
+    data = None if body is None else __import__("json").dumps(body)
+    headers = {"Content-Type": content_type} if body is not None else {}
+    async with api.request(method, BASE + path, data=data, headers=headers) as response:
+        assert response.headers["Server"].startswith("fleetd/")
+        text = await response.text()
+        return response.status, (await response.json(content_type=None)) if text else None
+
+
+async def test_units_through_the_api(fleet: FleetCluster, api: aiohttp.ClientSession) -> None:
+    assert await call(
+        api, "PUT", "/units/web.service", {"desiredState": "launched", "options": SLEEPER}
+    ) == (201, None)
+    units = await fleet.client.wait_until(lambda u: u["web.service"].active_on(), 20)
+    status, unit = await call(api, "GET", "/units/web.service")
+    assert status == 200
+    assert unit == {
+        "name": "web.service",
+        "options": SLEEPER,
+        "desiredState": "launched",
+        "currentState": "launched",
+        "machineID": units["web.service"].machine,
+    }
+    assert await call(api, "PUT", "/units/web.service", {"desiredState": "loaded"}) == (204, None)
+    status, states = await call(api, "GET", "/state?unitName=web.service")
+    assert status == 200 and states["states"][0]["name"] == "web.service"  # type: ignore[index]
+    status, machines = await call(api, "GET", "/machines")
+    assert sorted(m["id"] for m in machines["machines"]) == sorted(fleet.ids.values())  # type: ignore[index]
+    assert await call(api, "DELETE", "/units/web.service") == (204, None)
+    assert await call(api, "DELETE", "/units/web.service") == (
+        404,
+        {"error": {"code": 404, "message": "unit does not exist"}},
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "content_type", "status", "message"),
+    [
+        (
+            "/units/new.service",
+            {"desiredState": "launched"},
+            "application/json",
+            409,
+            "unit does not exist and options field empty",
+        ),
+        (
+            "/units/a.service",
+            {"name": "b.service", "options": SLEEPER},
+            "application/json",
+            400,
+            'name in URL "a.service" differs from unit name in request body "b.service"',
+        ),
+        (
+            "/units/bad!.service",
+            {"options": SLEEPER},
+            "application/json",
+            400,
+            "invalid character '!' in unit name",
+        ),
+        (
+            "/units/t@.service",
+            {"desiredState": "launched", "options": SLEEPER},
+            "application/json",
+            400,
+            'cannot activate template "t@.service"',
+        ),
+        (
+            "/units/x.service",
+            {"options": SLEEPER},
+            "text/plain",
+            415,
+            "Content-Type must be application/json",
+        ),
+    ],
+)
+async def test_bad_requests_get_fleets_errors(
+    api: aiohttp.ClientSession,
+    path: str,
+    body: object,
+    content_type: str,
+    status: int,
+    message: str,
+) -> None:
+    assert await call(api, "PUT", path, body, content_type) == (
+        status,
+        {"error": {"code": status, "message": message}},
+    )
+
+
+async def test_existing_unit_needs_a_desired_state_and_pages_hold_a_hundred(
+    fleet: FleetCluster, api: aiohttp.ClientSession
+) -> None:
+    names = [f"page{i:03d}.service" for i in range(150)]
+    await fleet.client.submit(dict.fromkeys(names, "[Service]\nExecStart=/bin/true\n"))
+    assert await call(api, "PUT", "/units/page000.service", {}) == (
+        409,
+        {"error": {"code": 409, "message": "must provide DesiredState to update existing unit"}},
+    )
+    status, first = await call(api, "GET", "/units")
+    assert status == 200 and len(first["units"]) == 100  # type: ignore[index]
+    token = first["nextPageToken"]  # type: ignore[index]
+    assert token == encode_token(1)
+    status, second = await call(api, "GET", f"/units?nextPageToken={token}")
+    assert len(second["units"]) == 50 and "nextPageToken" not in second  # type: ignore[index]
+    assert await call(api, "GET", "/units?nextPageToken=EwBMLg==") == (
+        400,
+        {"error": {"code": 400, "message": "token limit must be 100"}},
+    )
+
+
+async def test_reason_of_an_unplaceable_unit(
+    fleet: FleetCluster, api: aiohttp.ClientSession
+) -> None:
+    options = [*SLEEPER, {"section": "X-Fleet", "name": "MachineMetadata", "value": "region=mars"}]
+    assert (
+        await call(
+            api, "PUT", "/units/mars.service", {"desiredState": "launched", "options": options}
+        )
+    )[0] == 201
+    await fleet.client.wait_until(lambda u: u["mars.service"].reason is not None, 20)
+    assert await call(api, "GET", "/units/mars.service/reason") == (
+        200,
+        {"name": "mars.service", "reason": "no machine matches MachineMetadata region=mars"},
+    )
