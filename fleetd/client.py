@@ -125,7 +125,23 @@ class FleetClient:
             created[name] = body
         return created
 
+    async def set_desired(self, names: Sequence[str], desired: DesiredState) -> None:
+        await self.registry.set_desired(names, desired)
+
+    async def replace(self, name: str, unit: UnitFile, desired: DesiredState) -> None:
+        """Give an existing unit a new unit file (the agent reloads it in place)."""
+        record = JobRecord(name, unit.hash, desired)
+        await self.registry.create_jobs([(record, unit.serialize())], replace=True)
+
     # -- reading -----------------------------------------------------------------------------
+
+    async def jobs(self) -> dict[str, JobRecord]:
+        return await self.registry.jobs()
+
+    async def unit_files(self) -> dict[str, str]:
+        """Every unit's file, by unit name."""
+        jobs, bodies = await self.registry.jobs(), await self.registry.unit_bodies()
+        return {name: bodies[job.hash] for name, job in jobs.items() if job.hash in bodies}
 
     async def units(self) -> dict[str, UnitStatus]:
         snapshot = await self.registry.snapshot()

@@ -1,7 +1,6 @@
-"""fleetctl: argument parsing and output; the work is done by fleetd.client over the registry.
-
-This first slice talks to etcd directly (`--driver=etcd`); the HTTP API driver (fleet's
-default) arrives with the API.
+"""fleetctl: argument parsing and output. The work is done by a driver: fleet's HTTP API
+(`--driver=API`, the default, api_driver.ApiClient) or etcd directly (`--driver=etcd`,
+fleetd.client.FleetClient); both offer the same operations.
 """
 
 from __future__ import annotations
@@ -18,10 +17,11 @@ from .. import __version__ as VERSION
 from ..client import ClientError, FleetClient
 from ..keys import DEFAULT_PREFIX, Keys
 from ..model import DesiredState
-from ..registry import JobRecord, Registry, RegistryError
+from ..registry import Registry, RegistryError
 from ..status import current_state, is_global
 from ..unitfile import parse_unit_file
 from ..unitname import mangle_name, parse_unit_name
+from .api_driver import ApiClient, ApiUnavailable
 from .tables import FieldError, select_fields, table
 from .views import (
     MACHINE_FIELDS,
@@ -35,6 +35,8 @@ from .views import (
 
 T = TypeVar("T")
 POLL_SECONDS = 0.25
+DEFAULT_ENDPOINTS = {"API": "unix:///var/run/fleet.sock", "etcd": "http://127.0.0.1:2379"}
+Driver = FleetClient | ApiClient  # the same operations, over etcd or over fleet's API
 ROUND_SECONDS = 2.0
 
 
@@ -42,25 +44,31 @@ class Failure(Exception):
     """A command failed; the message is what fleetctl prints, exit status 1."""
 
 
-def run(ctx: click.Context, action: Callable[[FleetClient], Awaitable[T]]) -> T:
+def run(ctx: click.Context, action: Callable[[Driver], Awaitable[T]]) -> T:
+    """Run `action` with the driver the global options chose; its errors become one line."""
     options = ctx.find_root().obj
+    endpoint = options["endpoint"] or DEFAULT_ENDPOINTS[options["driver"]]
 
-    async def with_client() -> T:
-        if options["driver"] != "etcd":
-            raise Failure(
-                "the API driver arrives with fleetd's HTTP API; use --driver=etcd "
-                "(or FLEETCTL_DRIVER=etcd) with --endpoint set to etcd"
+    async def with_driver() -> T:
+        if options["driver"] == "etcd":
+            registry = Registry.open(
+                endpoint.split(",")[0], Keys(options["prefix"]), options["timeout"]
             )
-        endpoint = options["endpoint"].split(",")[0]
-        async with Registry.open(endpoint, Keys(options["prefix"]), options["timeout"]) as registry:
-            return await action(FleetClient(registry))
+            async with registry as opened:
+                return await action(FleetClient(opened))
+        async with ApiClient.open(endpoint, options["timeout"]) as api:
+            return await action(api)
 
     try:
-        return asyncio.run(with_client())
+        return asyncio.run(with_driver())
     except RegistryError as error:
+        raise Failure(f"error talking to etcd at {endpoint} (is etcd up?): {error}") from error
+    except ApiUnavailable as error:
         raise Failure(
-            f"error talking to etcd at {options['endpoint']} (is etcd up?): {error}"
+            f"error talking to fleet at {endpoint} (is fleetd running?): {error}"
         ) from error
+    except ClientError as error:
+        raise Failure(str(error)) from error
     except ValueError as error:  # a malformed endpoint
         raise Failure(str(error)) from error
 
@@ -77,9 +85,9 @@ class FleetctlGroup(click.Group):
 @click.group(cls=FleetctlGroup, context_settings={"auto_envvar_prefix": "FLEETCTL"})
 @click.option(
     "--endpoint",
-    default="http://127.0.0.1:2379",
-    show_default=True,
-    help="etcd URL(s), comma-separated (with --driver=etcd).",
+    default=None,
+    help="fleet's API [unix:///var/run/fleet.sock] or, with --driver=etcd, etcd URLs "
+    "[http://127.0.0.1:2379].",
 )
 @click.option("--driver", type=click.Choice(["API", "etcd"]), default="API", show_default=True)
 @click.option("--request-timeout", type=float, default=3.0, show_default=True)
@@ -131,11 +139,11 @@ REPLACEABLE = {
 
 
 async def compare_with_registry(
-    client: FleetClient, files: dict[str, str], replace: bool, command: str
+    client: Driver, files: dict[str, str], replace: bool, command: str
 ) -> dict[str, str]:
     """Local files of units the registry lacks. A unit the registry has with another body is
     used as the registry has it (with a warning) or, with --replace, replaced by the file."""
-    jobs = await client.registry.jobs()
+    jobs = await client.jobs()
     new = {}
     for name, text in files.items():
         if name not in jobs:
@@ -159,8 +167,7 @@ async def compare_with_registry(
             )
         else:
             # Replaced in place: the agent unloads the old file and loads the new one.
-            record = JobRecord(name, unit.hash, jobs[name].desired)
-            await client.registry.create_jobs([(record, unit.serialize())], replace=True)
+            await client.replace(name, unit, jobs[name].desired)
     return new
 
 
@@ -174,7 +181,7 @@ async def creating(creation: Awaitable[T]) -> T:
 # -- waiting ----------------------------------------------------------------------------------
 
 
-async def wait_for(client: FleetClient, names: list[str], target: str, attempts: int) -> None:
+async def wait_for(client: Driver, names: list[str], target: str, attempts: int) -> None:
     """Wait until each unit reaches `target`, printing fleet's lines; fail with the engine's
     reason when a unit cannot be placed (fleet hung here forever)."""
     machines = await client.machines()
@@ -204,7 +211,7 @@ async def wait_for(client: FleetClient, names: list[str], target: str, attempts:
                 )
 
 
-async def split_global(client: FleetClient, names: list[str]) -> tuple[list[str], list[str]]:
+async def split_global(client: Driver, names: list[str]) -> tuple[list[str], list[str]]:
     globals_ = []
     for name in names:
         if is_global(parse_unit_file(await client.unit_file(name), name)):
@@ -224,7 +231,7 @@ def block_options(function: Callable[..., None]) -> Callable[..., None]:
 
 
 async def set_and_wait(
-    client: FleetClient, names: list[str], target: str, verb: str, no_block: bool, attempts: int
+    client: Driver, names: list[str], target: str, verb: str, no_block: bool, attempts: int
 ) -> None:
     local, globals_ = await split_global(client, names)
     if no_block:
@@ -250,7 +257,7 @@ def submit(ctx: click.Context, units: tuple[str, ...], replace: bool) -> None:
         return
     names, files = local_files(units)
 
-    async def action(client: FleetClient) -> list[str]:
+    async def action(client: Driver) -> list[str]:
         new = await compare_with_registry(client, files, replace, "submit")
         created = await creating(client.create(names, new, DesiredState.INACTIVE))
         return [name for name in names if name in created]
@@ -274,10 +281,10 @@ def activate(
         return
     names, files = local_files(units)
 
-    async def action(client: FleetClient) -> None:
+    async def action(client: Driver) -> None:
         new = await compare_with_registry(client, files, replace, verb)
         await creating(client.create(names, new, DesiredState.INACTIVE))
-        await client.registry.set_desired(names, desired)
+        await client.set_desired(names, desired)
         await set_and_wait(client, names, target, verb, no_block, attempts)
 
     run(ctx, action)
@@ -313,8 +320,8 @@ def known_units(ctx: click.Context, units: tuple[str, ...]) -> list[str]:
     """The named units the registry has (fleet skips the others silently)."""
     names = [mangle_name(unit) for unit in units]
 
-    async def action(client: FleetClient) -> list[str]:
-        jobs = await client.registry.jobs()
+    async def action(client: Driver) -> list[str]:
+        jobs = await client.jobs()
         return [name for name in names if name in jobs]
 
     known = run(ctx, action)
@@ -335,8 +342,8 @@ def change(
     known = known_units(ctx, units)
     if known:
 
-        async def action(client: FleetClient) -> None:
-            await client.registry.set_desired(known, desired)
+        async def action(client: Driver) -> None:
+            await client.set_desired(known, desired)
             await set_and_wait(client, known, target, verb, no_block, attempts)
 
         run(ctx, action)
@@ -393,7 +400,7 @@ def restart(ctx: click.Context, units: tuple[str, ...], block_attempts: int) -> 
     """Stop and start units again; global units on every machine that runs them."""
     known = known_units(ctx, units)
 
-    async def action(client: FleetClient) -> None:
+    async def action(client: Driver) -> None:
         statuses = await client.units()
         local, globals_ = await split_global(client, known)
         for name in local:
@@ -402,9 +409,9 @@ def restart(ctx: click.Context, units: tuple[str, ...], block_attempts: int) -> 
                 click.echo(f"Unable to restart unit {name} in state inactive", err=True)
                 continue
             if state == "launched":
-                await client.registry.set_desired([name], DesiredState.LOADED)
+                await client.set_desired([name], DesiredState.LOADED)
                 await wait_for(client, [name], "loaded", block_attempts)
-            await client.registry.set_desired([name], DesiredState.LAUNCHED)
+            await client.set_desired([name], DesiredState.LAUNCHED)
             await wait_for(client, [name], "launched", block_attempts)
         for name in globals_:
             await restart_global(client, name, block_attempts)
@@ -413,11 +420,11 @@ def restart(ctx: click.Context, units: tuple[str, ...], block_attempts: int) -> 
         run(ctx, action)
 
 
-async def restart_global(client: FleetClient, name: str, attempts: int) -> None:
+async def restart_global(client: Driver, name: str, attempts: int) -> None:
     """fleet's restart did nothing for global units; here: stopped everywhere, then started."""
-    await client.registry.set_desired([name], DesiredState.LOADED)
+    await client.set_desired([name], DesiredState.LOADED)
     await client.wait_until(lambda u: not u[name].active_on(), attempts * ROUND_SECONDS or 3600)
-    await client.registry.set_desired([name], DesiredState.LAUNCHED)
+    await client.set_desired([name], DesiredState.LAUNCHED)
     units = await client.wait_until(
         lambda u: bool(u[name].states) and len(u[name].active_on()) == len(u[name].states),
         attempts * ROUND_SECONDS or 3600,
@@ -440,7 +447,7 @@ def cat(ctx: click.Context, units: tuple[str, ...]) -> None:
         raise Failure("One unit file must be provided")
     name = mangle_name(units[0])
 
-    async def action(client: FleetClient) -> str:
+    async def action(client: Driver) -> str:
         try:
             return await client.unit_file(name)
         except ClientError as error:
@@ -468,7 +475,7 @@ def list_units(ctx: click.Context, fields: str, full: bool, no_legend: bool) -> 
     """List the units' systemd states, one row per machine running them."""
     chosen = select_fields(fields, UNIT_FIELDS)
 
-    async def action(client: FleetClient) -> str:
+    async def action(client: Driver) -> str:
         units, machines = await client.units(), await client.machines()
         return table(unit_records(units, machines, full), chosen, not no_legend)
 
@@ -483,10 +490,10 @@ def list_unit_files(ctx: click.Context, fields: str, full: bool, no_legend: bool
     if "tmachine" in chosen:
         click.echo('WARNING: The "tmachine" field is deprecated. Use "target" instead', err=True)
 
-    async def action(client: FleetClient) -> str:
+    async def action(client: Driver) -> str:
         units, machines = await client.units(), await client.machines()
-        bodies = await client.registry.unit_bodies()
-        files = {name: parse_unit_file(bodies[s.hash], name) for name, s in units.items()}
+        texts = await client.unit_files()
+        files = {name: parse_unit_file(texts[name], name) for name in units}
         return table(unit_file_records(units, files, machines, full), chosen, not no_legend)
 
     click.echo(run(ctx, action), nl=False)
@@ -498,7 +505,7 @@ def list_machines(ctx: click.Context, fields: str, full: bool, no_legend: bool) 
     """List the machines in the cluster."""
     chosen = select_fields(fields, MACHINE_FIELDS)
 
-    async def action(client: FleetClient) -> str:
+    async def action(client: Driver) -> str:
         return table(machine_records(await client.machines(), full), chosen, not no_legend)
 
     click.echo(run(ctx, action), nl=False)

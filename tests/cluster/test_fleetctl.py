@@ -15,15 +15,43 @@ pytestmark = pytest.mark.cluster
 FLEETCTL = str(Path(sys.executable).with_name("fleetctl"))
 
 
-def fleetctl(fleet: FleetCluster, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "FLEETCTL_DRIVER": "etcd",
-        "FLEETCTL_ENDPOINT": fleet.lab.host_etcd_endpoint,
-    }
-    return subprocess.run(
-        [FLEETCTL, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
-    )
+class Fleetctl:
+    """fleetctl through one driver: etcd from the host, or fleet's API inside machine m1 (the
+    default there: unix:///var/run/fleet.sock). Unit files go where that fleetctl runs."""
+
+    def __init__(self, fleet: FleetCluster, driver: str, host_dir: Path) -> None:
+        self.fleet, self.driver, self.host_dir = fleet, driver, host_dir
+
+    def write(self, name: str, text: str) -> None:
+        if self.driver == "etcd":
+            (self.host_dir / name).write_text(text)
+        else:
+            self.fleet.lab.run(
+                "m1", ["sh", "-c", f"mkdir -p /root/units && cat > /root/units/{name}"], input=text
+            )
+
+    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
+        if self.driver == "etcd":
+            env = {
+                **os.environ,
+                "FLEETCTL_DRIVER": "etcd",
+                "FLEETCTL_ENDPOINT": self.fleet.lab.host_etcd_endpoint,
+            }
+            return subprocess.run(
+                [FLEETCTL, *args],
+                cwd=self.host_dir,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        script = 'cd /root/units 2>/dev/null || cd /root; exec fleetctl "$@"'
+        return self.fleet.lab.run("m1", ["sh", "-c", script, "fleetctl", *args], check=False)
+
+
+@pytest.fixture(params=["etcd", "API"])
+def fleetctl(request: pytest.FixtureRequest, fleet: FleetCluster, tmp_path: Path) -> Fleetctl:
+    return Fleetctl(fleet, request.param, tmp_path)
 
 
 def rows(text: str) -> list[list[str]]:
@@ -31,17 +59,17 @@ def rows(text: str) -> list[list[str]]:
 
 
 async def test_fleetctl_drives_units_through_their_life(
-    fleet: FleetCluster, tmp_path: Path
+    fleet: FleetCluster, fleetctl: Fleetctl
 ) -> None:
-    (tmp_path / "hello.service").write_text(
-        "[Unit]\nDescription=Hello\n\n[Service]\nExecStart=/bin/sleep infinity\n"
+    fleetctl.write(
+        "hello.service", "[Unit]\nDescription=Hello\n\n[Service]\nExecStart=/bin/sleep infinity\n"
     )
-    (tmp_path / "tick@.service").write_text("[Service]\nExecStart=/bin/sleep %i\n")
+    fleetctl.write("tick@.service", "[Service]\nExecStart=/bin/sleep %i\n")
     ids = {machine_id: name for name, machine_id in fleet.ids.items()}
 
-    submitted = fleetctl(fleet, tmp_path, "submit", "hello.service")
+    submitted = fleetctl("submit", "hello.service")
     assert submitted.stdout == "Unit hello.service inactive\n"
-    started = fleetctl(fleet, tmp_path, "start", "hello", "tick@7")
+    started = fleetctl("start", "hello", "tick@7")
     assert started.returncode == 0, started.stderr
     lines = sorted(rows(started.stdout))  # printed as each unit gets there
     assert [line[:3] for line in lines] == [
@@ -52,7 +80,7 @@ async def test_fleetctl_drives_units_through_their_life(
     machine = next(name for machine_id, name in ids.items() if where.startswith(machine_id[:8]))
     assert fleet.active_on("hello.service") == [machine]
 
-    files = fleetctl(fleet, tmp_path, "list-unit-files")
+    files = fleetctl("list-unit-files")
     assert rows(files.stdout)[0] == ["UNIT", "HASH", "DSTATE", "STATE", "TARGET"]
     assert rows(files.stdout)[1][:4] == [
         "hello.service",
@@ -61,81 +89,84 @@ async def test_fleetctl_drives_units_through_their_life(
         "launched",
     ]
     assert "\t" in files.stdout  # tab-aligned like fleet's tabwriter
-    units = rows(fleetctl(fleet, tmp_path, "list-units", "--no-legend").stdout)
+    units = rows(fleetctl("list-units", "--no-legend").stdout)
     assert units == [
         ["hello.service", where, "active", "running"],
         ["tick@7.service", units[1][1], "active", "running"],
     ]
-    machines = rows(fleetctl(fleet, tmp_path, "list-machines", "--full", "--no-legend").stdout)
+    machines = rows(fleetctl("list-machines", "--full", "--no-legend").stdout)
     assert sorted(row[0] for row in machines) == sorted(fleet.ids.values())
     assert (
-        fleetctl(fleet, tmp_path, "cat", "hello").stdout
+        fleetctl("cat", "hello").stdout
         == ("[Unit]\nDescription=Hello\n\n[Service]\nExecStart=/bin/sleep infinity") + "\n"
     )
 
-    stopped = fleetctl(fleet, tmp_path, "stop", "hello")
+    stopped = fleetctl("stop", "hello")
     assert stopped.stdout == f"Unit hello.service loaded on {where}\n"
     assert fleet.systemctl(machine, "is-active", "hello.service") == "inactive"
-    destroyed = fleetctl(fleet, tmp_path, "destroy", "hello", "tick@7", "nosuch")
+    destroyed = fleetctl("destroy", "hello", "tick@7", "nosuch")
     assert destroyed.stdout == "Destroyed hello.service\nDestroyed tick@7.service\n"
-    assert fleetctl(fleet, tmp_path, "list-unit-files", "--no-legend").stdout == ""
+    assert fleetctl("list-unit-files", "--no-legend").stdout == ""
 
 
-async def test_fleetctl_errors(fleet: FleetCluster, tmp_path: Path) -> None:
-    (tmp_path / "mars.service").write_text(
-        "[Service]\nExecStart=/bin/true\n[X-Fleet]\nMachineMetadata=region=mars\n"
+async def test_fleetctl_errors(fleet: FleetCluster, fleetctl: Fleetctl) -> None:
+    fleetctl.write(
+        "mars.service", "[Service]\nExecStart=/bin/true\n[X-Fleet]\nMachineMetadata=region=mars\n"
     )
-    unplaceable = fleetctl(fleet, tmp_path, "start", "mars.service")
+    unplaceable = fleetctl("start", "mars.service")
     assert unplaceable.returncode == 1
     assert unplaceable.stderr == (
         "Error waiting for units: unit mars.service cannot be placed: "
         "no machine matches MachineMetadata region=mars\n"
     )
-    missing = fleetctl(fleet, tmp_path, "start", "nosuch.service")
+    missing = fleetctl("start", "nosuch.service")
     assert missing.returncode == 1 and missing.stderr.startswith("Error creating units: ")
-    assert fleetctl(fleet, tmp_path, "stop", "nosuch").stderr == "Units not found in registry\n"
-    bad_field = fleetctl(fleet, tmp_path, "list-units", "--fields", "unit,colour")
+    assert fleetctl("stop", "nosuch").stderr == "Units not found in registry\n"
+    bad_field = fleetctl("list-units", "--fields", "unit,colour")
     assert (bad_field.returncode, bad_field.stderr) == (
         1,
         'Invalid key in output format: "colour"\n',
     )
-    assert fleetctl(fleet, tmp_path, "no-such-command").returncode == 2
+    assert fleetctl("no-such-command").returncode == 2
+    # The host has no fleetd: the API driver says where it looked and what to check.
     no_api = subprocess.run(
         [FLEETCTL, "list-units"],
         capture_output=True,
         text=True,
         env={**os.environ, "FLEETCTL_DRIVER": "API"},
     )
-    assert no_api.returncode == 1 and "--driver=etcd" in no_api.stderr
+    assert no_api.returncode == 1
+    assert no_api.stderr.startswith("error talking to fleet at unix:///var/run/fleet.sock")
+    assert "is fleetd running?" in no_api.stderr
 
 
-async def test_restart_and_replace(fleet: FleetCluster, tmp_path: Path) -> None:
-    (tmp_path / "web.service").write_text("[Service]\nExecStart=/bin/sleep infinity\n")
-    (tmp_path / "agent.service").write_text(
-        "[Service]\nExecStart=/bin/sleep infinity\n[X-Fleet]\nGlobal=true\n"
+async def test_restart_and_replace(fleet: FleetCluster, fleetctl: Fleetctl) -> None:
+    fleetctl.write("web.service", "[Service]\nExecStart=/bin/sleep infinity\n")
+    fleetctl.write(
+        "agent.service", "[Service]\nExecStart=/bin/sleep infinity\n[X-Fleet]\nGlobal=true\n"
     )
-    assert fleetctl(fleet, tmp_path, "start", "web.service").returncode == 0
-    started = fleetctl(fleet, tmp_path, "start", "agent.service")
+    assert fleetctl("start", "web.service").returncode == 0
+    started = fleetctl("start", "agent.service")
     assert started.stdout == "Triggered global unit agent.service start\n"
     await fleet.client.wait_until(lambda u: len(u["agent.service"].active_on()) == 3, 20)
     machine = fleet.active_on("web.service")[0]
     web_pid = fleet.main_pid(machine, "web.service")
     agent_pids = {m: fleet.main_pid(m, "agent.service") for m in ("m1", "m2", "m3")}
 
-    restarted = fleetctl(fleet, tmp_path, "restart", "web.service", "agent.service")
+    restarted = fleetctl("restart", "web.service", "agent.service")
     assert restarted.returncode == 0, restarted.stderr
     assert fleet.active_on("web.service") == [machine]
     assert fleet.main_pid(machine, "web.service") != web_pid
     assert fleet.active_on("agent.service") == ["m1", "m2", "m3"]
     assert all(fleet.main_pid(m, "agent.service") != pid for m, pid in agent_pids.items())
 
-    (tmp_path / "web.service").write_text("[Service]\nExecStart=/bin/sleep 86400\n")
-    kept = fleetctl(fleet, tmp_path, "start", "web.service")
+    fleetctl.write("web.service", "[Service]\nExecStart=/bin/sleep 86400\n")
+    kept = fleetctl("start", "web.service")
     assert "differs from local unit file web.service. Add --replace to override." in kept.stderr
-    assert "sleep infinity" in fleetctl(fleet, tmp_path, "cat", "web.service").stdout
-    replaced = fleetctl(fleet, tmp_path, "start", "--replace", "web.service")
+    assert "sleep infinity" in fleetctl("cat", "web.service").stdout
+    replaced = fleetctl("start", "--replace", "web.service")
     assert replaced.returncode == 0, replaced.stderr
-    assert "sleep 86400" in fleetctl(fleet, tmp_path, "cat", "web.service").stdout
+    assert "sleep 86400" in fleetctl("cat", "web.service").stdout
     units = await fleet.client.wait_until(
         lambda u: any(
             s.hash == u["web.service"].hash and s.active == "active"

@@ -1,0 +1,189 @@
+"""fleetctl's API driver: the same operations as fleetd.client, over fleet's HTTP API v1.
+
+fleetd serves the API on a unix socket (unix:///var/run/fleet.sock); an http:// URL works too.
+Errors in fleet's JSON form become ClientError with the server's message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+
+from ..client import ClientError, UnitStatus, check_unit
+from ..model import DesiredState, Machine, UnitState
+from ..registry import JobRecord
+from ..unitfile import UnitFile
+from ..unitname import parse_unit_name
+
+
+class ApiUnavailable(Exception):
+    """fleetd's API could not be reached."""
+
+
+class ApiClient:
+    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
+        self.session = session
+        self.base = base
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, endpoint: str, timeout: float) -> AsyncIterator[ApiClient]:
+        parts = urlsplit(endpoint)
+        if parts.scheme == "unix":
+            if parts.netloc:
+                raise ValueError(f'unable to connect to host "{parts.netloc}" with scheme "unix"')
+            connector: aiohttp.BaseConnector = aiohttp.UnixConnector(path=parts.path)
+            base = "http://fleet"
+        elif parts.scheme in ("http", "https"):
+            connector, base = aiohttp.TCPConnector(), f"{parts.scheme}://{parts.netloc}"
+        else:
+            raise ValueError(
+                "URL scheme undefined"
+                if not parts.scheme
+                else f"unsupported endpoint scheme {parts.scheme!r}"
+            )
+        client_timeout = aiohttp.ClientTimeout(total=timeout)
+        async with aiohttp.ClientSession(connector=connector, timeout=client_timeout) as session:
+            yield cls(session, base + "/fleet/v1")
+
+    async def request(self, method: str, path: str, body: object = None) -> object:
+        try:
+            async with self.session.request(method, self.base + path, json=body) as response:
+                payload = (
+                    await response.json(content_type=None) if response.content_length != 0 else None
+                )
+                if response.status >= 400:
+                    message = (payload or {}).get("error", {}).get("message", response.reason)
+                    raise ClientError(message)
+                return payload
+        except (aiohttp.ClientConnectionError, TimeoutError) as error:
+            raise ApiUnavailable(str(error) or type(error).__name__) from error
+
+    async def collection(self, path: str, key: str) -> list[dict[str, object]]:
+        """Every page of a collection."""
+        items: list[dict[str, object]] = []
+        token = ""
+        while True:
+            page = await self.request("GET", path + (f"?nextPageToken={token}" if token else ""))
+            items += page.get(key, [])  # type: ignore[union-attr]
+            token = page.get("nextPageToken", "")  # type: ignore[union-attr]
+            if not token:
+                return items
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def unit_entities(self) -> dict[str, dict[str, object]]:
+        return {str(u["name"]): u for u in await self.collection("/units", "units")}
+
+    async def jobs(self) -> dict[str, JobRecord]:
+        return {
+            name: JobRecord(
+                name, UnitFile.from_options(u["options"]).hash, DesiredState(u["desiredState"])
+            )  # type: ignore[arg-type]
+            for name, u in (await self.unit_entities()).items()
+        }
+
+    async def units(self) -> dict[str, UnitStatus]:
+        entities = await self.unit_entities()
+        states: dict[str, dict[str, UnitState]] = {}
+        for s in await self.collection("/state", "states"):
+            state = UnitState(
+                str(s.get("systemdLoadState", "")),
+                str(s.get("systemdActiveState", "")),
+                str(s.get("systemdSubState", "")),
+                str(s.get("hash", "")),
+            )
+            states.setdefault(str(s["name"]), {})[str(s["machineID"])] = state
+        found = {}
+        for name, unit in sorted(entities.items()):
+            desired, machine = DesiredState(unit["desiredState"]), unit.get("machineID")  # type: ignore[arg-type]
+            reason = None
+            if machine is None and desired != DesiredState.INACTIVE:
+                reason = (await self.request("GET", f"/units/{quote(name)}/reason"))[
+                    "reason"
+                ] or None  # type: ignore[index]
+            unit_hash = UnitFile.from_options(unit["options"]).hash  # type: ignore[arg-type]
+            found[name] = UnitStatus(
+                name, unit_hash, desired, machine, states.get(name, {}), reason
+            )  # type: ignore[arg-type]
+        return found
+
+    async def machines(self) -> dict[str, Machine]:
+        return {
+            str(m["id"]): Machine(str(m["id"]), str(m.get("primaryIP", "")), m.get("metadata", {}))  # type: ignore[arg-type]
+            for m in await self.collection("/machines", "machines")
+        }
+
+    async def unit_file(self, name: str) -> str:
+        unit = await self.request("GET", f"/units/{quote(name)}")
+        return UnitFile.from_options(unit["options"]).serialize()  # type: ignore[index]
+
+    async def unit_files(self) -> dict[str, str]:
+        return {
+            name: UnitFile.from_options(u["options"]).serialize()  # type: ignore[arg-type]
+            for name, u in (await self.unit_entities()).items()
+        }
+
+    # -- writing -----------------------------------------------------------------------------
+
+    async def put(self, name: str, desired: DesiredState, unit: UnitFile | None = None) -> None:
+        body: dict[str, object] = {"desiredState": desired.value}
+        if unit is not None:
+            body["options"] = unit.to_options()
+        await self.request("PUT", f"/units/{quote(name)}", body)
+
+    async def create(
+        self, names: Sequence[str], files: Mapping[str, str], desired: DesiredState
+    ) -> list[str]:
+        """Create the named units fleet lacks, from files or templates; undone on a failure."""
+        jobs = await self.jobs()
+        units: dict[str, UnitFile] = {}
+        for name in names:
+            if name not in jobs:
+                units[name] = check_unit(name, await self.lazy_body(name, jobs, files))
+        created: list[str] = []
+        try:
+            for name, unit in units.items():
+                await self.put(name, desired, unit)
+                created.append(name)
+        except ClientError:
+            await self.destroy(created)
+            raise
+        return created
+
+    async def lazy_body(
+        self, name: str, jobs: Mapping[str, JobRecord], files: Mapping[str, str]
+    ) -> str:
+        if name in files:
+            return files[name]
+        template = parse_unit_name(name).template
+        if template in files:
+            return files[template]  # type: ignore[index]
+        if template is not None and template in jobs:
+            return await self.unit_file(template)
+        raise ClientError(f"unit {name} does not exist and no unit file was given")
+
+    async def replace(self, name: str, unit: UnitFile, desired: DesiredState) -> None:
+        await self.put(name, desired, unit)
+
+    async def set_desired(self, names: Sequence[str], desired: DesiredState) -> None:
+        await asyncio.gather(*(self.put(name, desired) for name in names))
+
+    async def destroy(self, names: Sequence[str]) -> None:
+        for name in names:
+            await self.request("DELETE", f"/units/{quote(name)}")
+
+    async def wait_until(
+        self, condition: Callable[[dict[str, UnitStatus]], bool], timeout: float, poll: float = 0.25
+    ) -> dict[str, UnitStatus]:
+        deadline = time.monotonic() + timeout
+        while not condition(units := await self.units()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"condition not met after {timeout:.0f}s")
+            await asyncio.sleep(poll)
+        return units
