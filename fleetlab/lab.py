@@ -95,10 +95,25 @@ class Lab:
         network.create_lab_network(self.layout)
         start_lab_etcd(self.layout)
         start_forwarder(self.layout, state.etcd_host_port)
+        ssh_key = self.layout.state_dir / "ssh_key"
+        run(
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                f"fleetlab-{self.name}",
+                "-f",
+                ssh_key,
+            ]
+        )
         for record in records:
             layout = self.layout.machine(record.name)
             network.create_machine_network(self.layout, layout)
-            machine.seed_identity(layout, record.machine_id, hosts_file(records))
+            machine.seed_identity(layout, record.machine_id, hosts_file(records), ssh_key)
             machine.boot(layout, rootfs, source)
         return state
 

@@ -20,13 +20,22 @@ BOOTED_STATES = ("running", "degraded")
 POWEROFF_SIGNAL = signal.SIGRTMIN + 4
 
 
-def seed_identity(machine: MachineLayout, machine_id: str, hosts: str) -> None:
-    """Write what makes this machine itself into its overlay before the first boot."""
+def seed_identity(machine: MachineLayout, machine_id: str, hosts: str, ssh_key: Path) -> None:
+    """Write what makes this machine itself into its overlay before the first boot; root on
+    every machine of a lab shares one SSH key, so fleetctl status/journal reach each other."""
     etc = machine.upper / "etc"
     etc.mkdir(parents=True, exist_ok=True)
     (etc / "machine-id").write_text(machine_id + "\n")
     (etc / "hostname").write_text(machine.name + "\n")
     (etc / "hosts").write_text(hosts)
+    ssh = machine.upper / "root/.ssh"
+    ssh.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (ssh / "id_ed25519").write_bytes(ssh_key.read_bytes())
+    (ssh / "id_ed25519").chmod(0o600)
+    public = ssh_key.with_suffix(".pub").read_text()
+    (ssh / "id_ed25519.pub").write_text(public)
+    (ssh / "authorized_keys").write_text(public)
+    (machine.upper / "root").chmod(0o700)
     machine.work.mkdir(parents=True, exist_ok=True)
     machine.root.mkdir(parents=True, exist_ok=True)
 

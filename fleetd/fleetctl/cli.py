@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -22,6 +23,7 @@ from ..status import current_state, is_global
 from ..unitfile import parse_unit_file
 from ..unitname import mangle_name, parse_unit_name
 from .api_driver import ApiClient, ApiUnavailable
+from .remote import SshOptions, run_on
 from .tables import FieldError, select_fields, table
 from .views import (
     MACHINE_FIELDS,
@@ -91,19 +93,106 @@ class FleetctlGroup(click.Group):
 )
 @click.option("--driver", type=click.Choice(["API", "etcd"]), default="API", show_default=True)
 @click.option("--request-timeout", type=float, default=3.0, show_default=True)
+@click.option("--ssh-username", default="core", show_default=True)
+@click.option("--ssh-timeout", type=float, default=10.0, show_default=True)
+@click.option("--strict-host-key-checking", type=bool, default=True, show_default=True)
+@click.option("--known-hosts-file", default="~/.fleetctl/known_hosts", show_default=True)
 @click.option("--etcd-key-prefix", default=DEFAULT_PREFIX, show_default=True)
 @click.version_option(VERSION, "--version", "-v", message="fleetctl version %(version)s")
 @click.pass_context
 def main(
-    ctx: click.Context, endpoint: str, driver: str, request_timeout: float, etcd_key_prefix: str
+    ctx: click.Context,
+    endpoint: str | None,
+    driver: str,
+    request_timeout: float,
+    ssh_username: str,
+    ssh_timeout: float,
+    strict_host_key_checking: bool,
+    known_hosts_file: str,
+    etcd_key_prefix: str,
 ) -> None:
     """fleetctl: control a Flotilla (fleet) cluster."""
+    ssh = SshOptions(ssh_username, 22, strict_host_key_checking, known_hosts_file, ssh_timeout)
     ctx.obj = {
         "endpoint": endpoint,
         "driver": driver,
         "timeout": request_timeout,
         "prefix": etcd_key_prefix,
+        "ssh": ssh,
     }
+
+
+@main.command()
+@click.argument("units", nargs=-1)
+@click.option("--ssh-port", type=int, default=22, show_default=True)
+@click.option("--no-block", is_flag=True, hidden=True)  # fleet's own tests pass it: ignored
+@click.pass_context
+def status(ctx: click.Context, units: tuple[str, ...], ssh_port: int, no_block: bool) -> None:
+    """Show systemctl status of units on their machines (every machine for a global unit)."""
+    exit_status = 0
+    for index, unit in enumerate(units):
+        if index:
+            click.echo()
+        command = ["systemctl", "status", "-l", mangle_name(unit)]
+        exit_status = max(exit_status, on_unit_machines(ctx, mangle_name(unit), command, ssh_port))
+    sys.exit(exit_status)
+
+
+@main.command()
+@click.argument("units", nargs=-1)
+@click.option("--lines", "-n", type=int, default=10, show_default=True)
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new entries.")
+@click.option("--output", default="short", show_default=True, help="journalctl output mode.")
+@click.option("--sudo", is_flag=True, help="Run journalctl with sudo.")
+@click.option("--ssh-port", type=int, default=22, show_default=True)
+@click.pass_context
+def journal(
+    ctx: click.Context,
+    units: tuple[str, ...],
+    lines: int,
+    follow: bool,
+    output: str,
+    sudo: bool,
+    ssh_port: int,
+) -> None:
+    """Show a unit's journal from its machine (every machine for a global unit)."""
+    if len(units) != 1:
+        raise Failure("One unit file must be provided.")
+    name = mangle_name(units[0])
+    command = [
+        *(["sudo"] if sudo else []),
+        "journalctl",
+        "--unit",
+        name,
+        "--no-pager",
+        "-n",
+        str(lines),
+        "--output",
+        output,
+        *(["-f"] if follow else []),
+    ]
+    sys.exit(on_unit_machines(ctx, name, command, ssh_port))
+
+
+def on_unit_machines(ctx: click.Context, name: str, command: list[str], ssh_port: int) -> int:
+    """Run command where the unit runs: its machine, or each machine of a global unit."""
+
+    async def where(client: Driver) -> list[tuple[str, str]]:
+        units = await client.units()
+        if name not in units:
+            raise Failure(f"Unit {name} does not exist.")
+        machines = await client.machines()
+        status = units[name]
+        if is_global(parse_unit_file(await client.unit_file(name), name)):
+            targets = sorted(status.states)
+        else:
+            targets = [status.machine] if status.machine else []
+        if not targets:
+            raise Failure(f"Unit {name} does not appear to be loaded.")
+        return [(m, machines[m].ip if m in machines else "") for m in targets]
+
+    ssh = replace(ctx.find_root().obj["ssh"], port=ssh_port)
+    return max(run_on(machine_id, ip, command, ssh) for machine_id, ip in run(ctx, where))
 
 
 @main.command()

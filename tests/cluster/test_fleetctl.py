@@ -176,3 +176,33 @@ async def test_restart_and_replace(fleet: FleetCluster, fleetctl: Fleetctl) -> N
     )
     where = fleet.names[units["web.service"].machine]
     assert "sleep 86400" in fleet.systemctl(where, "show", "-p", "ExecStart", "web.service")
+
+
+async def test_status_and_journal_reach_the_units_machines(fleet: FleetCluster) -> None:
+    """Run inside m1 (API driver); units on other machines are reached over SSH."""
+    fleetctl = Fleetctl(fleet, "API", Path("/nonexistent"))
+    fleetctl.write(
+        "remote.service",
+        f"[Service]\nExecStart=/bin/sleep infinity\n[X-Fleet]\nMachineID={fleet.ids['m3']}\n",
+    )
+    fleetctl.write(
+        "everywhere.service", "[Service]\nExecStart=/bin/sleep infinity\n[X-Fleet]\nGlobal=true\n"
+    )
+    assert fleetctl("start", "remote.service").returncode == 0
+    fleetctl("start", "everywhere.service")
+    await fleet.client.wait_until(lambda u: len(u["everywhere.service"].active_on()) == 3, 20)
+    ssh = ["--ssh-username", "root", "--strict-host-key-checking=false"]
+
+    status = fleetctl(*ssh, "status", "remote.service")
+    assert status.returncode == 0, status.stderr
+    assert "remote.service" in status.stdout and "Active: active (running)" in status.stdout
+    everywhere = fleetctl(*ssh, "status", "everywhere.service")
+    assert everywhere.stdout.count("Active: active (running)") == 3  # fleet's status did nothing
+    journal = fleetctl(*ssh, "journal", "--lines", "5", "remote.service")
+    assert journal.returncode == 0 and "Started remote.service" in journal.stdout
+
+    assert (
+        fleetctl(*ssh, "status", "nosuch.service").stderr == "Unit nosuch.service does not exist.\n"
+    )
+    strict = fleetctl("--ssh-username", "root", "status", "remote.service")
+    assert strict.returncode != 0  # an unknown host key, and no terminal to ask on
