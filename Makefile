@@ -42,6 +42,7 @@ bench: deps
 	$(BIN)/python bench/engine_scale.py
 	$(BIN)/python bench/fleet_throughput.py
 	$(BIN)/python bench/fleet_failover.py
+	$(BIN)/python bench/fleetctl_scale.py
 
 clean:
 	-$(BIN)/fleetlab down --all

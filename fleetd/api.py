@@ -35,6 +35,7 @@ from .status import current_state, is_global
 from .unitfile import UnitFile, UnitFileError, parse_unit_file, requirements
 from .unitname import UnitName, UnitNameError, parse_unit_name
 
+FEW_BODIES = 20
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -57,8 +58,13 @@ async def fleet_errors(request: web.Request, handler: Handler) -> web.StreamResp
 
 
 class Api:
-    def __init__(self, client: FleetClient) -> None:
+    def __init__(self, client: FleetClient, revision_key: bytes) -> None:
         self.client = client
+        # Listings are paged (100 a page) and every page is asked for separately: the listing
+        # is rebuilt only when etcd changed, read with a key that exists while we are registered.
+        self.revision_key = revision_key
+        self.listing: tuple[int, list[dict[str, object]]] | None = None
+        self.files: dict[str, UnitFile] = {}  # hash -> parsed unit (bodies never change)
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[fleet_errors])
@@ -73,12 +79,23 @@ class Api:
         return app
 
     async def unit_entities(self) -> list[dict[str, object]]:
+        revision = await self.client.registry.revision_of(self.revision_key)
+        if self.listing is not None and revision is not None and self.listing[0] == revision:
+            return self.listing[1]
         units = await self.client.units()
-        bodies = await self.client.registry.unit_bodies()
+        missing = {status.hash for status in units.values() if status.hash not in self.files}
+        if missing:
+            few = len(missing) <= FEW_BODIES
+            for unit_hash, body in (
+                await self.client.registry.unit_bodies(missing if few else None)
+            ).items():
+                self.files.setdefault(unit_hash, parse_unit_file(body, unit_hash))
         entities = []
-        for name, status in units.items():
-            unit = parse_unit_file(bodies[status.hash], name)
+        for status in units.values():
+            unit = self.files[status.hash]
             entities.append(unit_entity(status, unit, current_state(status, is_global(unit))))
+        if revision is not None:
+            self.listing = (revision, entities)
         return entities
 
     async def list_units(self, request: web.Request) -> web.Response:
@@ -190,9 +207,9 @@ def check_options(name: str, options: object) -> UnitFile | None:
     return unit
 
 
-async def serve(client: FleetClient, socket_path: Path) -> web.AppRunner:
+async def serve(client: FleetClient, socket_path: Path, revision_key: bytes) -> web.AppRunner:
     """Listen on a unix socket only root can use; the caller cleans up the runner."""
-    runner = web.AppRunner(Api(client).app(), access_log=None)
+    runner = web.AppRunner(Api(client, revision_key).app(), access_log=None)
     await runner.setup()
     socket_path.parent.mkdir(parents=True, exist_ok=True)
     socket_path.unlink(missing_ok=True)

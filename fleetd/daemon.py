@@ -145,7 +145,7 @@ class Server:
                     RUN_DIR / "peers",
                 )
                 components.append(guard.run())
-            api = await serve_api(FleetClient(registry), API_SOCKET)
+            api = await serve_api(FleetClient(registry), API_SOCKET, keys.machine(machine.id))
             heart_task = asyncio.create_task(heart.run())
             tasks = [heart_task, *(asyncio.create_task(c) for c in components)]
             notify("READY=1")

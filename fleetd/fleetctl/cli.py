@@ -301,11 +301,10 @@ async def wait_for(client: Driver, names: list[str], target: str, attempts: int)
 
 
 async def split_global(client: Driver, names: list[str]) -> tuple[list[str], list[str]]:
-    globals_ = []
-    for name in names:
-        if is_global(parse_unit_file(await client.unit_file(name), name)):
-            globals_.append(name)
-    return [n for n in names if n not in globals_], globals_
+    """(non-global, global) units; every unit file in one read, not one read per unit."""
+    texts = await client.unit_files()
+    global_units = {n for n in names if n in texts and is_global(parse_unit_file(texts[n], n))}
+    return [n for n in names if n not in global_units], [n for n in names if n in global_units]
 
 
 def block_options(function: Callable[..., None]) -> Callable[..., None]:
