@@ -2,7 +2,7 @@
 
     GET    /fleet/v1/units[?nextPageToken=]   GET|PUT|DELETE /fleet/v1/units/<name>
     GET    /fleet/v1/state[?machineID=&unitName=]
-    GET    /fleet/v1/machines
+    GET    /fleet/v1/machines                 PATCH /fleet/v1/machines (metadata)
     GET    /fleet/v1/units/<name>/reason      (ours: why a unit is not placed)
 
 Also mounted under /v1-alpha/. Errors are fleet's `{"error": {"code", "message"}}`; a request
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -51,6 +52,9 @@ async def fleet_errors(request: web.Request, handler: Handler) -> web.StreamResp
         response = error_response(error)
     except RegistryError:
         response = error_response(ApiError(503, "fleet server unable to communicate with etcd"))
+    except web.HTTPMethodNotAllowed as error:
+        allowed = ", ".join(sorted(error.allowed_methods - {"HEAD"}))
+        response = error_response(ApiError(405, f"only {allowed} supported against this resource"))
     except web.HTTPException as error:
         response = error_response(ApiError(error.status, error.reason))
     response.headers["Server"] = f"fleetd/{VERSION}"
@@ -76,6 +80,7 @@ class Api:
             app.router.add_get(f"{base}/units/{{name}}/reason", self.unit_reason)
             app.router.add_get(f"{base}/state", self.list_states)
             app.router.add_get(f"{base}/machines", self.list_machines)
+            app.router.add_patch(f"{base}/machines", self.patch_machines)
         return app
 
     async def unit_entities(self) -> list[dict[str, object]]:
@@ -164,14 +169,45 @@ class Api:
         machines = [machine_entity(m) for _, m in sorted((await self.client.machines()).items())]
         return web.json_response(page_of(machines, page, "machines"))
 
+    async def patch_machines(self, request: web.Request) -> web.Response:
+        """fleet's JSON-patch-like metadata ops, all validated before any is applied."""
+        ops = await read_json(request)
+        if not isinstance(ops, list):
+            raise ApiError(400, "unable to decode body: expected a list of operations")
+        changes = [metadata_change(op) for op in ops]
+        await self.client.registry.set_metadata(changes)
+        return web.Response(status=204, content_type="application/json")
 
-async def read_body(request: web.Request) -> dict[str, object]:
+
+METADATA_PATH = re.compile(r"/([^/]+)/metadata/([A-Za-z0-9_.-]+)")
+
+
+def metadata_change(op: object) -> tuple[str, str, str]:
+    """One PATCH op -> (machine, key, value), "" for remove; ApiError 400 with fleet's words."""
+    if not isinstance(op, dict) or op.get("op") not in ("add", "replace", "remove"):
+        raise ApiError(400, "invalid op: expect add, remove, or replace")
+    match = METADATA_PATH.fullmatch(str(op.get("path", "")))
+    if match is None:
+        raise ApiError(400, "machine metadata path invalid")
+    if op["op"] == "remove":
+        return match.group(1), match.group(2), ""
+    value = op.get("value")
+    if not isinstance(value, dict) or not isinstance(value.get("value"), str) or not value["value"]:
+        raise ApiError(400, "invalid value: add and replace require a value")
+    return match.group(1), match.group(2), value["value"]
+
+
+async def read_json(request: web.Request) -> object:
     if request.headers.getall("Content-Type", []) != ["application/json"]:
         raise ApiError(415, "Content-Type must be application/json")
     try:
-        body = json.loads(await request.text())
+        return json.loads(await request.text())
     except json.JSONDecodeError as error:
         raise ApiError(400, f"unable to decode body: {error}") from error
+
+
+async def read_body(request: web.Request) -> dict[str, object]:
+    body = await read_json(request)
     if not isinstance(body, dict):
         raise ApiError(400, "unable to decode body: expected a JSON object")
     return body

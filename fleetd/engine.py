@@ -40,7 +40,7 @@ class Engine:
         keys = self.registry.keys
         watches = [
             asyncio.create_task(watch_forever(self.registry, prefix, self.wakeup))
-            for prefix in (keys.jobs, keys.machines, keys.leader)
+            for prefix in (keys.jobs, keys.machines, keys.metadata, keys.leader)
         ]
         try:
             while True:

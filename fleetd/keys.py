@@ -7,6 +7,7 @@
     reason/<unit>              why it is not placed    engine
     engine/leader              machine id              engine: create-if-absent    (machine lease)
     machine/<machine>          {"id", "ip", ...}       that machine's fleetd      (machine lease)
+    metadata/<machine>/<key>   value ("" = removed)    API PATCH /machines (overrides fleet.conf)
     state/<unit>/<machine>     {"load", "active", ...} that machine's agent       (machine lease)
 
 Every engine write also compares the leader key, so a deposed leader writes nothing. A machine's
@@ -59,6 +60,13 @@ class Keys:
     @property
     def machines(self) -> bytes:
         return self._key("machine", "")
+
+    @property
+    def metadata(self) -> bytes:
+        return self._key("metadata", "")
+
+    def machine_metadata(self, machine: str, key: str) -> bytes:
+        return self._key("metadata", machine, key)
 
     @property
     def states(self) -> bytes:

@@ -129,6 +129,22 @@ def decode_state(raw: bytes) -> UnitState:
     return UnitState(value["load"], value["active"], value["sub"], value.get("hash", ""))
 
 
+def with_dynamic_metadata(
+    machines: Iterable[Machine], dynamic: Iterable[tuple[str, bytes]]
+) -> list[Machine]:
+    """Metadata from fleet.conf, overridden by the API's metadata/<machine>/<key> keys."""
+    overrides: dict[str, dict[str, str]] = {}
+    for key, raw in dynamic:
+        machine, _, name = key.partition("/")
+        overrides.setdefault(machine, {})[name] = raw.decode()
+    merged = []
+    for machine in machines:
+        metadata = {**machine.metadata, **overrides.get(machine.id, {})}
+        metadata = {key: value for key, value in metadata.items() if value}
+        merged.append(Machine(machine.id, machine.ip, metadata))
+    return merged
+
+
 def lease_seconds(ttl: float) -> int:
     """etcd leases have whole seconds; rounding down would let a lease expire early."""
     return max(1, math.ceil(ttl))
@@ -198,7 +214,16 @@ class Registry:
             )
 
     async def machines(self) -> dict[str, Machine]:
-        return {key: decode_machine(raw) for key, raw in await self._prefix(self.keys.machines)}
+        """Registered machines, their metadata merged with what the API set."""
+        machines = [decode_machine(raw) for _, raw in await self._prefix(self.keys.machines)]
+        dynamic = await self._prefix(self.keys.metadata)
+        return {m.id: m for m in with_dynamic_metadata(machines, dynamic)}
+
+    async def set_metadata(self, changes: Sequence[tuple[str, str, str]]) -> None:
+        """Set (machine, key, value) metadata; "" removes a key, also one from fleet.conf."""
+        ops = [self.ops.put(self.keys.machine_metadata(m, k), v.encode()) for m, k, v in changes]
+        for batch in chunks(ops, MAX_TXN_OPS):
+            await self._txn([], list(batch), "setting machine metadata")
 
     async def write_states(
         self, puts: Mapping[str, UnitState], deletes: Sequence[str], machine: str, lease: int
@@ -371,6 +396,7 @@ class Registry:
             self.keys.placements,
             self.keys.assignments,
             self.keys.reasons,
+            self.keys.metadata,
         ]
         ops = [self.ops.get(p, aetcd.utils.prefix_range_end(p)) for p in prefixes]
         with translated_errors("reading the cluster snapshot"):
@@ -378,14 +404,19 @@ class Registry:
         parts: list[list[tuple[str, bytes]]] = []
         for prefix, response in zip(prefixes, responses, strict=True):
             parts.append([(self.keys.name_under(prefix, kv.key), value) for value, kv in response])
-        jobs, machines, placements, assigned, reasons = parts
+        jobs, machines, placements, assigned, reasons, dynamic = parts
         assignments: dict[str, dict[str, Assignment]] = {}
         for key, raw in assigned:
             machine, _, unit = key.partition("/")
             assignments.setdefault(machine, {})[unit] = decode_assignment(raw)
         return RawSnapshot(
             jobs={name: decode_job(name, raw) for name, raw in jobs},
-            machines={key: decode_machine(raw) for key, raw in machines},
+            machines={
+                m.id: m
+                for m in with_dynamic_metadata(
+                    [decode_machine(raw) for _, raw in machines], dynamic
+                )
+            },
             placements={unit: raw.decode() for unit, raw in placements},
             assignments=assignments,
             reasons={unit: raw.decode() for unit, raw in reasons},

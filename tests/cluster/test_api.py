@@ -157,3 +157,63 @@ async def test_reason_of_an_unplaceable_unit(
         200,
         {"name": "mars.service", "reason": "no machine matches MachineMetadata region=mars"},
     )
+
+
+async def test_machine_metadata_set_through_the_api_steers_scheduling(
+    fleet: FleetCluster, api: aiohttp.ClientSession
+) -> None:
+    m2 = fleet.ids["m2"]
+    options = [*SLEEPER, {"section": "X-Fleet", "name": "MachineMetadata", "value": "role=db"}]
+    await call(api, "PUT", "/units/db.service", {"desiredState": "launched", "options": options})
+    await fleet.client.wait_until(lambda u: u["db.service"].reason is not None, 20)
+    patch = [{"op": "add", "path": f"/{m2}/metadata/role", "value": {"value": "db"}}]
+    assert await call(api, "PATCH", "/machines", patch) == (204, None)
+    units = await fleet.client.wait_until(lambda u: u["db.service"].active_on(), 20)
+    assert fleet.names[units["db.service"].machine] == "m2"
+    _, machines = await call(api, "GET", "/machines")
+    assert {m["id"]: m.get("metadata") for m in machines["machines"]}[m2] == {  # type: ignore[index]
+        "region": "eu",
+        "disk": "hdd",
+        "role": "db",
+    }
+    # Removing the key moves nothing off by itself here (no other machine has it) but the
+    # unit can no longer run on m2: it becomes pending again.
+    remove = [{"op": "remove", "path": f"/{m2}/metadata/role"}]
+    assert await call(api, "PATCH", "/machines", remove) == (204, None)
+    await fleet.client.wait_until(lambda u: u["db.service"].machine is None, 20)
+
+
+@pytest.mark.parametrize(
+    ("ops", "message"),
+    [
+        (
+            [{"op": "move", "path": "/x/metadata/a", "value": {"value": "b"}}],
+            "invalid op: expect add, remove, or replace",
+        ),
+        (
+            [{"op": "add", "path": "/x/meta/a", "value": {"value": "b"}}],
+            "machine metadata path invalid",
+        ),
+        (
+            [{"op": "add", "path": "/x/metadata/a"}],
+            "invalid value: add and replace require a value",
+        ),
+    ],
+)
+async def test_bad_metadata_patches_change_nothing(
+    fleet: FleetCluster, api: aiohttp.ClientSession, ops: list[object], message: str
+) -> None:
+    ok = {"op": "add", "path": f"/{fleet.ids['m1']}/metadata/ok", "value": {"value": "yes"}}
+    assert await call(api, "PATCH", "/machines", [ok, *ops]) == (
+        400,
+        {"error": {"code": 400, "message": message}},
+    )
+    assert "ok" not in (await fleet.client.machines())[fleet.ids["m1"]].metadata
+
+
+async def test_wrong_method_is_405(api: aiohttp.ClientSession) -> None:
+    status, body = await call(api, "POST", "/machines", {})
+    assert status == 405
+    assert body == {
+        "error": {"code": 405, "message": "only GET, PATCH supported against this resource"}
+    }
