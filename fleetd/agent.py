@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Mapping
 from itertools import groupby
 from pathlib import Path
 
+from . import metrics
 from . import systemd as sd
 from .heart import Heart
 from .machine_plan import (
@@ -138,8 +139,13 @@ class Agent:
         # The plan is ordered by kind; each kind runs as one batch (one D-Bus call where systemd
         # takes lists, concurrent calls where it does not). A unit that fails is logged and
         # retried next pass without holding up the others; a failed reload ends the pass.
+        started = time.monotonic()
         for kind, batch in groupby(tasks, key=type):
-            await self.run_batch(kind, list(batch))
+            batch = list(batch)
+            await self.run_batch(kind, batch)
+            metrics.TASKS.labels("agent", kind.__name__).inc(len(batch))
+        if tasks:
+            metrics.RECONCILE_SECONDS.labels("agent").observe(time.monotonic() - started)
         self.publisher.publish_all(await self.systemd.unit_states(list(self.loaded)))
         if not tasks and revision is not None:
             self.planned_at = (revision, time.monotonic())

@@ -21,6 +21,7 @@ from pathlib import Path
 from aiohttp import web
 
 from . import __version__ as VERSION
+from . import metrics
 from .api_model import (
     ApiError,
     decode_token,
@@ -72,6 +73,7 @@ class Api:
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[fleet_errors])
+        app.router.add_get("/metrics", self.metrics)
         for base in ("/fleet/v1", "/v1-alpha"):
             app.router.add_get(f"{base}/units", self.list_units)
             app.router.add_get(f"{base}/units/{{name}}", self.get_unit)
@@ -168,6 +170,17 @@ class Api:
         page = decode_token(request.query.getall("nextPageToken", []))
         machines = [machine_entity(m) for _, m in sorted((await self.client.machines()).items())]
         return web.json_response(page_of(machines, page, "machines"))
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """Prometheus text format; cluster gauges are read from etcd now."""
+        units, machines = await self.client.units(), await self.client.machines()
+        metrics.MACHINES.set(len(machines))
+        for desired in DesiredState:
+            metrics.UNITS.labels(desired.value).set(
+                sum(u.desired == desired for u in units.values())
+            )
+        metrics.ACTIVE_UNITS.set(sum(1 for u in units.values() if u.active_on()))
+        return web.Response(body=metrics.exposition(), content_type="text/plain")
 
     async def patch_machines(self, request: web.Request) -> web.Response:
         """fleet's JSON-patch-like metadata ops, all validated before any is applied."""

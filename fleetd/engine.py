@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 
+from . import metrics
 from .cluster_plan import plan_cluster
 from .heart import Heart
 from .model import ClusterSnapshot, EngineTask, Job
@@ -74,6 +75,7 @@ class Engine:
             log.exception("engine pass failed unexpectedly; the next pass starts afresh")
 
     def note_leadership(self, revision: int | None) -> None:
+        metrics.LEADER.set(0 if revision is None else 1)
         if revision != self.leading_since:
             if revision is None:
                 log.info("engine: %s leads", "another machine")
@@ -100,6 +102,8 @@ class Engine:
             await self.registry.apply_engine_tasks(tasks, leader_revision)
             for task in tasks:
                 log_task(task)
+                metrics.TASKS.labels("engine", type(task).__name__).inc()
+            metrics.RECONCILE_SECONDS.labels("engine").observe(time.monotonic() - started)
         elif revision is not None:
             self.planned_at = (revision, time.monotonic())
         elapsed = time.monotonic() - started

@@ -217,3 +217,18 @@ async def test_wrong_method_is_405(api: aiohttp.ClientSession) -> None:
     assert body == {
         "error": {"code": 405, "message": "only GET, PATCH supported against this resource"}
     }
+
+
+async def test_prometheus_metrics(fleet: FleetCluster, api: aiohttp.ClientSession) -> None:
+    await call(api, "PUT", "/units/m.service", {"desiredState": "launched", "options": SLEEPER})
+    await fleet.client.wait_until(lambda u: u["m.service"].active_on(), 20)
+    async with api.get("http://fleet/metrics") as response:
+        assert response.status == 200
+        text = await response.text()
+    assert "fleetd_machines 3.0" in text
+    assert 'fleetd_units{desired="launched"} 1.0' in text
+    assert "fleetd_units_active 1.0" in text
+    assert (
+        'fleetd_tasks_total{loop="engine",task="Schedule"}' in text
+        or "fleetd_engine_leader" in text
+    )
