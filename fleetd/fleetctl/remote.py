@@ -1,14 +1,25 @@
-"""Running a command on a unit's machine, as fleetctl status/journal do: here when the unit runs
-on this machine, else over SSH with fleet's host-key rules (OpenSSH does the checking)."""
+"""fleetctl's reach into other machines, all through OpenSSH (which does the host-key checks):
+commands on a unit's machine (status, journal, ssh) and `--tunnel` to a cluster's API or etcd.
+"""
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
-from collections.abc import Sequence
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 LOCAL_MACHINE_ID = Path("/etc/machine-id")
+
+
+class TunnelError(Exception):
+    """The SSH tunnel could not be set up."""
 
 
 @dataclass(frozen=True)
@@ -27,41 +38,115 @@ def local_machine_id() -> str:
         return ""
 
 
-def ssh_argv(
-    host: str, command: Sequence[str], options: SshOptions, tty: bool = False
-) -> list[str]:
-    """ssh to host running command. Strict checking is OpenSSH's `ask`: an unknown host is
-    asked about on the terminal, a changed key refused; otherwise nothing is checked or kept."""
-    known_hosts = Path(options.known_hosts_file).expanduser()
+def checking_options(options: SshOptions) -> list[str]:
+    """Strict checking is OpenSSH's `ask`: an unknown host is asked about on the terminal and
+    remembered in the known-hosts file, a changed key refused; otherwise nothing is checked."""
     if options.strict_host_key_checking:
+        known_hosts = Path(options.known_hosts_file).expanduser()
         known_hosts.parent.mkdir(parents=True, exist_ok=True)
-        checking = ["-o", "StrictHostKeyChecking=ask", "-o", f"UserKnownHostsFile={known_hosts}"]
-    else:
-        checking = [
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-        ]
+        return ["-o", "StrictHostKeyChecking=ask", "-o", f"UserKnownHostsFile={known_hosts}"]
+    return [
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+    ]
+
+
+def split_host(host: str, default_port: int) -> tuple[str, int]:
+    name, _, port = host.rpartition(":") if host.count(":") == 1 else (host, "", "")
+    return (name, int(port)) if port else (host, default_port)
+
+
+def ssh_base(host: str, options: SshOptions, extra: Sequence[str] = ()) -> list[str]:
+    name, port = split_host(host, options.port)
     return [
         "ssh",
-        *(["-t"] if tty else []),
-        *checking,
+        *checking_options(options),
         "-o",
         f"ConnectTimeout={int(options.timeout)}",
+        *extra,
         "-p",
-        str(options.port),
+        str(port),
         "-l",
         options.username,
-        host,
-        "--",
-        *command,
+        name,
     ]
+
+
+def ssh_argv(
+    host: str,
+    command: Sequence[str],
+    options: SshOptions,
+    tty: bool = False,
+    forward_agent: bool = False,
+) -> list[str]:
+    extra = [*(["-t"] if tty else []), *(["-A"] if forward_agent else [])]
+    # Like fleet (and ssh itself), the words of the command are joined for the remote shell.
+    return [*ssh_base(host, options, extra), *command]
 
 
 def run_on(machine_id: str, ip: str, command: Sequence[str], options: SshOptions) -> int:
     """Run command on that machine with this terminal; its exit status."""
     argv = list(command) if machine_id == local_machine_id() else ssh_argv(ip, command, options)
     return subprocess.run(argv, check=False).returncode
+
+
+@contextmanager
+def tunnel(host: str, endpoint: str, options: SshOptions) -> Iterator[str]:
+    """An SSH local forward to `endpoint` as seen from `host`; yields the local endpoint.
+
+    A unix:// API socket is forwarded to a local unix socket, an http:// address (etcd, or a
+    TCP API) to a local TCP port on loopback."""
+    parts = urlsplit(endpoint)
+    with tempfile.TemporaryDirectory(prefix="fleetctl-tunnel-") as directory:
+        if parts.scheme == "unix":
+            local = os.path.join(directory, "fleet.sock")
+            forward, local_endpoint, ready = f"{local}:{parts.path}", f"unix://{local}", local
+        else:
+            port = free_port()
+            forward = f"127.0.0.1:{port}:{parts.hostname}:{parts.port or 80}"
+            local_endpoint, ready = f"{parts.scheme}://127.0.0.1:{port}", ""
+        argv = ssh_base(host, options, ["-N", "-o", "ExitOnForwardFailure=yes", "-L", forward])
+        process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            wait_for_forward(process, ready, port_of(local_endpoint), options.timeout)
+            yield local_endpoint
+        finally:
+            process.terminate()
+            process.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def port_of(endpoint: str) -> int | None:
+    return urlsplit(endpoint).port
+
+
+def wait_for_forward(
+    process: subprocess.Popen[str], socket_path: str, port: int | None, timeout: float
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise TunnelError(
+                f"ssh tunnel failed: {(process.stderr.read() if process.stderr else '').strip()}"
+            )
+        try:
+            if socket_path:
+                with socket.socket(socket.AF_UNIX) as probe:
+                    probe.connect(socket_path)
+            else:
+                socket.create_connection(("127.0.0.1", port or 0), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TunnelError(f"ssh tunnel not up after {timeout:.0f}s")

@@ -206,3 +206,27 @@ async def test_status_and_journal_reach_the_units_machines(fleet: FleetCluster) 
     )
     strict = fleetctl("--ssh-username", "root", "status", "remote.service")
     assert strict.returncode != 0  # an unknown host key, and no terminal to ask on
+
+
+async def test_ssh_and_tunnel(fleet: FleetCluster) -> None:
+    """Inside m1: fleetctl ssh to machines and units; --tunnel through m2 to m2's API."""
+    fleetctl = Fleetctl(fleet, "API", Path("/nonexistent"))
+    ssh = ["--ssh-username", "root", "--strict-host-key-checking=false"]
+    on_m3 = fleetctl(*ssh, "ssh", fleet.ids["m3"][:6], "hostname")
+    assert (on_m3.returncode, on_m3.stdout) == (0, "m3\n"), on_m3.stderr
+    assert fleetctl(*ssh, "ssh", fleet.ids["m2"][:6], "--", "exit 3").returncode == 3
+    both = fleetctl(*ssh, "ssh", "--machine", "x", "--unit", "y")
+    assert both.stderr == "Both machine and unit flags provided, please specify only one.\n"
+    assert fleetctl(*ssh, "ssh", "zzzz").stderr == "could not find matching unit or machine\n"
+
+    names = [f"tun{i}.service" for i in range(11)]
+    for name in names:
+        fleetctl.write(name, "[Service]\nExecStart=/bin/sleep infinity\n")
+    tunnelled = fleetctl(*ssh, "--tunnel", "10.77.0.12", "start", *names)
+    assert tunnelled.returncode == 0, tunnelled.stderr
+    assert len([line for line in tunnelled.stdout.splitlines() if " launched on " in line]) == 11
+    unit_ssh = fleetctl(*ssh, "ssh", "tun3.service", "hostname")
+    units = await fleet.client.units()
+    assert unit_ssh.stdout.strip() == fleet.names[units["tun3.service"].machine]
+    broken = fleetctl(*ssh, "--tunnel", "10.77.0.99", "--ssh-timeout", "2", "list-units")
+    assert broken.returncode == 1 and "(tunnel via 10.77.0.99)" in broken.stderr

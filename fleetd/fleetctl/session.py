@@ -1,0 +1,69 @@
+"""Running a fleetctl command: the driver the global options chose (API or etcd, maybe through
+an SSH tunnel), and turning its errors into one line for the user."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import click
+
+from ..client import ClientError, FleetClient
+from ..keys import Keys
+from ..registry import Registry, RegistryError
+from .api_driver import ApiClient, ApiUnavailable
+from .remote import TunnelError, tunnel
+
+T = TypeVar("T")
+POLL_SECONDS = 0.25
+DEFAULT_ENDPOINTS = {"API": "unix:///var/run/fleet.sock", "etcd": "http://127.0.0.1:2379"}
+Driver = FleetClient | ApiClient  # the same operations, over etcd or over fleet's API
+ROUND_SECONDS = 2.0
+
+
+class Failure(Exception):
+    """A command failed; the message is what fleetctl prints, exit status 1."""
+
+
+def run(ctx: click.Context, action: Callable[[Driver], Awaitable[T]]) -> T:
+    """Run `action` with the driver the global options chose; its errors become one line."""
+    options = ctx.find_root().obj
+    endpoint = options["endpoint"] or DEFAULT_ENDPOINTS[options["driver"]]
+    if options["tunnel"]:
+        try:
+            with tunnel(options["tunnel"], endpoint, options["ssh"]) as local:
+                return run_with(options, local, endpoint, action)
+        except TunnelError as error:
+            raise Failure(f"{error} (tunnel via {options['tunnel']})") from error
+    return run_with(options, endpoint, endpoint, action)
+
+
+def run_with(
+    options: dict,
+    endpoint: str,
+    shown: str,  # type: ignore[type-arg]
+    action: Callable[[Driver], Awaitable[T]],
+) -> T:
+    async def with_driver() -> T:
+        if options["driver"] == "etcd":
+            registry = Registry.open(
+                endpoint.split(",")[0], Keys(options["prefix"]), options["timeout"]
+            )
+            async with registry as opened:
+                return await action(FleetClient(opened))
+        async with ApiClient.open(endpoint, options["timeout"]) as api:
+            return await action(api)
+
+    try:
+        return asyncio.run(with_driver())
+    except RegistryError as error:
+        raise Failure(f"error talking to etcd at {endpoint} (is etcd up?): {error}") from error
+    except ApiUnavailable as error:
+        raise Failure(
+            f"error talking to fleet at {endpoint} (is fleetd running?): {error}"
+        ) from error
+    except ClientError as error:
+        raise Failure(str(error)) from error
+    except ValueError as error:  # a malformed endpoint
+        raise Failure(str(error)) from error
