@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -256,8 +257,22 @@ def check_options(name: str, options: object) -> UnitFile | None:
     return unit
 
 
-async def serve(client: FleetClient, socket_path: Path, revision_key: bytes) -> web.AppRunner:
-    """Listen on a unix socket only root can use; the caller cleans up the runner."""
+def tls_context(cert: str, key: str, client_ca: str) -> ssl.SSLContext:
+    """TLS that requires a client certificate signed by `client_ca`."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=client_ca)
+    context.load_cert_chain(cert, key)
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+async def serve(
+    client: FleetClient,
+    socket_path: Path,
+    revision_key: bytes,
+    tcp: tuple[str, int, ssl.SSLContext] | None = None,
+) -> web.AppRunner:
+    """Listen on a unix socket only root can use and, if asked, on TCP with client-certificate
+    TLS; the caller cleans up the runner."""
     runner = web.AppRunner(Api(client, revision_key).app(), access_log=None)
     await runner.setup()
     socket_path.parent.mkdir(parents=True, exist_ok=True)
@@ -267,4 +282,7 @@ async def serve(client: FleetClient, socket_path: Path, revision_key: bytes) -> 
         await web.UnixSite(runner, str(socket_path)).start()
     finally:
         os.umask(old_umask)
+    if tcp is not None:
+        host, port, context = tcp
+        await web.TCPSite(runner, host, port, ssl_context=context).start()
     return runner

@@ -128,6 +128,10 @@ SETTINGS = (
     Setting("fencing", parse_bool, "stop units when this machine alone is cut off from etcd"),
     Setting("peer_port", parse_port, "UDP port peers ask each other about etcd on"),
     Setting("machine_id_file", parse_text, "where the machine id is read from"),
+    Setting("api_listen", parse_text, "also serve the API on HOST:PORT over TLS (off if empty)"),
+    Setting("api_tls_cert", parse_text, "the API's TLS certificate (with api_listen)"),
+    Setting("api_tls_key", parse_text, "the API's TLS key (with api_listen)"),
+    Setting("api_tls_client_ca", parse_text, "CA that client certificates must chain to"),
 )
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 
@@ -153,6 +157,10 @@ class Config:
     fencing: bool = True
     peer_port: int = 7007
     machine_id_file: str = "/etc/machine-id"
+    api_listen: str = ""
+    api_tls_cert: str = ""
+    api_tls_key: str = ""
+    api_tls_client_ca: str = ""
 
 
 def read_config_file(path: Path) -> dict[str, tuple[str, str]]:
@@ -211,6 +219,14 @@ def check_config(config: Config) -> None:
         )
     if config.agent_ttl < 1:
         raise ConfigError(f"agent_ttl: must be at least 1s, not {config.agent_ttl}s")
+    tls = (config.api_tls_cert, config.api_tls_key, config.api_tls_client_ca)
+    if config.api_listen and not all(tls):
+        raise ConfigError(
+            "api_listen: a TCP API needs api_tls_cert, api_tls_key and "
+            "api_tls_client_ca (clients must present certificates)"
+        )
+    if config.api_listen and ":" not in config.api_listen:
+        raise ConfigError(f"api_listen: expected HOST:PORT, not {config.api_listen!r}")
 
 
 def setting_names() -> list[str]:

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 import sys
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from . import peers
 from . import systemd as sd
 from .agent import Agent
 from .api import serve as serve_api
+from .api import tls_context
 from .client import FleetClient
 from .config import (
     DEFAULT_CONFIG_FILE,
@@ -145,7 +147,9 @@ class Server:
                     RUN_DIR / "peers",
                 )
                 components.append(guard.run())
-            api = await serve_api(FleetClient(registry), API_SOCKET, keys.machine(machine.id))
+            api = await serve_api(
+                FleetClient(registry), API_SOCKET, keys.machine(machine.id), api_tcp(config)
+            )
             heart_task = asyncio.create_task(heart.run())
             tasks = [heart_task, *(asyncio.create_task(c) for c in components)]
             notify("READY=1")
@@ -194,6 +198,14 @@ class Server:
         while True:
             notify("WATCHDOG=1")
             await asyncio.sleep(seconds / 2)
+
+
+def api_tcp(config: Config) -> tuple[str, int, ssl.SSLContext] | None:
+    if not config.api_listen:
+        return None
+    host, _, port = config.api_listen.rpartition(":")
+    context = tls_context(config.api_tls_cert, config.api_tls_key, config.api_tls_client_ca)
+    return host, int(port), context
 
 
 async def cancel(tasks: list[asyncio.Task[None]]) -> None:

@@ -7,6 +7,7 @@ Errors in fleet's JSON form become ClientError with the server's message.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -32,7 +33,9 @@ class ApiClient:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, endpoint: str, timeout: float) -> AsyncIterator[ApiClient]:
+    async def open(
+        cls, endpoint: str, timeout: float, tls: ssl.SSLContext | None = None
+    ) -> AsyncIterator[ApiClient]:
         parts = urlsplit(endpoint)
         if parts.scheme == "unix":
             if parts.netloc:
@@ -40,7 +43,8 @@ class ApiClient:
             connector: aiohttp.BaseConnector = aiohttp.UnixConnector(path=parts.path)
             base = "http://fleet"
         elif parts.scheme in ("http", "https"):
-            connector, base = aiohttp.TCPConnector(), f"{parts.scheme}://{parts.netloc}"
+            connector = aiohttp.TCPConnector(ssl=tls if tls is not None else True)
+            base = f"{parts.scheme}://{parts.netloc}"
         else:
             raise ValueError(
                 "URL scheme undefined"

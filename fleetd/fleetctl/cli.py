@@ -36,6 +36,9 @@ class FleetctlGroup(click.Group):
 @click.option("--driver", type=click.Choice(["API", "etcd"]), default="API", show_default=True)
 @click.option("--request-timeout", type=float, default=3.0, show_default=True)
 @click.option("--tunnel", default="", help="host[:port] to reach the cluster through over SSH.")
+@click.option("--ca-file", default="", help="CA to check an https:// API with.")
+@click.option("--cert-file", default="", help="Client certificate for an https:// API.")
+@click.option("--key-file", default="", help="Client key for an https:// API.")
 @click.option("--ssh-username", default="core", show_default=True)
 @click.option("--ssh-timeout", type=float, default=10.0, show_default=True)
 @click.option("--strict-host-key-checking", type=bool, default=True, show_default=True)
@@ -49,6 +52,9 @@ def main(
     driver: str,
     request_timeout: float,
     tunnel: str,
+    ca_file: str,
+    cert_file: str,
+    key_file: str,
     ssh_username: str,
     ssh_timeout: float,
     strict_host_key_checking: bool,
@@ -64,6 +70,7 @@ def main(
         "prefix": etcd_key_prefix,
         "ssh": ssh,
         "tunnel": tunnel,
+        "tls": (ca_file, cert_file, key_file),
     }
 
 

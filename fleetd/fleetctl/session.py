@@ -4,6 +4,7 @@ an SSH tunnel), and turning its errors into one line for the user."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -52,7 +53,9 @@ def run_with(
             )
             async with registry as opened:
                 return await action(FleetClient(opened))
-        async with ApiClient.open(endpoint, options["timeout"]) as api:
+        async with ApiClient.open(
+            endpoint, options["timeout"], tls_context(*options["tls"])
+        ) as api:
             return await action(api)
 
     try:
@@ -67,3 +70,18 @@ def run_with(
         raise Failure(str(error)) from error
     except ValueError as error:  # a malformed endpoint
         raise Failure(str(error)) from error
+
+
+def tls_context(ca_file: str, cert_file: str, key_file: str) -> ssl.SSLContext | None:
+    """TLS for an https:// API: our CA (else the system's) and our client certificate."""
+    if not (ca_file or cert_file):
+        return None
+    try:
+        context = ssl.create_default_context(cafile=ca_file or None)
+        if cert_file:
+            context.load_cert_chain(cert_file, key_file or None)
+    except (OSError, ssl.SSLError) as error:
+        raise Failure(
+            f"cannot use the TLS files (--ca-file, --cert-file, --key-file): {error}"
+        ) from error
+    return context

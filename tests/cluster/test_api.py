@@ -5,7 +5,11 @@ The host reaches the machine's socket through /proc/<pid>/root: no network is in
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -231,4 +235,107 @@ async def test_prometheus_metrics(fleet: FleetCluster, api: aiohttp.ClientSessio
     assert (
         'fleetd_tasks_total{loop="engine",task="Schedule"}' in text
         or "fleetd_engine_leader" in text
+    )
+
+
+def make_certificates(directory: Path) -> None:
+    """A CA, a server certificate for m1's address and a client certificate, with openssl."""
+
+    def openssl(*args: str, stdin: str = "") -> None:
+        subprocess.run(
+            ["openssl", *args], cwd=directory, check=True, capture_output=True, input=stdin.encode()
+        )
+
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=lab-ca",
+    )
+    for name, extra in (
+        ("server", "subjectAltName=IP:10.77.0.11"),
+        ("client", "extendedKeyUsage=clientAuth"),
+    ):
+        openssl(
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            f"/CN={name}",
+        )
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "/dev/stdin",
+            stdin=extra + "\n",
+        )
+
+
+@pytest.mark.machines(2)
+async def test_tcp_api_requires_a_client_certificate(fleet: FleetCluster, tmp_path: Path) -> None:
+    make_certificates(tmp_path)
+    for machine in ("m1", "m2"):
+        for name in ("ca.crt", "server.crt", "server.key", "client.crt", "client.key"):
+            fleet.lab.run(
+                machine,
+                ["sh", "-c", f"mkdir -p /etc/fleet/tls && cat > /etc/fleet/tls/{name}"],
+                input=(tmp_path / name).read_text(),
+            )
+    fleet.configure(
+        "m1",
+        api_listen="10.77.0.11:4002",
+        api_tls_cert="/etc/fleet/tls/server.crt",
+        api_tls_key="/etc/fleet/tls/server.key",
+        api_tls_client_ca="/etc/fleet/tls/ca.crt",
+    )
+    fleet.systemctl("m1", "restart", "fleetd.service")
+    tls = ["--endpoint", "https://10.77.0.11:4002", "--ca-file", "/etc/fleet/tls/ca.crt"]
+    with_cert = [
+        *tls,
+        "--cert-file",
+        "/etc/fleet/tls/client.crt",
+        "--key-file",
+        "/etc/fleet/tls/client.key",
+    ]
+    deadline = time.monotonic() + 20
+    while (
+        listing := fleet.lab.run("m2", ["fleetctl", *with_cert, "list-machines"], check=False)
+    ).returncode:
+        assert time.monotonic() < deadline, listing.stderr
+        await asyncio.sleep(0.2)
+    assert len(listing.stdout.splitlines()) == 3  # header + 2 machines
+    refused = fleet.lab.run("m2", ["fleetctl", *tls, "list-machines"], check=False)
+    assert (
+        refused.returncode == 1
+        and "error talking to fleet at https://10.77.0.11:4002" in refused.stderr
     )

@@ -42,6 +42,10 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
         ("agent_ttl=0.5s", "agent_ttl: must be at least 1s"),
         ("etcd_cafile=/etc/ca.pem", "TLS"),
         ("no equals sign", "expected key=value"),
+        (
+            "api_listen=10.0.0.1:4002",
+            "a TCP API needs api_tls_cert, api_tls_key and api_tls_client_ca",
+        ),
     ],
 )
 def test_bad_values_name_the_file_line_and_option(tmp_path: Path, line: str, message: str) -> None:
