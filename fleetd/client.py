@@ -121,11 +121,12 @@ class FleetClient:
             if template is not None and template in files:
                 body = files[template]
             if body is None:
-                raise ClientError(f"unit {name} does not exist and no unit file was given")
+                raise ClientError(not_found_message(name))
             created[name] = body
         return created
 
     async def set_desired(self, names: Sequence[str], desired: DesiredState) -> None:
+        refuse_templates(names, desired)
         await self.registry.set_desired(names, desired)
 
     async def replace(self, name: str, unit: UnitFile, desired: DesiredState) -> None:
@@ -184,3 +185,20 @@ class FleetClient:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"condition not met after {timeout:.0f}s: {units}")
             await asyncio.sleep(poll)
+
+
+def not_found_message(name: str) -> str:
+    """fleet's words for a unit found neither in the registry nor on disk."""
+    template = parse_unit_name(name).template
+    if template is None:
+        return f"unable to find Unit({name}) in Registry or on filesystem"
+    return (
+        f"failed getting Unit({name}) from template: unable to find template "
+        f"Unit({template}) in Registry or on filesystem"
+    )
+
+
+def refuse_templates(names: Sequence[str], desired: DesiredState) -> None:
+    for name in names:
+        if desired != DesiredState.INACTIVE and parse_unit_name(name).is_template:
+            raise ClientError(f'cannot activate template "{name}"')

@@ -15,7 +15,7 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
-from ..client import ClientError, UnitStatus, check_unit
+from ..client import ClientError, UnitStatus, check_unit, not_found_message
 from ..model import DesiredState, Machine, UnitState
 from ..registry import JobRecord
 from ..unitfile import UnitFile
@@ -170,7 +170,7 @@ class ApiClient:
             return files[template]  # type: ignore[index]
         if template is not None and template in jobs:
             return await self.unit_file(template)
-        raise ClientError(f"unit {name} does not exist and no unit file was given")
+        raise ClientError(not_found_message(name))
 
     async def replace(self, name: str, unit: UnitFile, desired: DesiredState) -> None:
         await self.put(name, desired, unit)

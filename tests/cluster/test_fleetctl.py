@@ -119,8 +119,35 @@ async def test_fleetctl_errors(fleet: FleetCluster, fleetctl: Fleetctl) -> None:
         "Error waiting for units: unit mars.service cannot be placed: "
         "no machine matches MachineMetadata region=mars\n"
     )
-    missing = fleetctl("start", "nosuch.service")
-    assert missing.returncode == 1 and missing.stderr.startswith("Error creating units: ")
+    # Reference §1.4, one by one: fleet's message, or our clearer one, and exit status 1.
+    expected = {
+        (
+            "start",
+            "nosuch.service",
+        ): "Error creating units: unable to find Unit(nosuch.service) in Registry or on filesystem",
+        (
+            "start",
+            "foo@1.service",
+        ): "Error creating units: failed getting Unit(foo@1.service) from template: unable to "
+        "find template Unit(foo@.service) in Registry or on filesystem",
+        ("start", "tpl@.service"): 'cannot activate template "tpl@.service"',
+        ("start", "broken.service"): "Error creating units: broken.service:1: ",
+        ("start", "both.service"): "MachineID cannot be used with Global",
+        ("start", "bad!.service"): "invalid character '!' in unit name",
+        ("cat", "nosuch.service"): "Unit nosuch.service not found",
+        ("status", "nosuch.service"): "Unit nosuch.service does not exist.",
+        ("journal", "a.service", "b.service"): "One unit file must be provided.",
+    }
+    fleetctl.write("tpl@.service", "[Service]\nExecStart=/bin/sleep %i\n")
+    fleetctl.write("broken.service", "[Service\nExecStart=/bin/true\n")
+    fleetctl.write(
+        "both.service", "[Service]\nExecStart=/bin/true\n[X-Fleet]\nGlobal=true\nMachineID=abc\n"
+    )
+    fleetctl.write("bad!.service", "[Service]\nExecStart=/bin/true\n")
+    for args, message in expected.items():
+        result = fleetctl(*args)
+        assert result.returncode == 1 and message in result.stderr, (args, result.stderr)
+    assert "foo@1.service" not in fleetctl("list-unit-files").stdout  # nothing half-created
     assert fleetctl("stop", "nosuch").stderr == "Units not found in registry\n"
     bad_field = fleetctl("list-units", "--fields", "unit,colour")
     assert (bad_field.returncode, bad_field.stderr) == (
