@@ -12,7 +12,7 @@ import click
 from .. import __version__ as VERSION
 from ..keys import DEFAULT_PREFIX
 from . import inspection, lifecycle
-from .remote import SshOptions
+from .remote import SshOptions, forward_stdio
 from .session import Failure
 from .tables import FieldError
 
@@ -78,6 +78,30 @@ def main(
 def version() -> None:
     """Print the version."""
     click.echo(f"fleetctl version {VERSION}")
+
+
+@main.command("help")
+@click.pass_context
+def help_command(ctx: click.Context) -> None:
+    """Show this help (with the version, as fleet's does)."""
+    click.echo(f"fleetctl version {VERSION}\n")
+    click.echo(ctx.parent.get_help() if ctx.parent else "")
+
+
+@main.command("fd-forward")
+@click.argument("socket_path")
+def fd_forward(socket_path: str) -> None:
+    """Internal (fleet's tunnel): copy stdin and stdout to a unix socket."""
+    sys.exit(forward_stdio(socket_path))
+
+
+@main.command(hidden=True)
+def verify() -> None:
+    """Deprecated in fleet: unit signing is gone."""
+    click.echo(
+        "WARNING: The signed/verified units feature is DEPRECATED and cannot be used.", err=True
+    )
+    sys.exit(2)
 
 
 for command in (

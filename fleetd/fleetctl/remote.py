@@ -5,8 +5,10 @@ commands on a unit's machine (status, journal, ssh) and `--tunnel` to a cluster'
 from __future__ import annotations
 
 import os
+import selectors
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -150,3 +152,31 @@ def wait_for_forward(
         except OSError:
             time.sleep(0.05)
     raise TunnelError(f"ssh tunnel not up after {timeout:.0f}s")
+
+
+def forward_stdio(socket_path: str) -> int:
+    """Copy stdin to a unix socket and the socket to stdout until both ends close."""
+    with socket.socket(socket.AF_UNIX) as connection:
+        try:
+            connection.connect(socket_path)
+        except OSError as error:
+            print(f"unable to connect to {socket_path}: {error.strerror}", file=sys.stderr)
+            return 1
+        selector = selectors.DefaultSelector()
+        selector.register(sys.stdin.buffer, selectors.EVENT_READ)
+        selector.register(connection, selectors.EVENT_READ)
+        while selector.get_map():
+            for key, _ in selector.select():
+                if key.fileobj is connection:
+                    data = connection.recv(65536)
+                    if not data:
+                        return 0
+                    sys.stdout.buffer.write(data)
+                    sys.stdout.buffer.flush()
+                else:
+                    data = os.read(sys.stdin.fileno(), 65536)
+                    if not data:  # keep the socket open for the answer (HTTP servers close
+                        selector.unregister(sys.stdin.buffer)  # a half-closed connection)
+                    else:
+                        connection.sendall(data)
+    return 0

@@ -233,6 +233,13 @@ async def test_status_and_journal_reach_the_units_machines(fleet: FleetCluster) 
     )
     strict = fleetctl("--ssh-username", "root", "status", "remote.service")
     assert strict.returncode != 0  # an unknown host key, and no terminal to ask on
+    # The same through the etcd driver, inside the machine too.
+    etcd = ["--driver=etcd", "--endpoint", "http://10.77.0.1:2379", *ssh]
+    assert "Active: active (running)" in fleetctl(*etcd, "status", "remote.service").stdout
+    request = "GET /fleet/v1/machines HTTP/1.0\r\nHost: fleet\r\n\r\n"
+    raw = fleet.lab.run("m1", ["fleetctl", "fd-forward", "/var/run/fleet.sock"], input=request)
+    assert raw.stdout.startswith("HTTP/1.0 200") and fleet.ids["m2"] in raw.stdout
+    assert "fleetctl version" in fleetctl("help").stdout
 
 
 async def test_ssh_and_tunnel(fleet: FleetCluster) -> None:
