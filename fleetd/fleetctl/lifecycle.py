@@ -262,6 +262,14 @@ def change(
 @click.pass_context
 def stop(ctx: click.Context, units: tuple[str, ...], no_block: bool, block_attempts: int) -> None:
     """Stop units (they stay loaded on their machine)."""
+
+    async def inactive(client: Driver) -> list[str]:
+        statuses = await client.units()
+        names = [mangle_name(unit) for unit in units]
+        return [n for n in names if n in statuses and statuses[n].desired == DesiredState.INACTIVE]
+
+    for name in run(ctx, inactive):
+        raise Failure(f"Unable to stop unit {name} in state inactive")
     known = change(ctx, units, DesiredState.LOADED, "loaded", "stop", no_block, block_attempts)
     if known:
         click.echo(f"Successfully stopped units {format_list(known)}.", err=True)

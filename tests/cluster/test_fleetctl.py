@@ -137,6 +137,7 @@ async def test_fleetctl_errors(fleet: FleetCluster, fleetctl: Fleetctl) -> None:
         ("cat", "nosuch.service"): "Unit nosuch.service not found",
         ("status", "nosuch.service"): "Unit nosuch.service does not exist.",
         ("journal", "a.service", "b.service"): "One unit file must be provided.",
+        ("stop", "tpl@.service"): "Unable to stop unit tpl@.service in state inactive",
     }
     fleetctl.write("tpl@.service", "[Service]\nExecStart=/bin/sleep %i\n")
     fleetctl.write("broken.service", "[Service\nExecStart=/bin/true\n")
