@@ -28,7 +28,7 @@ demo: deps
 	eval "$$($(BIN)/fleetlab env)" && $(BIN)/fleetctl list-unit-files && $(BIN)/fleetctl list-machines
 	$(BIN)/fleetlab ls
 	@echo 'lab is up: try  eval "$$(.venv/bin/fleetlab env)"; .venv/bin/fleetctl list-units'
-	@echo '           or   .venv/bin/fleetlab ls | exec m1 -- journalctl -u "hello@*" | start MACHINE | down'
+	@echo '           or   .venv/bin/fleetlab ls | exec MACHINE -- journalctl -u "hello@*" | start MACHINE | down'
 
 test: deps
 	$(BIN)/pytest -ra
