@@ -115,9 +115,9 @@ SETTINGS = (
     Setting("etcd_request_timeout", parse_duration, "timeout of one etcd request"),
     Setting("etcd_username", parse_text, "etcd user (with etcd_password)"),
     Setting("etcd_password", parse_text, "etcd password"),
-    Setting("etcd_cafile", parse_text, "CA for etcd TLS (not supported yet)"),
-    Setting("etcd_certfile", parse_text, "client certificate for etcd TLS (not supported yet)"),
-    Setting("etcd_keyfile", parse_text, "client key for etcd TLS (not supported yet)"),
+    Setting("etcd_cafile", parse_text, "CA that etcd's certificate must chain to (https://)"),
+    Setting("etcd_certfile", parse_text, "client certificate for etcd (https://)"),
+    Setting("etcd_keyfile", parse_text, "client key for etcd (https://)"),
     Setting("public_ip", parse_text, "IP other machines and fleetctl reach this machine on"),
     Setting("metadata", parse_metadata, "this machine's metadata: key=value,key2=value2"),
     Setting("agent_ttl", parse_duration, "lease TTL: how long a silent machine stays registered"),
@@ -213,10 +213,12 @@ def load_config(
 
 
 def check_config(config: Config) -> None:
-    if config.etcd_cafile or config.etcd_certfile or config.etcd_keyfile:
-        raise ConfigError(
-            "etcd TLS (etcd_cafile, etcd_certfile, etcd_keyfile) is not supported yet"
-        )
+    if bool(config.etcd_certfile) != bool(config.etcd_keyfile):
+        raise ConfigError("etcd_certfile and etcd_keyfile go together (a client certificate)")
+    for name in ("etcd_cafile", "etcd_certfile", "etcd_keyfile"):
+        path = getattr(config, name)
+        if path and not Path(path).is_file():
+            raise ConfigError(f"{name}: no such file {path!r}")
     if config.agent_ttl < 1:
         raise ConfigError(f"agent_ttl: must be at least 1s, not {config.agent_ttl}s")
     tls = (config.api_tls_cert, config.api_tls_key, config.api_tls_client_ca)

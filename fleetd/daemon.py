@@ -31,6 +31,7 @@ from .config import (
     read_config_file,
 )
 from .engine import Engine
+from .etcdclient import TlsFiles
 from .guard import FenceGuard
 from .heart import Heart
 from .identity import this_machine
@@ -113,12 +114,14 @@ class Server:
         machine = this_machine(config)
         setup_logging(config.verbosity, machine.id)
         keys = Keys(config.etcd_key_prefix)
+        tls = TlsFiles(config.etcd_cafile, config.etcd_certfile, config.etcd_keyfile)
         registry_context = Registry.open(
             config.etcd_servers[0],
             keys,
             config.etcd_request_timeout,
             config.etcd_username,
             config.etcd_password,
+            tls,
         )
         async with registry_context as registry, await sd.Systemd.connect() as systemd:
             heart = Heart(registry, machine, config.agent_ttl, RUN_DIR / "lease")

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import aetcd
 import aetcd.exceptions
 
+from .etcdclient import TlsClient, TlsFiles
 from .keys import Keys
 from .model import (
     Assign,
@@ -88,11 +89,12 @@ def translated_errors(action: str) -> Iterator[None]:
         raise RegistryError(f"{action}: {error or type(error).__name__}") from error
 
 
-def parse_endpoint(url: str) -> tuple[str, int]:
+def parse_endpoint(url: str) -> tuple[str, int, bool]:
+    """(host, port, TLS?) of an etcd client URL."""
     parts = urlsplit(url if "//" in url else f"http://{url}")
-    if parts.scheme not in ("http", "") or not parts.hostname:
-        raise ValueError(f"unsupported etcd endpoint {url!r}: expected http://HOST:PORT")
-    return parts.hostname, parts.port or 2379
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"unsupported etcd endpoint {url!r}: expected http(s)://HOST:PORT")
+    return parts.hostname, parts.port or 2379, parts.scheme == "https"
 
 
 def encode_assignment(assignment: Assignment) -> bytes:
@@ -166,11 +168,23 @@ class Registry:
     @classmethod
     @asynccontextmanager
     async def open(
-        cls, endpoint: str, keys: Keys, timeout: float, username: str = "", password: str = ""
+        cls,
+        endpoint: str,
+        keys: Keys,
+        timeout: float,
+        username: str = "",
+        password: str = "",
+        tls: TlsFiles | None = None,
     ) -> AsyncIterator[Registry]:
-        host, port = parse_endpoint(endpoint)
-        credentials = {"username": username, "password": password} if username else {}
-        client = aetcd.Client(host, port, timeout=timeout, options=GRPC_OPTIONS, **credentials)
+        """A registry on etcd at `endpoint`; https:// endpoints use TLS (with `tls`' files)."""
+        host, port, secure = parse_endpoint(endpoint)
+        settings: dict[str, object] = {"timeout": timeout, "options": GRPC_OPTIONS}
+        if username:
+            settings.update(username=username, password=password)
+        if secure:
+            client: aetcd.Client = TlsClient(host, port, tls=tls or TlsFiles(), **settings)
+        else:
+            client = aetcd.Client(host, port, **settings)  # type: ignore[arg-type]
         try:
             yield cls(client, keys)
         finally:

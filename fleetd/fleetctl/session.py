@@ -11,6 +11,7 @@ from typing import TypeVar
 import click
 
 from ..client import ClientError, FleetClient
+from ..etcdclient import TlsFiles
 from ..keys import Keys
 from ..registry import Registry, RegistryError
 from .api_driver import ApiClient, ApiUnavailable
@@ -48,8 +49,9 @@ def run_with(
 ) -> T:
     async def with_driver() -> T:
         if options["driver"] == "etcd":
+            tls = TlsFiles(*options["tls"])  # --ca-file, --cert-file, --key-file: for etcd too
             registry = Registry.open(
-                endpoint.split(",")[0], Keys(options["prefix"]), options["timeout"]
+                endpoint.split(",")[0], Keys(options["prefix"]), options["timeout"], tls=tls
             )
             async with registry as opened:
                 return await action(FleetClient(opened))

@@ -6,7 +6,6 @@ The host reaches the machine's socket through /proc/<pid>/root: no network is in
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 
 from fleetd.api_model import encode_token
 
+from .certificates import make_certificates
 from .fleet import FleetCluster
 
 pytestmark = pytest.mark.cluster
@@ -238,72 +238,9 @@ async def test_prometheus_metrics(fleet: FleetCluster, api: aiohttp.ClientSessio
     )
 
 
-def make_certificates(directory: Path) -> None:
-    """A CA, a server certificate for m1's address and a client certificate, with openssl."""
-
-    def openssl(*args: str, stdin: str = "") -> None:
-        subprocess.run(
-            ["openssl", *args], cwd=directory, check=True, capture_output=True, input=stdin.encode()
-        )
-
-    openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=lab-ca",
-    )
-    for name, extra in (
-        ("server", "subjectAltName=IP:10.77.0.11"),
-        ("client", "extendedKeyUsage=clientAuth"),
-    ):
-        openssl(
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            f"{name}.key",
-            "-out",
-            f"{name}.csr",
-            "-subj",
-            f"/CN={name}",
-        )
-        openssl(
-            "x509",
-            "-req",
-            "-in",
-            f"{name}.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            f"{name}.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "/dev/stdin",
-            stdin=extra + "\n",
-        )
-
-
 @pytest.mark.machines(2)
 async def test_tcp_api_requires_a_client_certificate(fleet: FleetCluster, tmp_path: Path) -> None:
-    make_certificates(tmp_path)
+    make_certificates(tmp_path, "IP:10.77.0.11")
     for machine in ("m1", "m2"):
         for name in ("ca.crt", "server.crt", "server.key", "client.crt", "client.key"):
             fleet.lab.run(

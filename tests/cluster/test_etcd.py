@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aetcd
 import pytest
 
-from fleetlab.etcd import EtcdServer
+from fleetd.etcdclient import TlsFiles
+from fleetd.keys import Keys
+from fleetd.model import Machine
+from fleetd.registry import Registry, RegistryError
+from fleetlab.etcd import EtcdServer, etcd_argv, free_port
+
+from .certificates import make_certificates
 
 pytestmark = pytest.mark.cluster
 
@@ -67,3 +76,45 @@ async def test_watch_sees_puts_and_deletes_in_order(client: aetcd.Client) -> Non
                 break
     await watch.cancel()
     assert seen == [("PUT", b"1"), ("PUT", b"2"), ("DELETE", b"")]
+
+
+async def test_registry_talks_tls_to_an_etcd_that_requires_client_certificates(
+    tmp_path: Path,
+) -> None:
+    make_certificates(tmp_path, "IP:127.0.0.1")
+    port, peer = free_port(), free_port()
+    endpoint = f"https://127.0.0.1:{port}"
+    argv = etcd_argv("tls", tmp_path / "data", [endpoint], f"http://127.0.0.1:{peer}")
+    argv += [
+        "--cert-file",
+        str(tmp_path / "server.crt"),
+        "--key-file",
+        str(tmp_path / "server.key"),
+        "--trusted-ca-file",
+        str(tmp_path / "ca.crt"),
+        "--client-cert-auth",
+    ]
+    tls = TlsFiles(
+        str(tmp_path / "ca.crt"), str(tmp_path / "client.crt"), str(tmp_path / "client.key")
+    )
+    with subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as etcd:
+        try:
+            async with Registry.open(endpoint, Keys(), 2.0, tls=tls) as registry:
+                deadline = time.monotonic() + 20
+                while True:
+                    try:
+                        await registry.publish_machine(
+                            Machine("a" * 32, "10.0.0.1"), await registry.grant_lease(5)
+                        )
+                        break
+                    except RegistryError:
+                        assert time.monotonic() < deadline, "etcd with TLS never answered"
+                        await asyncio.sleep(0.2)
+                assert list(await registry.machines()) == ["a" * 32]
+            async with Registry.open(
+                endpoint, Keys(), 2.0, tls=TlsFiles(str(tmp_path / "ca.crt"))
+            ) as bare:
+                with pytest.raises(RegistryError):
+                    await bare.machines()  # no client certificate: refused
+        finally:
+            etcd.terminate()

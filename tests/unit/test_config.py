@@ -40,7 +40,8 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
         ("peer_port=70000", "invalid port"),
         ("colour=blue", "unknown option 'colour'"),
         ("agent_ttl=0.5s", "agent_ttl: must be at least 1s"),
-        ("etcd_cafile=/etc/ca.pem", "TLS"),
+        ("etcd_cafile=/nonexistent/ca.pem", "etcd_cafile: no such file '/nonexistent/ca.pem'"),
+        ("etcd_certfile=/etc/hostname", "etcd_certfile and etcd_keyfile go together"),
         ("no equals sign", "expected key=value"),
         (
             "api_listen=10.0.0.1:4002",
