@@ -38,7 +38,6 @@ from .status import current_state, is_global
 from .unitfile import UnitFile, UnitFileError, parse_unit_file, requirements
 from .unitname import UnitName, UnitNameError, parse_unit_name
 
-FEW_BODIES = 20
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -93,10 +92,7 @@ class Api:
         units = await self.client.units()
         missing = {status.hash for status in units.values() if status.hash not in self.files}
         if missing:
-            few = len(missing) <= FEW_BODIES
-            for unit_hash, body in (
-                await self.client.registry.unit_bodies(missing if few else None)
-            ).items():
+            for unit_hash, body in (await self.client.registry.unit_bodies(missing)).items():
                 self.files.setdefault(unit_hash, parse_unit_file(body, unit_hash))
         entities = []
         for status in units.values():

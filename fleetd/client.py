@@ -94,14 +94,9 @@ class FleetClient:
     async def _set(
         self, names: Sequence[str], desired: DesiredState, files: Mapping[str, str]
     ) -> None:
-        for name in names:
-            if parse_unit_name(name).is_template and desired != DesiredState.INACTIVE:
-                raise ClientError(f'cannot activate template "{name}"')
-        jobs = await self.registry.jobs()
-        to_create = await self._lazy_units(names, jobs, files)
-        await self._create(to_create, desired, replace=False)
-        existing = [name for name in names if name in jobs]
-        await self.registry.set_desired(existing, desired)
+        refuse_templates(names, desired)
+        created = await self.create(names, files, desired)
+        await self.registry.set_desired([n for n in names if n not in created], desired)
 
     async def _lazy_units(
         self, names: Sequence[str], jobs: Mapping[str, JobRecord], files: Mapping[str, str]

@@ -22,8 +22,7 @@ from .wakeup import wait_for_wakeup, watch_forever
 
 log = logging.getLogger(__name__)
 SETTLE_SECONDS = 0.02  # let a burst of watch events (many units submitted at once) land first
-FULL_PASS_SECONDS = 60.0
-FEW_BODIES = 20  # plan even when etcd looks unchanged, at least this often
+FULL_PASS_SECONDS = 60.0  # plan even when etcd looks unchanged, at least this often
 
 
 class Engine:
@@ -116,9 +115,7 @@ class Engine:
         """Attach each job's parsed [X-Fleet] requirements (bodies are immutable: cached)."""
         missing = {r.hash for r in raw.jobs.values() if r.hash not in self.bodies}
         if missing:
-            # A few new bodies one by one; a new leader's many in one ranged read.
-            few = len(missing) <= FEW_BODIES
-            self.bodies.update(await self.registry.unit_bodies(missing if few else None))
+            self.bodies.update(await self.registry.unit_bodies(missing))
         jobs = {}
         for name, record in raw.jobs.items():
             found = self.job_requirements(record)

@@ -34,6 +34,7 @@ from .model import (
 )
 
 MAX_TXN_OPS = 100
+FEW_BODIES = 20  # above this many, one ranged read of every body beats a request per body
 # gRPC backs off up to two minutes between reconnects by default; after an etcd outage every
 # machine must be back within a fraction of its TTL, or its lease (and its units) would go.
 GRPC_OPTIONS = {
@@ -276,14 +277,14 @@ class Registry:
         return None if found is None else found.value.decode()
 
     async def unit_bodies(self, hashes: Iterable[str] | None = None) -> dict[str, str]:
-        """Unit bodies by hash: the given ones, one request each, or all of them in one."""
-        if hashes is None:
-            return {key: raw.decode() for key, raw in await self._prefix(self.keys.units)}
-        found = {}
-        for unit_hash in hashes:
-            if (body := await self.unit_body(unit_hash)) is not None:
-                found[unit_hash] = body
-        return found
+        """Unit bodies by hash: all of them, or the given ones (a few one by one, many in one
+        ranged read of every body)."""
+        wanted = None if hashes is None else set(hashes)
+        if wanted is None or len(wanted) > FEW_BODIES:
+            found = {key: raw.decode() for key, raw in await self._prefix(self.keys.units)}
+            return found if wanted is None else {h: b for h, b in found.items() if h in wanted}
+        bodies = {h: await self.unit_body(h) for h in sorted(wanted)}
+        return {h: body for h, body in bodies.items() if body is not None}
 
     # -- watches -----------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from fleetd.cluster_plan import plan_cluster
 from fleetd.model import (
     Assign,
     ClearPending,
@@ -72,3 +73,13 @@ def with_jobs(state: ClusterSnapshot, *jobs: Job) -> ClusterSnapshot:
     return ClusterSnapshot(
         merged, state.machines, state.placements, state.assignments, state.reasons
     )
+
+
+def settle(state: ClusterSnapshot) -> ClusterSnapshot:
+    """Apply plans until nothing is left to do (at most a few rounds)."""
+    for _ in range(6):
+        tasks = plan_cluster(state)
+        if not tasks:
+            return state
+        state = apply(state, tasks)
+    raise AssertionError(f"plan does not settle: {tasks}")

@@ -5,19 +5,9 @@ from __future__ import annotations
 from fleetd.cluster_plan import plan_cluster
 from fleetd.model import DesiredState, MarkPending, Schedule, Unschedule
 
-from .planning import apply, job, machine, snapshot, with_jobs, without_machine
+from .planning import apply, job, machine, settle, snapshot, with_jobs, without_machine
 
 A, B, C = machine("aa", region="us"), machine("bb", region="eu"), machine("cc", region="eu")
-
-
-def settle(state):
-    """Apply plans until nothing is left to do (at most a few rounds)."""
-    for _ in range(5):
-        tasks = plan_cluster(state)
-        if not tasks:
-            return state
-        state = apply(state, tasks)
-    raise AssertionError(f"plan does not settle: {tasks}")
 
 
 def test_units_spread_least_loaded_with_ties_to_the_lower_machine_id() -> None:

@@ -9,7 +9,7 @@ from fleetd.cluster_plan import plan_cluster
 from fleetd.model import ClusterSnapshot, DesiredState, Schedule
 from fleetd.scheduler import MachineView, rejection
 
-from .planning import apply, job, machine, snapshot, without_machine
+from .planning import job, machine, settle, snapshot, without_machine
 
 REGIONS = ["us", "eu", "ap"]
 machines = st.lists(st.sampled_from(REGIONS), min_size=0, max_size=5).map(
@@ -34,15 +34,6 @@ def jobs(draw: st.DrawFn) -> list:  # type: ignore[type-arg]
         desired = draw(st.sampled_from(list(DesiredState)))
         found.append(job(f"u{i}.service", "\n".join(options), desired))
     return found
-
-
-def settle(state: ClusterSnapshot) -> ClusterSnapshot:
-    for _ in range(6):
-        tasks = plan_cluster(state)
-        if not tasks:
-            return state
-        state = apply(state, tasks)
-    raise AssertionError(f"plan does not settle: {tasks}")
 
 
 def check_invariants(state: ClusterSnapshot) -> None:
