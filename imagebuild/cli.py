@@ -1,4 +1,4 @@
-"""`imagebuild`: build the root filesystem (and, later, the disk image)."""
+"""`imagebuild`: build the root filesystem and the OS disk image."""
 
 from __future__ import annotations
 
@@ -9,8 +9,14 @@ import click
 
 from flotilla.process import CommandError
 
+from .image import build_image
+from .image_spec import DEFAULT_IMAGE_SPEC
+from .manifest import ManifestError
 from .rootfs import build_rootfs, default_cache_root
 from .spec import DEFAULT_SPEC, SpecError
+from .tree import ImageError
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @click.group()
@@ -40,3 +46,40 @@ def rootfs(spec: Path, cache: Path | None) -> None:
         click.echo(f"imagebuild: {error}", err=True)
         sys.exit(1)
     click.echo(path)
+
+
+@main.command()
+@click.option(
+    "--spec",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=DEFAULT_IMAGE_SPEC,
+    show_default=True,
+    help="Image manifest (YAML).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=REPO / "build",
+    show_default=True,
+    help="Directory for the disk images, kernel, initramfs, package list and report.",
+)
+@click.option(
+    "--cache",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Cache directory [default: $FLOTILLA_CACHE or /var/cache/flotilla].",
+)
+@click.option(
+    "--source-date-epoch",
+    type=int,
+    default=None,
+    help="Timestamp for every file in /usr [default: $SOURCE_DATE_EPOCH, else the last commit].",
+)
+def build(spec: Path, out: Path, cache: Path | None, source_date_epoch: int | None) -> None:
+    """Build the OS disk image (raw and qcow2), its kernel and initramfs; print the report."""
+    try:
+        artifacts = build_image(spec, out, cache, source_date_epoch)
+    except (ManifestError, ImageError, SpecError, CommandError) as error:
+        click.echo(f"imagebuild: {error}", err=True)
+        sys.exit(1)
+    click.echo(artifacts.report.read_text(), nl=False)

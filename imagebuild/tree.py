@@ -1,0 +1,284 @@
+"""The image tree: the shared rootfs plus a kernel, a container runtime and the boot chain,
+then stripped. A flat recipe of verb-named steps; the finished tree is cached by its inputs.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+from flotilla.process import CommandError, run
+from flotilla.steps import step
+
+from .cache import hash_inputs, tree_files
+from .chroot import host_resolver, run_in_tree
+from .image_spec import ImageSpec
+from .kmodules import modules_to_keep, parse_modules_dep, unmatched_patterns
+from .rootfs import PYTHON_LIB, SOURCE_MOUNTPOINT
+
+IMAGE_FILES = Path(__file__).with_name("image-files")
+REPO = Path(__file__).resolve().parents[1]
+# fleetd's source, installed under /usr (the lab bind-mounts the same directory instead).
+FLEETD_SOURCES = ("fleetd", "flotilla")
+PACKAGE_LIST = "usr/share/flotilla/packages.txt"
+APT_ENV = {
+    "DEBIAN_FRONTEND": "noninteractive",
+    "INITRD": "No",
+}  # INITRD=No: dracut runs once, below
+
+
+class ImageError(RuntimeError):
+    """The image cannot be built as asked; the message says why and where."""
+
+
+def tree_key(spec: ImageSpec, rootfs_key: str) -> str:
+    sources = [
+        (f"{package}/{name}", path)
+        for package in FLEETD_SOURCES
+        for name, path in tree_files(REPO / package)
+        if path.suffix == ".py"
+    ]
+    files = [*tree_files(IMAGE_FILES), *sources, ("recipe", Path(__file__))]
+    return hash_inputs({"rootfs": rootfs_key, **spec.tree_inputs()}, files)
+
+
+def build_tree(spec: ImageSpec, rootfs: Path, root: Path) -> None:
+    copy_rootfs(rootfs, root)
+    install_packages(spec, root)
+    kernel = find_kernel(spec, root)
+    copy_image_files(root)
+    write_os_release(spec, root)
+    add_users(spec, root)
+    enable_units(spec, root)
+    write_presets(spec, root)
+    trim_kernel_modules(spec, root, kernel)
+    make_initramfs(spec, root, kernel)
+    install_fleetd_source(root)
+    write_package_list(root)
+    remove_package_manager(spec, root)
+    remove_paths(spec, root)
+    compile_python(root)
+    reset_machine_identity(root)
+
+
+def copy_rootfs(rootfs: Path, root: Path) -> None:
+    with step("copy the shared rootfs"):
+        root.rmdir()
+        run(["cp", "-a", "--reflink=auto", rootfs, root])
+
+
+def install_packages(spec: ImageSpec, root: Path) -> None:
+    with host_resolver(root):
+        with step("update package lists"):
+            run_in_tree(root, ["apt-get", "update", "-qq"], APT_ENV)
+        with step(f"check {len(spec.packages)} package names"):
+            check_package_names(spec, root)
+        with step(f"install {len(spec.packages)} packages"):
+            run_in_tree(
+                root,
+                [
+                    "apt-get",
+                    "install",
+                    "-y",
+                    "-qq",
+                    "--no-install-recommends",
+                    "-o",
+                    "Dpkg::Use-Pty=0",
+                    *spec.packages,
+                ],
+                APT_ENV,
+            )
+            run_in_tree(root, ["apt-get", "clean"], APT_ENV)
+
+
+def check_package_names(spec: ImageSpec, root: Path) -> None:
+    """Fail before installing anything if a package does not exist, naming its manifest line."""
+    try:
+        run_in_tree(root, ["apt-get", "install", "--simulate", "-qq", *spec.packages], APT_ENV)
+    except CommandError as error:
+        missing = re.findall(r"Unable to locate package (\S+)", error.stderr)
+        missing += re.findall(r"Package '?(\S+?)'? has no installation candidate", error.stderr)
+        if not missing:
+            raise
+        name = missing[0]
+        line = spec.package_lines.get(name, 1)
+        raise ImageError(f"{spec.path}:{line}: packages: no package named {name!r}") from error
+
+
+def find_kernel(spec: ImageSpec, root: Path) -> str:
+    versions = sorted(p.name for p in (root / "usr/lib/modules").glob("*") if p.is_dir())
+    if len(versions) != 1 or not (root / f"boot/vmlinuz-{versions[0]}").is_file():
+        found = ", ".join(versions) or "none"
+        raise ImageError(
+            f"{spec.path}: packages: exactly one kernel is needed (found: {found}); "
+            "list one kernel package such as linux-image-amd64"
+        )
+    return versions[0]
+
+
+def copy_image_files(root: Path) -> None:
+    with step("copy the image's own files"):
+        shutil.copytree(IMAGE_FILES, root, dirs_exist_ok=True, symlinks=True)
+        # linux-base's convenience links at / point into /boot, which is the ESP on this image.
+        for link in ("vmlinuz", "vmlinuz.old", "initrd.img", "initrd.img.old"):
+            (root / link).unlink(missing_ok=True)
+
+
+def write_os_release(spec: ImageSpec, root: Path) -> None:
+    with step("write os-release"):
+        text = (
+            f'NAME="Flotilla"\nPRETTY_NAME="Flotilla {spec.version}"\nID={spec.name}\n'
+            f"ID_LIKE=debian\nVERSION={spec.version}\nVERSION_ID={spec.version}\n"
+            'HOME_URL="https://github.com/flotilla/flotilla"\n'
+        )
+        os_release = root / "usr/lib/os-release"
+        os_release.unlink()
+        os_release.write_text(text)
+        (root / "etc/issue").write_text(f"Flotilla {spec.version} \\n \\l\n\n")
+        (root / "etc/issue.net").write_text(f"Flotilla {spec.version}\n")
+
+
+def add_users(spec: ImageSpec, root: Path) -> None:
+    for user in spec.users:
+        with step(f"add user {user.name}"):
+            groups = ["--groups", ",".join(user.groups)] if user.groups else []
+            run_in_tree(
+                root,
+                [
+                    "useradd",
+                    "--create-home",
+                    "--user-group",
+                    "--shell",
+                    "/bin/bash",
+                    *groups,
+                    user.name,
+                ],
+            )
+            # '*': no password login, but not "locked", so key logins work.
+            run_in_tree(root, ["usermod", "--password", "*", user.name])
+
+
+def enable_units(spec: ImageSpec, root: Path) -> None:
+    with step(f"enable {len(spec.enable_units)} units"):
+        run_in_tree(root, ["systemctl", "enable", "--quiet", *spec.enable_units])
+
+
+def write_presets(spec: ImageSpec, root: Path) -> None:
+    """The first boot applies presets (enable-only); without this file Debian's default is to
+    enable every unit, fleetd and etcd included, before they have a config."""
+    with step("write unit presets"):
+        lines = [f"enable {unit}" for unit in spec.enable_units]
+        preset = root / "usr/lib/systemd/system-preset/90-flotilla.preset"
+        preset.parent.mkdir(parents=True, exist_ok=True)
+        preset.write_text("\n".join(["# Written by imagebuild", *lines, "disable *"]) + "\n")
+
+
+def trim_kernel_modules(spec: ImageSpec, root: Path, kernel: str) -> None:
+    with step("trim kernel modules"):
+        base = root / "usr/lib/modules" / kernel
+        dependencies = parse_modules_dep((base / "modules.dep").read_text())
+        unmatched = unmatched_patterns(dependencies, spec.kernel_modules)
+        if unmatched:
+            line = spec.module_lines.get(unmatched[0], 1)
+            raise ImageError(
+                f"{spec.path}:{line}: kernel_modules: {unmatched[0]!r} matches no module of {kernel}"
+            )
+        keep = modules_to_keep(dependencies, spec.kernel_modules)
+        for module in dependencies:
+            if module not in keep:
+                (base / module).unlink()
+        run(["find", base / "kernel", "-depth", "-type", "d", "-empty", "-delete"])
+        run_in_tree(root, ["depmod", "-a", kernel])
+
+
+def make_initramfs(spec: ImageSpec, root: Path, kernel: str) -> None:
+    with step("make the initramfs (dracut)"):
+        initramfs = spec.initramfs
+        run_in_tree(
+            root,
+            [
+                "dracut",
+                "--quiet",
+                "--force",
+                "--no-hostonly",
+                "--no-hostonly-cmdline",
+                "--no-early-microcode",
+                "--modules",
+                " ".join(initramfs.dracut_modules),
+                "--drivers",
+                " ".join(initramfs.drivers),
+                "--compress",
+                initramfs.compress,
+                "--kver",
+                kernel,
+                f"/boot/initrd.img-{kernel}",
+            ],
+        )
+
+
+def install_fleetd_source(root: Path) -> None:
+    with step("install fleetd"):
+        target = root / SOURCE_MOUNTPOINT
+        for package in FLEETD_SOURCES:
+            shutil.copytree(
+                REPO / package,
+                target / package,
+                ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+            )
+        shutil.copy2(REPO / "ARCHITECTURE.md", target / "ARCHITECTURE.md")
+
+
+def write_package_list(root: Path) -> None:
+    with step("write the package list"):
+        listing = run_in_tree(root, ["dpkg-query", "-W", "-f", "${Package}\t${Version}\n"])
+        path = root / PACKAGE_LIST
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(sorted(listing.splitlines(keepends=True))))
+
+
+def remove_package_manager(spec: ImageSpec, root: Path) -> None:
+    with step("remove apt and dpkg"):
+        _remove_globs(root, spec.package_manager_paths)
+
+
+def remove_paths(spec: ImageSpec, root: Path) -> None:
+    with step("remove docs, headers and build-time files"):
+        _remove_globs(root, spec.remove_paths)
+        run(["find", root / "usr", "-name", "*.a", "-type", "f", "-delete"])
+
+
+def compile_python(root: Path) -> None:
+    """/usr is read-only on the machine, so Python must find its bytecode ready."""
+    with step("compile Python bytecode"):
+        run_in_tree(
+            root,
+            [
+                "python3",
+                "-m",
+                "compileall",
+                "-q",
+                "-j0",
+                "--invalidation-mode",
+                "unchecked-hash",
+                f"/{PYTHON_LIB}",
+                f"/{SOURCE_MOUNTPOINT}",
+                "/usr/lib/python3/dist-packages",
+            ],
+        )
+
+
+def reset_machine_identity(root: Path) -> None:
+    """'uninitialized' makes the first boot a first boot (ConditionFirstBoot, presets)."""
+    with step("reset machine identity"):
+        (root / "etc/machine-id").write_text("uninitialized\n")
+        (root / "etc/hostname").unlink(missing_ok=True)
+
+
+def _remove_globs(root: Path, patterns: tuple[str, ...]) -> None:
+    for pattern in patterns:
+        for path in root.glob(pattern.lstrip("/")):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
