@@ -182,7 +182,7 @@ def trim_kernel_modules(spec: ImageSpec, root: Path, kernel: str) -> None:
         if unmatched:
             line = spec.module_lines.get(unmatched[0], 1)
             raise ImageError(
-                f"{spec.path}:{line}: kernel_modules: {unmatched[0]!r} matches no module of {kernel}"
+                f"{spec.path}:{line}: kernel_modules: {unmatched[0]!r} matches no module"
             )
         keep = modules_to_keep(dependencies, spec.kernel_modules)
         for module in dependencies:
