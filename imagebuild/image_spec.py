@@ -19,7 +19,7 @@ from .manifest import Location, Manifest, load_manifest
 DEFAULT_IMAGE_SPEC = Path(__file__).with_name("image.yaml")
 SIZE_UNITS = {"": 1, "K": 1024, "KiB": 1024, "M": 1024**2, "MiB": 1024**2, "G": 1024**3}
 SIZE_UNITS |= {"GiB": 1024**3, "T": 1024**4, "TiB": 1024**4}
-NAME = re.compile(r"^[a-z][a-z0-9-]*$")
+NAME = re.compile(r"^[a-z][a-z0-9-]*\Z")  # \Z: `$` would accept a trailing newline
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,7 @@ def _read_layout(manifest: Manifest) -> DiskLayout:
         where = ("partitions", index)
         _check_type(manifest, where, raw, dict)
         _check_keys(manifest, where, raw, PARTITION_KEYS, {"uuid"})
-        kind = raw["type"]
+        kind = _string(manifest, (*where, "type"), raw["type"])
         if kind not in PARTITION_TYPES:
             known = ", ".join(PARTITION_TYPES)
             raise manifest.error((*where, "type"), f"unknown partition type {kind!r} ({known})")

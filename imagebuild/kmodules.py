@@ -10,8 +10,9 @@ def parse_modules_dep(text: str) -> dict[str, tuple[str, ...]]:
     dependencies = {}
     for line in text.splitlines():
         module, _, needs = line.partition(":")
+        module = module.strip()
         if module:
-            dependencies[module.strip()] = tuple(needs.split())
+            dependencies[module] = tuple(needs.split())
     return dependencies
 
 

@@ -95,7 +95,7 @@ def check_partitions(specs: tuple[PartitionSpec, ...]) -> None:
             raise ValueError(f"a partition labelled {label!r} (type {kind}) is required")
         if found[0].kind != kind:
             raise ValueError(f"{label} must have type {kind}, not {found[0].kind}")
-    if specs[-1].kind != "root":
+    if specs[-1].label != "ROOT":
         raise ValueError("ROOT must be the last partition: it grows into the rest of the disk")
     usr_sizes = {spec.size for spec in specs if spec.kind == "usr"}
     if len(usr_sizes) > 1:

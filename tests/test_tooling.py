@@ -15,6 +15,12 @@ RUFF = str(Path(sys.executable).with_name("ruff"))
 PURE_MODULES = [
     "fleetlab/layout.py",
     "imagebuild/spec.py",
+    "imagebuild/layout.py",
+    "imagebuild/kmodules.py",
+    "imagebuild/manifest.py",
+    "imagebuild/image_spec.py",
+    "qemu/command.py",
+    "qemu/badness.py",
     "fleetd/unitname.py",
     "fleetd/unitfile.py",
     "fleetd/model.py",
@@ -25,6 +31,12 @@ PURE_MODULES = [
     "fleetd/fencing.py",
 ]
 IO_MODULES = {"subprocess", "socket", "aetcd", "dbus_fast", "flotilla", "urllib", "asyncio", "os"}
+
+
+def test_qemu_is_a_namespace_portion_next_to_qemu_qmp() -> None:
+    """A qemu/__init__.py would shadow QEMU's own qemu.qmp package."""
+    assert not (REPO / "qemu/__init__.py").exists()
+    subprocess.run([sys.executable, "-c", "import qemu.qmp.legacy, qemu.vm"], check=True, cwd="/")
 
 
 def test_ruff_check_is_clean() -> None:

@@ -1,0 +1,196 @@
+"""One QEMU virtual machine: started, reached over SSH, stopped, always cleaned up.
+
+The only module that starts QEMU. The golden image is never written: each run boots a qcow2
+overlay in its own run directory, which goes away with the VM (the console log is kept).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
+from flotilla.process import CommandError, run
+
+from .command import RunFiles, VmConfig, parse_host_forwards, qemu_argv
+
+SSH_OPTIONS = [
+    "-o", "StrictHostKeyChecking=no",
+    "-o", "UserKnownHostsFile=/dev/null",
+    "-o", "BatchMode=yes",
+    "-o", "LogLevel=ERROR",
+    "-o", "ConnectTimeout=5",
+]  # fmt: skip
+
+
+class VmError(RuntimeError):
+    """QEMU failed, or the guest did not do what was waited for."""
+
+
+class Vm:
+    """`with Vm(config, run_dir) as vm:` boots; leaving the block stops QEMU and cleans up."""
+
+    def __init__(self, config: VmConfig, run_dir: Path, identity: Path | None = None) -> None:
+        self.config = config
+        self.files = RunFiles(run_dir)
+        self.identity = identity  # private key for ssh(); the public half went in with -a
+        self.process: subprocess.Popen[bytes] | None = None
+        self.ports: dict[int, int] = {}
+        self.started_at = 0.0
+        self.command: list[str] = []
+
+    def __enter__(self) -> Vm:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    # lifecycle
+
+    def start(self) -> None:
+        prepare_run_dir(self.config, self.files)
+        argv = self.command = qemu_argv(self.config, self.files)
+        self.started_at = time.monotonic()
+        # QEMU's stdout/stderr go to a file in the run dir: its own errors, not the guest's.
+        with open(self.files.directory / "qemu.log", "wb") as log:
+            self.process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+            )
+        try:
+            self.ports = self._read_forwards()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, timeout: float = 10) -> None:
+        """Ask QEMU to quit (the guest is not shut down: the overlay is thrown away anyway)."""
+        if self.process and self.process.poll() is None:
+            try:
+                with self._monitor() as monitor:
+                    monitor.cmd("quit")
+            except Exception:  # a monitor that does not answer: SIGKILL below
+                pass
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        cleanup_run_dir(self.files)
+
+    # state
+
+    @property
+    def ssh_port(self) -> int:
+        return self.ports[22]
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def console_text(self) -> str:
+        try:
+            return self.files.console.read_bytes().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def qemu_log(self) -> str:
+        path = self.files.directory / "qemu.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    # guest access
+
+    def ssh_argv(self, user: str = "core") -> list[str]:
+        identity = ["-i", str(self.identity)] if self.identity else []
+        return ["ssh", *identity, *SSH_OPTIONS, "-p", str(self.ssh_port), f"{user}@127.0.0.1"]
+
+    def ssh(self, command: str, *, check: bool = True, timeout: float = 120) -> str:
+        """Run a shell command as core in the guest; return its stdout."""
+        try:
+            result = run([*self.ssh_argv(), command], check=check, timeout=timeout)
+        except subprocess.TimeoutExpired as error:
+            raise VmError(f"{self.config.name}: `{command}` took over {timeout}s") from error
+        return result.stdout
+
+    def wait_for_ssh(self, timeout: float = 180) -> float:
+        """Block until SSH runs a command; return seconds since QEMU started."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise VmError(f"{self.config.name}: QEMU exited\n{self.qemu_log()}")
+            try:
+                self.ssh("true", timeout=15)
+                return time.monotonic() - self.started_at
+            except (CommandError, VmError):
+                time.sleep(0.5)
+        raise VmError(f"{self.config.name}: no SSH within {timeout}s")
+
+    def boot_id(self) -> str:
+        return self.ssh("cat /proc/sys/kernel/random/boot_id").strip()
+
+    def reboot(self, timeout: float = 180) -> float:
+        """Reboot the guest and wait for SSH in the new boot; return the seconds it took."""
+        before = self.boot_id()
+        started = time.monotonic()
+        self.ssh("sudo systemctl reboot", check=False, timeout=30)
+        deadline = started + timeout
+        while time.monotonic() < deadline:
+            time.sleep(1)
+            try:
+                if self.boot_id() != before:
+                    return time.monotonic() - started
+            except (CommandError, VmError):
+                if not self.alive():
+                    raise VmError(f"{self.config.name}: QEMU exited during reboot") from None
+        raise VmError(f"{self.config.name}: did not come back within {timeout}s of a reboot")
+
+    # internals
+
+    def _monitor(self) -> QEMUMonitorProtocol:
+        monitor = QEMUMonitorProtocol(str(self.files.qmp))
+        monitor.connect()
+        return monitor
+
+    def _read_forwards(self, timeout: float = 30) -> dict[int, int]:
+        """Ports QEMU bound on 127.0.0.1 (port 0 asks it for a free one)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise VmError(f"{self.config.name}: QEMU exited\n{self.qemu_log()}")
+            if self.files.qmp.exists():
+                with self._monitor() as monitor:
+                    text = monitor.cmd("human-monitor-command", **{"command-line": "info usernet"})
+                return parse_host_forwards(str(text))
+            time.sleep(0.05)
+        raise VmError(f"{self.config.name}: no QMP socket after {timeout}s")
+
+
+def prepare_run_dir(config: VmConfig, files: RunFiles) -> None:
+    files.directory.mkdir(parents=True, exist_ok=True)
+    for stale in (files.qmp, files.overlay, files.pid, files.console):
+        stale.unlink(missing_ok=True)
+    size = [config.disk_size] if config.disk_size else []
+    run(
+        [
+            "qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
+            "-b", config.image.resolve(), "-o", "lazy_refcounts=on", files.overlay, *size,
+        ]
+    )  # fmt: skip
+    if not config.direct_kernel:
+        shutil.copyfile(config.firmware_vars, files.vars)
+    if config.user_data:
+        user_data = files.config_drive / "openstack/latest/user_data"
+        user_data.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(config.user_data, user_data)
+
+
+def cleanup_run_dir(files: RunFiles) -> None:
+    """Remove what the run made, except the console and QEMU logs."""
+    for path in (files.overlay, files.vars, files.qmp, files.pid):
+        path.unlink(missing_ok=True)
+    if files.config_drive.exists():
+        shutil.rmtree(files.config_drive)
