@@ -42,12 +42,14 @@ class ImageSpec:
     version: str
     rootfs: Path
     packages: tuple[str, ...]
+    purge_packages: tuple[str, ...]
     remove_paths: tuple[str, ...]
     package_manager_paths: tuple[str, ...]
     kernel_modules: tuple[str, ...]
     initramfs: InitramfsSpec
     users: tuple[UserSpec, ...]
     enable_units: tuple[str, ...]
+    disable_units: tuple[str, ...]
     cmdline: str
     disk_guid: str
     layout: DiskLayout
@@ -60,6 +62,7 @@ class ImageSpec:
             "name": self.name,
             "version": self.version,
             "packages": self.packages,
+            "purge_packages": self.purge_packages,
             "remove_paths": self.remove_paths,
             "package_manager_paths": self.package_manager_paths,
             "kernel_modules": self.kernel_modules,
@@ -67,6 +70,7 @@ class ImageSpec:
             "compress": self.initramfs.compress,
             "users": [(u.name, u.groups) for u in self.users],
             "enable_units": self.enable_units,
+            "disable_units": self.disable_units,
         }
 
 
@@ -75,18 +79,28 @@ TOP_LEVEL = {
     "version": str,
     "rootfs": str,
     "packages": list,
+    "purge_packages": list,
     "remove_paths": list,
     "package_manager_paths": list,
     "kernel_modules": list,
     "initramfs": dict,
     "users": list,
     "enable_units": list,
+    "disable_units": list,
     "cmdline": str,
     "disk_guid": str,
     "disk_size": (str, int),
     "partitions": list,
 }
-OPTIONAL = {"remove_paths", "package_manager_paths", "users", "enable_units", "disk_size"}
+OPTIONAL = {
+    "purge_packages",
+    "remove_paths",
+    "package_manager_paths",
+    "users",
+    "enable_units",
+    "disable_units",
+    "disk_size",
+}
 
 
 def load_image_spec(path: Path = DEFAULT_IMAGE_SPEC) -> ImageSpec:
@@ -106,18 +120,22 @@ def load_image_spec(path: Path = DEFAULT_IMAGE_SPEC) -> ImageSpec:
         version=data["version"],
         rootfs=path.parent / data["rootfs"],
         packages=_strings(manifest, ("packages",)),
+        purge_packages=_strings(manifest, ("purge_packages",)),
         remove_paths=_strings(manifest, ("remove_paths",)),
         package_manager_paths=_strings(manifest, ("package_manager_paths",)),
         kernel_modules=_strings(manifest, ("kernel_modules",)),
         initramfs=_read_initramfs(manifest),
         users=_read_users(manifest),
         enable_units=_strings(manifest, ("enable_units",)),
+        disable_units=_strings(manifest, ("disable_units",)),
         cmdline="",
         disk_guid=_uuid(manifest, ("disk_guid",)),
         layout=layout,
         package_lines=_item_lines(manifest, "packages"),
         module_lines=_item_lines(manifest, "kernel_modules"),
     )
+    if not any(package.startswith("linux-image-") for package in spec.packages):
+        raise manifest.error(("packages",), "no kernel: add a kernel package (linux-image-amd64)")
     if not spec.rootfs.is_file():
         raise manifest.error(("rootfs",), f"no rootfs manifest at {spec.rootfs}")
     return _with_cmdline(manifest, spec)

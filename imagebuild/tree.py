@@ -4,6 +4,7 @@ then stripped. A flat recipe of verb-named steps; the finished tree is cached by
 
 from __future__ import annotations
 
+import glob
 import re
 import shutil
 from pathlib import Path
@@ -58,6 +59,7 @@ def build_tree(spec: ImageSpec, rootfs: Path, root: Path) -> None:
     write_package_list(root)
     remove_package_manager(spec, root)
     remove_paths(spec, root)
+    remove_orphaned_scripts(root)
     compile_python(root)
     reset_machine_identity(root)
 
@@ -89,6 +91,9 @@ def install_packages(spec: ImageSpec, root: Path) -> None:
                 ],
                 APT_ENV,
             )
+            if spec.purge_packages:
+                purge = ["apt-get", "purge", "-y", "-qq", "-o", "Dpkg::Use-Pty=0"]
+                run_in_tree(root, [*purge, *spec.purge_packages], APT_ENV)
             run_in_tree(root, ["apt-get", "clean"], APT_ENV)
 
 
@@ -160,7 +165,9 @@ def add_users(spec: ImageSpec, root: Path) -> None:
 
 
 def enable_units(spec: ImageSpec, root: Path) -> None:
-    with step(f"enable {len(spec.enable_units)} units"):
+    with step(f"enable {len(spec.enable_units)} units, disable {len(spec.disable_units)}"):
+        if spec.disable_units:
+            run_in_tree(root, ["systemctl", "disable", "--quiet", *spec.disable_units])
         run_in_tree(root, ["systemctl", "enable", "--quiet", *spec.enable_units])
 
 
@@ -248,6 +255,27 @@ def remove_paths(spec: ImageSpec, root: Path) -> None:
         run(["find", root / "usr", "-name", "*.a", "-type", "f", "-delete"])
 
 
+def remove_orphaned_scripts(root: Path) -> None:
+    """Scripts whose interpreter was removed (perl's, with dpkg) would only fail when run."""
+    with step("remove scripts whose interpreter is gone"):
+        for directory in ("usr/bin", "usr/sbin"):
+            for path in sorted((root / directory).iterdir()):
+                interpreter = script_interpreter(path)
+                if interpreter and not (root / interpreter.lstrip("/")).exists():
+                    path.unlink()
+
+
+def script_interpreter(path: Path) -> str | None:
+    if path.is_symlink() or not path.is_file():
+        return None
+    with open(path, "rb") as handle:
+        first = handle.readline(256)
+    if not first.startswith(b"#!"):
+        return None
+    words = first[2:].decode(errors="replace").split()
+    return words[0] if words else None
+
+
 def compile_python(root: Path) -> None:
     """/usr is read-only on the machine, so Python must find its bytecode ready."""
     with step("compile Python bytecode"):
@@ -277,7 +305,9 @@ def reset_machine_identity(root: Path) -> None:
 
 def _remove_globs(root: Path, patterns: tuple[str, ...]) -> None:
     for pattern in patterns:
-        for path in root.glob(pattern.lstrip("/")):
+        # glob.glob, not Path.glob: it also finds dangling symlinks.
+        for name in glob.glob(pattern.lstrip("/"), root_dir=root):
+            path = root / name
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
             else:
