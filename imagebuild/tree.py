@@ -5,6 +5,7 @@ then stripped. A flat recipe of verb-named steps; the finished tree is cached by
 from __future__ import annotations
 
 import glob
+import os
 import re
 import shutil
 from pathlib import Path
@@ -60,6 +61,7 @@ def build_tree(spec: ImageSpec, rootfs: Path, root: Path) -> None:
     remove_package_manager(spec, root)
     remove_paths(spec, root)
     remove_orphaned_scripts(root)
+    drop_dead_tmpfiles_links(root)
     compile_python(root)
     reset_machine_identity(root)
 
@@ -263,6 +265,29 @@ def remove_orphaned_scripts(root: Path) -> None:
                 interpreter = script_interpreter(path)
                 if interpreter and not (root / interpreter.lstrip("/")).exists():
                     path.unlink()
+            for path in sorted((root / directory).iterdir()):  # links to what went above
+                if path.is_symlink() and not path.exists():
+                    path.unlink()
+
+
+def drop_dead_tmpfiles_links(root: Path) -> None:
+    """tmpfiles.d `L` lines whose target was stripped (systemd's /var/log/README points at its
+    docs) would make a dead symlink on every boot."""
+    with step("drop tmpfiles links to removed files"):
+        for conf in sorted((root / "usr/lib/tmpfiles.d").glob("*.conf")):
+            lines = conf.read_text().splitlines(keepends=True)
+            kept = [line for line in lines if not dead_tmpfiles_link(root, line)]
+            if kept != lines:
+                conf.write_text("".join(kept))
+
+
+def dead_tmpfiles_link(root: Path, line: str) -> bool:
+    fields = line.split()
+    if len(fields) < 7 or not fields[0].startswith("L"):
+        return False
+    link, target = Path(fields[1]), fields[6]
+    resolved = Path(target) if target.startswith("/") else link.parent / target
+    return not (root / os.path.normpath(resolved).lstrip("/")).exists()
 
 
 def script_interpreter(path: Path) -> str | None:

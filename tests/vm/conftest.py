@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -50,6 +51,7 @@ def booted(config: VmConfig, key: Path, label: str) -> Iterator[Vm]:
     console = vm.console_text()
     OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
     (OUTPUT_DIR / f"{label}.console.log").write_text(console)
+    shutil.rmtree(vm.files.directory, ignore_errors=True)
     findings = scan_console(console)
     assert not findings, f"console of {config.name}:\n{format_findings(findings)}"
 

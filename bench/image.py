@@ -1,0 +1,118 @@
+"""Benchmark: the OS image. Cold and cached build time, sizes, boot time to systemd `running`
+under TCG (UEFI from the disk, and direct kernel boot), and whether two cold builds from the
+same inputs and SOURCE_DATE_EPOCH give a byte-identical USR partition. Prints its figures and
+the image issue's targets.
+
+    .venv/bin/python bench/image.py [--boots N] [--skip-cold]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import shutil
+import statistics
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from flotilla.process import run
+from imagebuild.image import Artifacts, build_image, source_date_epoch
+from qemu.command import VmConfig
+from qemu.vm import Vm
+
+MIB = 1024 * 1024
+TARGETS = {
+    "cached rebuild": "≤ 90 s",
+    "usr content": "≤ 350 MiB",
+    "qcow2": "≤ 250 MB",
+    "direct boot": "≤ 20 s",
+    "uefi boot": "≤ 35 s",
+}
+
+
+def timed_build(out: Path, cache: Path, epoch: int) -> tuple[float, Artifacts]:
+    started = time.monotonic()
+    artifacts = build_image(out=out, cache_root=cache, epoch=epoch)
+    return time.monotonic() - started, artifacts
+
+
+def seconds_to_running(config: VmConfig, key: Path) -> float:
+    """From QEMU's start until `systemctl is-system-running` in the guest says running."""
+    with Vm(config, Path("/var/tmp/flotilla-qemu") / config.name, identity=key) as vm:
+        vm.wait_for_ssh()
+        state = vm.ssh("systemctl is-system-running --wait", check=False).strip()
+        if state != "running":
+            raise SystemExit(f"{config.name}: system is {state}, not running")
+        return time.monotonic() - vm.started_at
+
+
+def boot_times(artifacts: Artifacts, key: Path, count: int) -> dict[str, list[float]]:
+    base = VmConfig(image=artifacts.qcow2, authorized_keys=key.with_suffix(".pub"))
+    direct = {
+        "kernel": artifacts.kernel,
+        "initrd": artifacts.initrd,
+        "append": artifacts.cmdline.read_text().strip(),
+    }
+    times: dict[str, list[float]] = {"uefi boot": [], "direct boot": []}
+    for _ in range(count):
+        name = "bench" + secrets.token_hex(3)
+        times["uefi boot"].append(seconds_to_running(replace(base, name=name), key))
+        times["direct boot"].append(seconds_to_running(replace(base, name=name, **direct), key))
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--boots", type=int, default=3, help="boots of each kind (median kept)")
+    parser.add_argument("--skip-cold", action="store_true", help="only the cached figures")
+    options = parser.parse_args()
+    epoch = source_date_epoch()
+    work = Path(tempfile.mkdtemp(prefix="flotilla-bench-image-", dir="/var/tmp"))
+    key = work / "id_ed25519"
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key])
+    figures: dict[str, str] = {}
+    try:
+        cache = work / "cache-1"
+        if options.skip_cold:
+            cache = Path("/var/cache/flotilla")
+        else:
+            cold, first = timed_build(work / "out-1", cache, epoch)
+            figures["cold build"] = f"{cold:.0f} s (empty cache: rootfs, packages, everything)"
+        cached, artifacts = timed_build(work / "out-2", cache, epoch)
+        figures["cached rebuild"] = f"{cached:.1f} s (disk, ESP, ROOT, qcow2 remade from cache)"
+        report = json.loads(artifacts.report.read_text())
+        sizes = report["sizes"]
+        figures["usr content"] = f"{sizes['usr_content_bytes'] / MIB:.0f} MiB"
+        figures["usr filesystem"] = f"{sizes['usr_filesystem_bytes'] / MIB:.0f} MiB (erofs lz4hc)"
+        figures["qcow2"] = f"{sizes['qcow2_bytes'] / 1e6:.0f} MB"
+        figures["kernel + initrd"] = (
+            f"{sizes['kernel_bytes'] / MIB:.1f} + {sizes['initrd_bytes'] / MIB:.1f} MiB"
+        )
+        figures["packages"] = str(report["packages"])
+        if not options.skip_cold:
+            _, second = timed_build(work / "out-3", work / "cache-2", epoch)
+            same = report_of(first)["usr_sha256"] == report_of(second)["usr_sha256"]
+            figures["reproducible usr"] = (
+                "yes, byte-identical" if same else "NO: the USR images differ"
+            )
+        for kind, values in boot_times(artifacts, key, options.boots).items():
+            figures[kind] = (
+                f"median {statistics.median(values):.1f} s "
+                f"(min {min(values):.1f}, max {max(values):.1f}, {len(values)} boots)"
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    for name, value in figures.items():
+        target = f"   target {TARGETS[name]}" if name in TARGETS else ""
+        print(f"{name:18} {value}{target}")
+
+
+def report_of(artifacts: Artifacts) -> dict:
+    return json.loads(artifacts.report.read_text())
+
+
+if __name__ == "__main__":
+    main()
