@@ -8,7 +8,7 @@ import glob
 import os
 import re
 import shutil
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from flotilla.process import CommandError, run
 from flotilla.steps import step
@@ -263,11 +263,38 @@ def remove_orphaned_scripts(root: Path) -> None:
         for directory in ("usr/bin", "usr/sbin"):
             for path in sorted((root / directory).iterdir()):
                 interpreter = script_interpreter(path)
-                if interpreter and not (root / interpreter.lstrip("/")).exists():
+                if interpreter and not exists_in_tree(root, interpreter):
                     path.unlink()
             for path in sorted((root / directory).iterdir()):  # links to what went above
-                if path.is_symlink() and not path.exists():
+                if path.is_symlink() and not exists_in_tree(root, f"/{directory}/{path.name}"):
                     path.unlink()
+
+
+def exists_in_tree(root: Path, path: str) -> bool:
+    """Whether `path` (absolute, as the machine sees it) exists in the tree at `root`, following
+    symlinks inside the tree: an absolute link target means the tree's /, not the host's."""
+    current = PurePosixPath("/")
+    parts = list(PurePosixPath(path).parts[1:])
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            current = current.parent
+            continue
+        on_host = root / str(current / part).lstrip("/")
+        if on_host.is_symlink():
+            hops += 1
+            if hops > 40:
+                return False
+            target = PurePosixPath(os.readlink(on_host))
+            if target.is_absolute():
+                current = PurePosixPath("/")
+            parts = [p for p in target.parts if p != "/"] + parts
+        elif on_host.exists():
+            current = current / part
+        else:
+            return False
+    return True
 
 
 def drop_dead_tmpfiles_links(root: Path) -> None:
@@ -285,9 +312,9 @@ def dead_tmpfiles_link(root: Path, line: str) -> bool:
     fields = line.split()
     if len(fields) < 7 or not fields[0].startswith("L"):
         return False
-    link, target = Path(fields[1]), fields[6]
-    resolved = Path(target) if target.startswith("/") else link.parent / target
-    return not (root / os.path.normpath(resolved).lstrip("/")).exists()
+    link, target = PurePosixPath(fields[1]), fields[6]
+    resolved = target if target.startswith("/") else str(link.parent / target)
+    return not exists_in_tree(root, resolved)
 
 
 def script_interpreter(path: Path) -> str | None:
