@@ -3,7 +3,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: demo test lint bench deps host-packages clean
+.PHONY: demo test lint bench deps host-packages clean image
+
+image: deps
+	$(BIN)/imagebuild build
 
 deps: host-packages $(VENV)/.installed
 
@@ -17,9 +20,12 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
-# The demo: build the rootfs, boot 3 machines with etcd and fleetd, start units, kill a machine
-# and watch its units move. The lab stays up afterwards; `.venv/bin/fleetlab down` removes it.
+# The demo: build the OS image and boot it under QEMU; then boot 3 lab machines with etcd and
+# fleetd, start units, kill a machine and watch its units move. The lab stays up afterwards;
+# `.venv/bin/fleetlab down` removes it.
 demo: deps
+	$(BIN)/imagebuild build > /dev/null
+	$(BIN)/python -m qemu.demo
 	$(BIN)/imagebuild rootfs
 	-$(BIN)/fleetlab down
 	$(BIN)/fleetlab up --machines 3 --fleetd
@@ -38,6 +44,7 @@ lint: deps
 	$(BIN)/ruff format --check .
 
 bench: deps
+	$(BIN)/python bench/image.py
 	$(BIN)/python bench/lab_boot.py
 	$(BIN)/python bench/engine_scale.py
 	$(BIN)/python bench/fleet_throughput.py
