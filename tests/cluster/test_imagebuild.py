@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
+
+from imagebuild.cache import cached_keys
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGEBUILD = REPO / ".venv/bin/imagebuild"
@@ -90,3 +94,27 @@ def test_usr_bigger_than_its_slot_leaves_no_image(tmp_path: Path) -> None:
     result = build(write_manifest(tmp_path, text), out)
     assert_failed_cleanly(result, out)
     assert re.search(r"/usr needs \d+(\.\d)? MiB, more than USR-A's 64 MiB", result.stderr)
+
+
+def test_a_killed_build_leaves_no_mounts_no_tree_and_no_image(tmp_path: Path) -> None:
+    # One more package than the shipped manifest: a tree that is not in the cache yet.
+    text = SHIPPED.replace("  - sudo\n", "  - sudo\n  - less\n", 1)
+    out, cache = tmp_path / "out", Path(os.environ.get("FLOTILLA_CACHE", "/var/cache/flotilla"))
+    trees_before = cached_keys(cache / "image-tree")
+    build = subprocess.Popen(
+        [IMAGEBUILD, "build", "--spec", write_manifest(tmp_path, text), "--out", out],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    # Kill it while dpkg installs the kernel inside the chroot (/proc, /sys, /dev mounted there).
+    marker = ".partial-*/var/lib/dpkg/info/linux-image-*.list"
+    deadline = time.monotonic() + 300
+    while not list((cache / "image-tree").glob(marker)) and time.monotonic() < deadline:
+        assert build.poll() is None, "the build ended before it could be interrupted"
+        time.sleep(0.05)
+    os.killpg(build.pid, signal.SIGKILL)
+    build.wait()
+    assert cached_keys(cache / "image-tree") == trees_before
+    assert str(cache) not in Path("/proc/mounts").read_text()
+    assert not out.exists() or list(out.iterdir()) == []
