@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -117,17 +118,25 @@ class Vm:
         return result.stdout
 
     def wait_for_ssh(self, timeout: float = 180) -> float:
-        """Block until SSH runs a command; return seconds since QEMU started."""
+        """Block until the guest's sshd answers (and, with an identity, runs a command as core);
+        return seconds since QEMU started."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():
                 raise VmError(f"{self.config.name}: QEMU exited\n{self.qemu_log()}")
-            try:
-                self.ssh("true", timeout=15)
+            if ssh_banner(self.ssh_port) and self._ssh_works():
                 return time.monotonic() - self.started_at
-            except (CommandError, VmError):
-                time.sleep(0.5)
+            time.sleep(0.5)
         raise VmError(f"{self.config.name}: no SSH within {timeout}s")
+
+    def _ssh_works(self) -> bool:
+        if self.identity is None:
+            return True
+        try:
+            self.ssh("true", timeout=15)
+        except (CommandError, VmError):
+            return False
+        return True
 
     def boot_id(self) -> str:
         return self.ssh("cat /proc/sys/kernel/random/boot_id").strip()
@@ -167,6 +176,16 @@ class Vm:
                 return parse_host_forwards(str(text))
             time.sleep(0.05)
         raise VmError(f"{self.config.name}: no QMP socket after {timeout}s")
+
+
+def ssh_banner(port: int) -> bool:
+    """Whether an SSH server greets on 127.0.0.1:port. QEMU accepts the TCP connection itself
+    and closes it when the guest does not answer, so only the banner tells."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+            return connection.recv(64).startswith(b"SSH-")
+    except OSError:
+        return False
 
 
 def prepare_run_dir(config: VmConfig, files: RunFiles) -> None:

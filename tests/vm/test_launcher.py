@@ -4,9 +4,11 @@ an untouched image, exit statuses, and what is left after it stops."""
 from __future__ import annotations
 
 import os
+import queue
 import re
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -30,18 +32,23 @@ def launch(*args: str | Path) -> subprocess.Popen[str]:
 
 
 def read_until(process: subprocess.Popen[str], pattern: str, timeout: float) -> list[str]:
-    """stdout lines up to and including the first matching `pattern`."""
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout
+    """stdout lines up to and including the first matching `pattern` (a reader thread, so a
+    silent launcher cannot block the test past `timeout`)."""
+    lines: queue.Queue[str] = queue.Queue()
     assert process.stdout is not None
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
+    threading.Thread(
+        target=lambda: [lines.put(line) for line in process.stdout], daemon=True
+    ).start()
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            seen.append(lines.get(timeout=left))
+        except queue.Empty:
             break
-        lines.append(line)
-        if re.search(pattern, line):
-            return lines
-    raise AssertionError(f"no {pattern!r} in {lines}; stderr: {process.stderr.read()}")
+        if re.search(pattern, seen[-1]):
+            return seen
+    raise AssertionError(f"no {pattern!r} within {timeout}s in {seen}")
 
 
 def test_options_that_cannot_go_together_exit_2(tmp_path: Path) -> None:
