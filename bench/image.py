@@ -28,9 +28,12 @@ TARGETS = {
     "cached rebuild": "≤ 90 s",
     "usr content": "≤ 350 MiB",
     "qcow2": "≤ 250 MB",
-    "direct boot": "≤ 20 s",
-    "uefi boot": "≤ 35 s",
+    "direct boot": "≤ 20 s to running",
+    "uefi boot": "≤ 35 s to running",
 }
+
+
+BOOT_KINDS = ("uefi boot", "uefi ssh login", "direct boot", "direct ssh login")
 
 
 def timed_build(out: Path, cache: Path, epoch: int) -> tuple[float, Artifacts]:
@@ -39,14 +42,23 @@ def timed_build(out: Path, cache: Path, epoch: int) -> tuple[float, Artifacts]:
     return time.monotonic() - started, artifacts
 
 
-def seconds_to_running(config: VmConfig, key: Path) -> float:
-    """From QEMU's start until `systemctl is-system-running` in the guest says running."""
+PROBE = (
+    "systemctl is-system-running --wait; cut -d' ' -f1 /proc/uptime;"
+    " systemctl show --property=FinishTimestampMonotonic --value"
+)
+
+
+def boot_seconds(config: VmConfig, key: Path) -> tuple[float, float]:
+    """Seconds from QEMU's start until the guest reached `running` (systemd's boot-finished
+    moment, placed on the host's clock through the guest's uptime), and until SSH let core in."""
     with Vm(config, Path("/var/tmp/flotilla-qemu") / config.name, identity=key) as vm:
-        vm.wait_for_ssh()
-        state = vm.ssh("systemctl is-system-running --wait", check=False).strip()
+        ssh_ready = vm.wait_for_ssh()
+        state, uptime, finished_us = vm.ssh(PROBE, check=False).split()
+        observed = time.monotonic() - vm.started_at
         if state != "running":
             raise SystemExit(f"{config.name}: system is {state}, not running")
-        return time.monotonic() - vm.started_at
+        running = observed - (float(uptime) - int(finished_us) / 1e6)
+        return running, ssh_ready
 
 
 def boot_times(artifacts: Artifacts, key: Path, count: int) -> dict[str, list[float]]:
@@ -56,11 +68,16 @@ def boot_times(artifacts: Artifacts, key: Path, count: int) -> dict[str, list[fl
         "initrd": artifacts.initrd,
         "append": artifacts.cmdline.read_text().strip(),
     }
-    times: dict[str, list[float]] = {"uefi boot": [], "direct boot": []}
+    times: dict[str, list[float]] = {kind: [] for kind in BOOT_KINDS}
     for _ in range(count):
         name = "bench" + secrets.token_hex(3)
-        times["uefi boot"].append(seconds_to_running(replace(base, name=name), key))
-        times["direct boot"].append(seconds_to_running(replace(base, name=name, **direct), key))
+        for boot, config in (
+            ("uefi", replace(base, name=name)),
+            ("direct", replace(base, name=name, **direct)),
+        ):
+            running, ssh = boot_seconds(config, key)
+            times[f"{boot} boot"].append(running)
+            times[f"{boot} ssh login"].append(ssh)
     return times
 
 
