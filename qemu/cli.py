@@ -92,7 +92,12 @@ def parse_forward(_: object, __: object, values: tuple[str, ...]) -> tuple[Forwa
 @click.option("-K", "--kernel-file", "kernel", type=FILE, help="Boot this kernel directly.")
 @click.option("-r", "--initrd-file", "initrd", type=FILE, help="Initramfs for -K.")
 @click.option("--append", help="Kernel command line for -K [default: the .cmdline next to it].")
-@click.option("-s", "--safe", is_flag=True, help="Safe settings: TCG, default CPU, nothing else.")
+@click.option(
+    "-s",
+    "--safe",
+    is_flag=True,
+    help="Safe settings (Flatcar's -s): TCG and the default CPU, which is already the default.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Print the QEMU command line.")
 @click.option(
     "-R", "--pflash-ro", type=FILE, default=OVMF_CODE, show_default=True, help="UEFI firmware code."

@@ -86,13 +86,18 @@ def test_boots_waits_for_ssh_and_leaves_only_logs(
             assert local == [f"127.0.0.1:{bound}"]
         ssh = ["ssh", "-i", ssh_key, *SSH_OPTIONS, "-p", str(port), "core@127.0.0.1"]
         assert run([*ssh, "cat /etc/os-release"]).stdout.count("ID=flotilla") == 1
+        # The serial console is /dev/console: the login prompt (with /etc/issue) reaches the log.
+        console = RUN_ROOT / name / "console.log"
+        deadline = time.monotonic() + 30
+        while "Flotilla" not in console.read_text(errors="replace"):
+            assert time.monotonic() < deadline, "no login prompt on the serial console"
+            time.sleep(0.5)
     finally:
         process.send_signal(signal.SIGTERM)
         status = process.wait(60)
     assert status == 0
     left = sorted(p.name for p in (RUN_ROOT / name).iterdir())
     assert left == ["console.log", "qemu.log"]
-    assert "Flotilla" in (RUN_ROOT / name / "console.log").read_text(errors="replace")
     assert (image.qcow2.stat().st_mtime_ns, image.qcow2.stat().st_size) == before
 
 
