@@ -119,8 +119,6 @@ def build_image(
         make_disk(spec, images, artifacts)
         make_qcow2(artifacts)
         write_report(spec, tree, images, artifacts, epoch, time.monotonic() - started)
-        for image in ("esp.img", "oem.img", "root.img"):
-            (partial / image).unlink()
     return Artifacts.named(out, spec.name)
 
 
