@@ -6,10 +6,13 @@ from __future__ import annotations
 import os
 import queue
 import re
+import secrets
+import shutil
 import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -66,11 +69,18 @@ def test_options_that_cannot_go_together_exit_2(tmp_path: Path) -> None:
     assert "no disk image at" in missing.stderr
 
 
+@pytest.fixture
+def name() -> Iterator[str]:
+    """A VM name; its run directory (the logs the launcher keeps) goes after the test."""
+    name = f"cli{os.getpid()}{secrets.token_hex(2)}"
+    yield name
+    shutil.rmtree(RUN_ROOT / name, ignore_errors=True)
+
+
 def test_boots_waits_for_ssh_and_leaves_only_logs(
-    image: Artifacts, ssh_key: Path, tmp_path: Path
+    image: Artifacts, ssh_key: Path, name: str
 ) -> None:
     before = image.qcow2.stat().st_mtime_ns, image.qcow2.stat().st_size
-    name = f"cli{os.getpid()}"
     process = launch(
         "-K", image.kernel, "-r", image.initrd, "-a", ssh_key.with_suffix(".pub"),
         "-f", "0:8080", "--wait", "--name", name,
@@ -101,8 +111,7 @@ def test_boots_waits_for_ssh_and_leaves_only_logs(
     assert (image.qcow2.stat().st_mtime_ns, image.qcow2.stat().st_size) == before
 
 
-def test_a_guest_that_never_answers_exits_3(image: Artifacts, ssh_key: Path) -> None:
-    name = f"mute{os.getpid()}"
+def test_a_guest_that_never_answers_exits_3(image: Artifacts, ssh_key: Path, name: str) -> None:
     # A kernel command line with no root: the guest can never come up.
     result = subprocess.run(
         [
