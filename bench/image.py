@@ -100,7 +100,7 @@ def main() -> None:
             figures["cold build"] = f"{cold:.0f} s (empty cache: rootfs, packages, everything)"
         cached, artifacts = timed_build(work / "out-2", cache, epoch)
         figures["cached rebuild"] = f"{cached:.1f} s (disk, ESP, ROOT, qcow2 remade from cache)"
-        report = json.loads(artifacts.report.read_text())
+        report = report_of(artifacts)
         sizes = report["sizes"]
         figures["usr content"] = f"{sizes['usr_content_bytes'] / MIB:.0f} MiB"
         figures["usr filesystem"] = f"{sizes['usr_filesystem_bytes'] / MIB:.0f} MiB (erofs lz4hc)"

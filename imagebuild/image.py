@@ -270,6 +270,7 @@ def write_report(
     seconds: float,
 ) -> None:
     usr = images["USR-A"]
+    usr_content = apparent_size(tree / "usr")
     report = {
         "name": spec.name,
         "version": spec.version,
@@ -279,14 +280,12 @@ def write_report(
         "cmdline": spec.cmdline,
         "packages": len(artifacts.packages.read_text().splitlines()),
         "sizes": {
-            "usr_content_bytes": apparent_size(tree / "usr"),
+            "usr_content_bytes": usr_content,
             "usr_filesystem_bytes": usr.stat().st_size,
             "usr_partition_bytes": spec.layout.by_label("USR-A").size,
             "kernel_bytes": artifacts.kernel.stat().st_size,
             "initrd_bytes": artifacts.initrd.stat().st_size,
-            "root_content_bytes": apparent_size(tree)
-            - apparent_size(tree / "usr")
-            - apparent_size(tree / "boot"),
+            "root_content_bytes": apparent_size(tree) - usr_content - apparent_size(tree / "boot"),
             "disk_bytes": spec.layout.size,
             "raw_allocated_bytes": allocated_size(artifacts.raw),
             "qcow2_bytes": artifacts.qcow2.stat().st_size,

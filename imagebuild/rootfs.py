@@ -6,6 +6,7 @@ made from it, so what the lab tests is what the image ships.
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import sys
@@ -114,12 +115,19 @@ def remove_excluded_paths(spec: RootfsSpec, root: Path) -> None:
     """dpkg's path-exclude skips packaged files only; maintainer scripts still write a few
     (install-info's usr/share/info/dir, for one)."""
     with step("remove files under excluded paths"):
-        for pattern in spec.path_exclude:
-            for path in root.glob(pattern.lstrip("/")):
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path)
-                else:
-                    path.unlink()
+        remove_matching(root, spec.path_exclude)
+
+
+def remove_matching(root: Path, patterns: tuple[str, ...]) -> None:
+    """Remove what the shell globs (absolute, as the machine sees them) match inside root."""
+    for pattern in patterns:
+        # glob.glob, not Path.glob: it also finds dangling symlinks.
+        for name in glob.glob(pattern.lstrip("/"), root_dir=root):
+            path = root / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
 
 
 def copy_files(root: Path) -> None:

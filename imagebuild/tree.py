@@ -4,7 +4,6 @@ then stripped. A flat recipe of verb-named steps; the finished tree is cached by
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 import shutil
@@ -17,7 +16,7 @@ from .cache import hash_inputs, tree_files
 from .chroot import host_resolver, run_in_tree
 from .image_spec import ImageSpec
 from .kmodules import modules_to_keep, parse_modules_dep, unmatched_patterns
-from .rootfs import PYTHON_LIB, SOURCE_MOUNTPOINT
+from .rootfs import PYTHON_LIB, SOURCE_MOUNTPOINT, remove_matching
 
 IMAGE_FILES = Path(__file__).with_name("image-files")
 REPO = Path(__file__).resolve().parents[1]
@@ -248,12 +247,12 @@ def write_package_list(root: Path) -> None:
 
 def remove_package_manager(spec: ImageSpec, root: Path) -> None:
     with step("remove apt and dpkg"):
-        _remove_globs(root, spec.package_manager_paths)
+        remove_matching(root, spec.package_manager_paths)
 
 
 def remove_paths(spec: ImageSpec, root: Path) -> None:
     with step("remove docs, headers and build-time files"):
-        _remove_globs(root, spec.remove_paths)
+        remove_matching(root, spec.remove_paths)
         run(["find", root / "usr", "-name", "*.a", "-type", "f", "-delete"])
 
 
@@ -353,14 +352,3 @@ def reset_machine_identity(root: Path) -> None:
     with step("reset machine identity"):
         (root / "etc/machine-id").write_text("uninitialized\n")
         (root / "etc/hostname").unlink(missing_ok=True)
-
-
-def _remove_globs(root: Path, patterns: tuple[str, ...]) -> None:
-    for pattern in patterns:
-        # glob.glob, not Path.glob: it also finds dangling symlinks.
-        for name in glob.glob(pattern.lstrip("/"), root_dir=root):
-            path = root / name
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
