@@ -15,6 +15,7 @@ from flotilla.process import run
 
 ENTER = """
 root=$1; shift
+mount --bind "$root" "$root"  # a mount point at /: tools that remount / (podman's untar) need one
 mount -t proc proc "$root/proc"
 mount -t sysfs sysfs "$root/sys"
 mount --rbind /dev "$root/dev"

@@ -40,6 +40,8 @@ HOST_TOOLS = {
     "qemu-img": "qemu-utils",
 }
 BOOT_LOADER = "usr/lib/systemd/boot/efi/systemd-bootx64.efi"
+# Makes Ignition run (its dracut generator keys on it); only the first boot carries it.
+FIRST_BOOT_ARGUMENT = "ignition.firstboot"
 
 
 @dataclass(frozen=True)
@@ -182,7 +184,7 @@ def make_esp(spec: ImageSpec, tree: Path, artifacts: Artifacts, image: Path) -> 
         # timeout 0: boot at once; hold a key during boot for the menu.
         loader_conf.write_text("timeout 0\neditor no\nconsole-mode keep\n")
         entry = staging / "entry.conf"
-        entry.write_text(boot_entry(spec, "a"))
+        entry.write_text(boot_entry(spec, "a", first_boot=True))
         make_vfat(image, size=part.size, label="EFI-SYSTEM")
         copy_into_vfat(
             image,
@@ -199,17 +201,21 @@ def make_esp(spec: ImageSpec, tree: Path, artifacts: Artifacts, image: Path) -> 
     return image
 
 
-def boot_entry(spec: ImageSpec, slot: str) -> str:
+def boot_entry(spec: ImageSpec, slot: str, first_boot: bool = False) -> str:
     """A Boot Loader Specification entry for a USR slot. An update writes the other slot's entry
     with a boot counter (`<name>-b+3.conf`); systemd-boot then tries it first and, once its tries
-    run out without systemd-bless-boot marking it good, falls back to this one."""
+    run out without systemd-bless-boot marking it good, falls back to this one.
+
+    The image's own entry starts with the first-boot flag, which makes Ignition run;
+    flotilla-ignition-done.service drops it once a boot got past Ignition."""
+    options = f"{spec.cmdline} {FIRST_BOOT_ARGUMENT}" if first_boot else spec.cmdline
     return (
         f"title Flotilla {spec.version} (USR-{slot.upper()})\n"
         f"sort-key {spec.name}\n"
         f"version {spec.version}\n"
         f"linux /{spec.name}/vmlinuz-{slot}\n"
         f"initrd /{spec.name}/initrd-{slot}\n"
-        f"options {spec.cmdline}\n"
+        f"options {options}\n"
     )
 
 
@@ -291,6 +297,7 @@ def write_report(
             "qcow2_bytes": artifacts.qcow2.stat().st_size,
         },
         "usr_sha256": sha256(usr),
+        "container_images": [image.name for image in spec.container_images],
         "partitions": [
             {
                 "number": p.number,

@@ -29,6 +29,16 @@ class UserSpec:
 
 
 @dataclass(frozen=True)
+class ContainerImageSpec:
+    """A container image baked into the read-only store under /usr (no registry is reachable):
+    its root is one Debian package's files, as a single layer."""
+
+    name: str  # fully qualified, as podman lists it: localhost/busybox:latest
+    package: str
+    command: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class InitramfsSpec:
     dracut_modules: tuple[str, ...]
     drivers: tuple[str, ...]
@@ -50,6 +60,7 @@ class ImageSpec:
     users: tuple[UserSpec, ...]
     enable_units: tuple[str, ...]
     disable_units: tuple[str, ...]
+    container_images: tuple[ContainerImageSpec, ...]
     cmdline: str
     disk_guid: str
     layout: DiskLayout
@@ -71,6 +82,7 @@ class ImageSpec:
             "users": [(u.name, u.groups) for u in self.users],
             "enable_units": self.enable_units,
             "disable_units": self.disable_units,
+            "container_images": [(i.name, i.package, i.command) for i in self.container_images],
         }
 
 
@@ -87,6 +99,7 @@ TOP_LEVEL = {
     "users": list,
     "enable_units": list,
     "disable_units": list,
+    "container_images": list,
     "cmdline": str,
     "disk_guid": str,
     "disk_size": (str, int),
@@ -99,8 +112,10 @@ OPTIONAL = {
     "users",
     "enable_units",
     "disable_units",
+    "container_images",
     "disk_size",
 }
+CONTAINER_IMAGE_NAME = re.compile(r"^localhost/[a-z0-9][a-z0-9._-]*:[A-Za-z0-9._-]+\Z")
 
 
 def load_image_spec(path: Path = DEFAULT_IMAGE_SPEC) -> ImageSpec:
@@ -128,6 +143,7 @@ def load_image_spec(path: Path = DEFAULT_IMAGE_SPEC) -> ImageSpec:
         users=_read_users(manifest),
         enable_units=_strings(manifest, ("enable_units",)),
         disable_units=_strings(manifest, ("disable_units",)),
+        container_images=_read_container_images(manifest),
         cmdline="",
         disk_guid=_uuid(manifest, ("disk_guid",)),
         layout=layout,
@@ -139,6 +155,23 @@ def load_image_spec(path: Path = DEFAULT_IMAGE_SPEC) -> ImageSpec:
     if not spec.rootfs.is_file():
         raise manifest.error(("rootfs",), f"no rootfs manifest at {spec.rootfs}")
     return _with_cmdline(manifest, spec)
+
+
+def _read_container_images(manifest: Manifest) -> tuple[ContainerImageSpec, ...]:
+    images = []
+    for index, raw in enumerate(manifest.data.get("container_images") or []):
+        where = ("container_images", index)
+        _check_type(manifest, where, raw, dict)
+        _check_keys(manifest, where, raw, {"name": str, "package": str, "command": list}, set())
+        for key, kind in (("name", str), ("package", str), ("command", list)):
+            _check_type(manifest, (*where, key), raw[key], kind)
+        if not CONTAINER_IMAGE_NAME.match(raw["name"]):
+            raise manifest.error(
+                (*where, "name"), f"{raw['name']!r}: use localhost/NAME:TAG (nothing is pulled)"
+            )
+        command = _strings(manifest, (*where, "command"))
+        images.append(ContainerImageSpec(raw["name"], raw["package"], command))
+    return tuple(images)
 
 
 def _item_lines(manifest: Manifest, key: str) -> dict[str, int]:

@@ -4,9 +4,11 @@ then stripped. A flat recipe of verb-named steps; the finished tree is cached by
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import tarfile
 from pathlib import Path, PurePosixPath
 
 from flotilla.process import CommandError, run
@@ -21,8 +23,12 @@ from .rootfs import PYTHON_LIB, SOURCE_MOUNTPOINT, remove_matching
 IMAGE_FILES = Path(__file__).with_name("image-files")
 REPO = Path(__file__).resolve().parents[1]
 # fleetd's source, installed under /usr (the lab bind-mounts the same directory instead).
-FLEETD_SOURCES = ("fleetd", "flotilla")
+FLEETD_SOURCES = ("fleetd", "flotilla", "provision", "podunits", "units")
 PACKAGE_LIST = "usr/share/flotilla/packages.txt"
+# The read-only image store podman lists beside its own (etc/containers/storage.conf).
+CONTAINER_STORE = "usr/lib/containers/storage"
+CONTAINER_IMAGE_LIST = "usr/share/flotilla/container-images.txt"
+BAKE_DIR = "var/tmp/flotilla-bake"
 APT_ENV = {
     "DEBIAN_FRONTEND": "noninteractive",
     "INITRD": "No",
@@ -38,7 +44,7 @@ def tree_key(spec: ImageSpec, rootfs_key: str) -> str:
         (f"{package}/{name}", path)
         for package in FLEETD_SOURCES
         for name, path in tree_files(REPO / package)
-        if path.suffix == ".py"
+        if "__pycache__" not in path.parts and path.suffix != ".pyc"
     ]
     files = [*tree_files(IMAGE_FILES), *sources, ("recipe", Path(__file__))]
     return hash_inputs({"rootfs": rootfs_key, **spec.tree_inputs()}, files)
@@ -47,6 +53,7 @@ def tree_key(spec: ImageSpec, rootfs_key: str) -> str:
 def build_tree(spec: ImageSpec, rootfs: Path, root: Path) -> None:
     copy_rootfs(rootfs, root)
     install_packages(spec, root)
+    bake_container_images(spec, root)
     kernel = find_kernel(spec, root)
     copy_image_files(root)
     write_os_release(spec, root)
@@ -110,6 +117,71 @@ def check_package_names(spec: ImageSpec, root: Path) -> None:
         name = missing[0]
         line = spec.package_lines.get(name, 1)
         raise ImageError(f"{spec.path}:{line}: packages: no package named {name!r}") from error
+
+
+def bake_container_images(spec: ImageSpec, root: Path) -> None:
+    """Each image: a Debian package's files as one layer, imported by the image's own podman
+    into the store under /usr, so machines list and run it with no registry."""
+    if not spec.container_images:
+        return
+    bake = root / BAKE_DIR
+    for image in spec.container_images:
+        with step(f"bake container image {image.name}"):
+            bake.mkdir(parents=True)
+            with host_resolver(root):
+                run_in_tree(root, ["sh", "-ec", f'cd /{BAKE_DIR} && apt-get download -qq "$1"',
+                                   "sh", image.package], APT_ENV)  # fmt: skip
+            (deb,) = bake.glob("*.deb")
+            layer = bake / "root"
+            run(["dpkg-deb", "--extract", deb, layer])
+            add_busybox_applets(layer)
+            write_layer_tar(layer, bake / "layer.tar")
+            command = "CMD " + json.dumps(list(image.command))
+            run_in_tree(root, [*PODMAN_BUILD, "import", "--quiet", "--change", command,
+                               f"/{BAKE_DIR}/layer.tar", image.name])  # fmt: skip
+            shutil.rmtree(bake)
+    names = "".join(f"{image.name}\n" for image in spec.container_images)
+    (root / CONTAINER_IMAGE_LIST).parent.mkdir(parents=True, exist_ok=True)
+    (root / CONTAINER_IMAGE_LIST).write_text(names)
+
+
+# podman as the build runs it: no systemd, no events journal, the store under /usr.
+PODMAN_BUILD = [
+    "podman", "--root", f"/{CONTAINER_STORE}", "--runroot", "/tmp/podman-run",
+    "--storage-driver", "overlay", "--network-backend", "netavark", "--cgroup-manager", "cgroupfs", "--events-backend", "none",
+]  # fmt: skip
+
+
+def add_busybox_applets(layer: Path) -> None:
+    """busybox-static installs only the binary: link every applet into /bin, as busybox's own
+    `--install -s` would inside the container."""
+    busybox = layer / "bin/busybox"
+    if not busybox.is_file():
+        return
+    for applet in run([busybox, "--list"]).stdout.split():
+        link = layer / "bin" / applet
+        if not link.exists() and not link.is_symlink():
+            link.symlink_to("busybox")
+    for directory in ("etc", "tmp", "proc", "sys", "dev", "www"):
+        (layer / directory).mkdir(exist_ok=True)
+    (layer / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (layer / "etc/group").write_text("root:x:0:\n")
+
+
+def write_layer_tar(layer: Path, tar: Path) -> None:
+    """A reproducible layer: sorted, owned by root, every timestamp 0."""
+
+    def normalize(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = "root"
+        info.mtime = 0
+        return info
+
+    with tarfile.open(tar, "w", format=tarfile.PAX_FORMAT) as archive:
+        for path in sorted(layer.rglob("*")):
+            archive.add(
+                path, arcname=str(path.relative_to(layer)), recursive=False, filter=normalize
+            )
 
 
 def find_kernel(spec: ImageSpec, root: Path) -> str:

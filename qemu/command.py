@@ -17,12 +17,24 @@ OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 IGNITION_FW_CFG = "opt/com.coreos/config"
 SSH_KEYS_FW_CFG = "opt/org.flotilla/authorized_keys"
 CONFIG_DRIVE_TAG = "config-2"
+# Debian's Ignition runs only when the kernel command line says this is the first boot. A disk
+# boot gets it from the image's boot entry (dropped after the first boot); a direct kernel boot
+# gets it from here whenever an Ignition config is handed in.
+IGNITION_FIRST_BOOT = "ignition.firstboot"
 
 
 @dataclass(frozen=True)
 class Forward:
     host: int  # 0: QEMU picks a free port, read back over QMP
     guest: int
+
+
+@dataclass(frozen=True)
+class PrivateNic:
+    """A second NIC on a cluster's private network: a tap device QEMU gets as an open fd."""
+
+    fd: int
+    mac: str
 
 
 @dataclass(frozen=True)
@@ -48,6 +60,7 @@ class VmConfig:
     disk_options: str = ""
     disk_size: str | None = None
     outbound: bool = False
+    private_nic: PrivateNic | None = None
     extra_args: tuple[str, ...] = field(default=())
 
     @property
@@ -109,7 +122,9 @@ def qemu_argv(config: VmConfig, files: RunFiles) -> list[str]:
     argv = ["qemu-system-x86_64", "-name", config.name, "-nodefaults", "-display", "none"]
     argv += machine_args(config)
     argv += ["-m", str(config.memory_mib), "-smp", str(config.cpus)]
-    argv += ["-chardev", f"file,id=console,path={files.console}", "-serial", "chardev:console"]
+    # append=on: a node of a cluster boots again into the same run directory; keep every boot.
+    console = f"file,id=console,path={files.console},append=on"
+    argv += ["-chardev", console, "-serial", "chardev:console"]
     argv += ["-qmp", f"unix:{files.qmp},server=on,wait=off"]
     argv += ["-pidfile", str(files.pid)]
     argv += ["-object", "rng-random,filename=/dev/urandom,id=rng0"]
@@ -132,8 +147,11 @@ def boot_args(config: VmConfig, files: RunFiles) -> list[str]:
         args = ["-kernel", str(config.kernel)]
         if config.initrd:
             args += ["-initrd", str(config.initrd)]
-        if config.append:
-            args += ["-append", config.append]
+        append = config.append or ""
+        if config.ignition and IGNITION_FIRST_BOOT not in append.split():
+            append = f"{append} {IGNITION_FIRST_BOOT}".strip()
+        if append:
+            args += ["-append", append]
         return args
     return [
         "-drive",
@@ -165,7 +183,12 @@ def network_args(config: VmConfig) -> list[str]:
         netdev += ",restrict=on"  # forwards still work; nothing leaves the host
     netdev += "".join(f",hostfwd=tcp:127.0.0.1:{f.host}-:{f.guest}" for f in forwards)
     # romfile=: no iPXE option ROM; the firmware boots from disk faster without it.
-    return ["-netdev", netdev, "-device", "virtio-net-pci,netdev=eth0,romfile="]
+    args = ["-netdev", netdev, "-device", "virtio-net-pci,netdev=eth0,romfile="]
+    if config.private_nic:
+        nic = config.private_nic
+        args += ["-netdev", f"tap,id=private,fd={nic.fd},vhost=off"]
+        args += ["-device", f"virtio-net-pci,netdev=private,mac={nic.mac},romfile="]
+    return args
 
 
 def provisioning_args(config: VmConfig, files: RunFiles) -> list[str]:

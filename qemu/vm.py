@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from qemu.qmp.legacy import QEMUMonitorProtocol
@@ -106,8 +107,7 @@ class Vm:
     # guest access
 
     def ssh_argv(self, user: str = "core") -> list[str]:
-        identity = ["-i", str(self.identity)] if self.identity else []
-        return ["ssh", *identity, *SSH_OPTIONS, "-p", str(self.ssh_port), f"{user}@127.0.0.1"]
+        return ssh_command(self.ssh_port, self.identity, user)
 
     def ssh(self, command: str, *, check: bool = True, timeout: float = 120) -> str:
         """Run a shell command as core in the guest; return its stdout."""
@@ -165,17 +165,57 @@ class Vm:
         return monitor
 
     def _read_forwards(self, timeout: float = 30) -> dict[int, int]:
-        """Ports QEMU bound on 127.0.0.1 (port 0 asks it for a free one)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise VmError(f"{self.config.name}: QEMU exited\n{self.qemu_log()}")
-            if self.files.qmp.exists():
-                with self._monitor() as monitor:
-                    text = monitor.cmd("human-monitor-command", **{"command-line": "info usernet"})
-                return parse_host_forwards(str(text))
-            time.sleep(0.05)
-        raise VmError(f"{self.config.name}: no QMP socket after {timeout}s")
+        return read_forwards(self.config.name, self.files, self.alive, self.qemu_log, timeout)
+
+
+def read_forwards(
+    name: str,
+    files: RunFiles,
+    alive: Callable[[], bool],
+    qemu_log: Callable[[], str],
+    timeout: float = 30,
+) -> dict[int, int]:
+    """Ports QEMU bound on 127.0.0.1 (port 0 asks it for a free one), by guest port."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive():
+            raise VmError(f"{name}: QEMU exited\n{qemu_log()}")
+        if files.qmp.exists():
+            text = monitor_command(
+                files, "human-monitor-command", **{"command-line": "info usernet"}
+            )
+            return parse_host_forwards(str(text))
+        time.sleep(0.05)
+    raise VmError(f"{name}: no QMP socket after {timeout}s")
+
+
+def monitor_command(files: RunFiles, command: str, **arguments: object) -> object:
+    monitor = QEMUMonitorProtocol(str(files.qmp))
+    monitor.connect()
+    try:
+        return monitor.cmd(command, **arguments)
+    finally:
+        monitor.close()
+
+
+def launch_detached(config: VmConfig, files: RunFiles, pass_fds: tuple[int, ...] = ()) -> int:
+    """Start QEMU as a daemon that outlives this process (a node of a cluster); return its pid.
+
+    -daemonize: QEMU forks once it is set up and the first process exits, so the VM is not our
+    child (no zombie to reap after a kill) and errors before that point still reach qemu.log."""
+    argv = [*qemu_argv(config, files), "-daemonize"]
+    with open(files.directory / "qemu.log", "ab") as log:
+        result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                pass_fds=pass_fds, check=False)  # fmt: skip
+    if result.returncode != 0:
+        log_text = (files.directory / "qemu.log").read_text(errors="replace")
+        raise VmError(f"{config.name}: QEMU failed to start (exit {result.returncode})\n{log_text}")
+    return int(files.pid.read_text().strip())
+
+
+def ssh_command(port: int, identity: Path | None, user: str = "core") -> list[str]:
+    identity_args = ["-i", str(identity)] if identity else []
+    return ["ssh", *identity_args, *SSH_OPTIONS, "-p", str(port), f"{user}@127.0.0.1"]
 
 
 def ssh_banner(port: int) -> bool:
