@@ -7,11 +7,11 @@ from pathlib import Path
 
 import click
 
+from flotilla.manifest import ManifestError
 from flotilla.process import CommandError
 
 from .image import build_image
 from .image_spec import DEFAULT_IMAGE_SPEC
-from .manifest import ManifestError
 from .rootfs import build_rootfs, default_cache_root
 from .spec import DEFAULT_SPEC, SpecError
 from .tree import ImageError

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import jinja2
 
+from flotilla.manifest import Location, Manifest, load_manifest
+
 from .layout import PARTITION_TYPES, DiskLayout, PartitionSpec, plan_disk
-from .manifest import Location, Manifest, load_manifest
 
 DEFAULT_IMAGE_SPEC = Path(__file__).with_name("image.yaml")
 SIZE_UNITS = {"": 1, "K": 1024, "KiB": 1024, "M": 1024**2, "MiB": 1024**2, "G": 1024**3}

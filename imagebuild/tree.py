@@ -148,7 +148,8 @@ def bake_container_images(spec: ImageSpec, root: Path) -> None:
 # podman as the build runs it: no systemd, no events journal, the store under /usr.
 PODMAN_BUILD = [
     "podman", "--root", f"/{CONTAINER_STORE}", "--runroot", "/tmp/podman-run",
-    "--storage-driver", "overlay", "--network-backend", "netavark", "--cgroup-manager", "cgroupfs", "--events-backend", "none",
+    "--storage-driver", "overlay", "--network-backend", "netavark",
+    "--cgroup-manager", "cgroupfs", "--events-backend", "none",
 ]  # fmt: skip
 
 

@@ -11,10 +11,10 @@ import click
 
 from flotilla.process import CommandError
 from provision.inventory import InventoryError
-from provision.render import RenderError
+from provision.render import TEMPLATES, RenderError
 
 from .cluster import STATE_ROOT, Cluster, ClusterError, ClusterSpec
-from .cluster_up import bring_up, fleetctl_argv
+from .cluster_up import ROLE, bring_up, fleetctl_argv
 from .vm import VmError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,6 +63,13 @@ def loaded(ctx: click.Context) -> Cluster:
 @click.option("--cpus", default=1, show_default=True, help="vCPUs per VM.")
 @click.option("--publish", multiple=True, type=int, default=(8080,), show_default=True,
               help="Guest port forwarded to 127.0.0.1 on every node (repeatable).")  # fmt: skip
+@click.option(
+    "--templates",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    default=TEMPLATES,
+    help="Where the role templates are [default: cloud-config/].",
+)
+@click.option("--role", default=ROLE, show_default=True, help="Which role's template.")
 @click.pass_context
 def up(
     ctx: click.Context,
@@ -72,6 +79,8 @@ def up(
     memory_mib: int,
     cpus: int,
     publish: tuple[int, ...],
+    templates: Path,
+    role: str,
 ) -> None:
     """Render and check every node's config, boot the VMs, wait until fleet lists them all."""
     cluster: Cluster = ctx.obj
@@ -81,7 +90,7 @@ def up(
     def report(line: str) -> None:
         click.echo(f"[{time.monotonic() - started:6.1f}s] {line}")
 
-    seconds = bring_up(cluster, spec, count, report)
+    seconds = bring_up(cluster, spec, count, report, templates, role)
     report(f"fleet lists {count} machines, {seconds:.1f}s after launch")
     print_nodes(cluster)
     print_hints(cluster)

@@ -13,7 +13,7 @@ from pathlib import Path
 from flotilla.process import CommandError, run
 from provision.checks import check_config
 from provision.inventory import Inventory, plan_inventory
-from provision.render import Rendered, render_cloud_config, render_ignition
+from provision.render import TEMPLATES, Rendered, render_cloud_config, render_ignition
 from provision.values import member_values
 
 from .cluster import Cluster, ClusterError, ClusterSpec
@@ -23,22 +23,33 @@ Report = Callable[[str], None]
 
 
 def render_configs(
-    inventory: Inventory, provision: str, ssh_keys: list[str], role: str = ROLE
+    inventory: Inventory,
+    provision: str,
+    ssh_keys: list[str],
+    role: str = ROLE,
+    templates: Path = TEMPLATES,
 ) -> dict[str, Rendered]:
     """Every node's config, each checked (ignition-validate, or the cloud-config validator)."""
     configs = {}
     for node in inventory.nodes:
         values = member_values(inventory, node, ssh_keys)
         if provision == "ignition":
-            rendered = render_ignition(role, values)
+            rendered = render_ignition(role, values, templates)
         else:
-            rendered = render_cloud_config(role, values)
+            rendered = render_cloud_config(role, values, templates)
         check_config(rendered, provision, node.name)
         configs[node.name] = rendered
     return configs
 
 
-def bring_up(cluster: Cluster, spec: ClusterSpec, count: int, report: Report) -> float:
+def bring_up(
+    cluster: Cluster,
+    spec: ClusterSpec,
+    count: int,
+    report: Report,
+    templates: Path = TEMPLATES,
+    role: str = ROLE,
+) -> float:
     """Returns the seconds from the first QEMU launch to fleet listing every machine."""
     cluster.check_absent()
     with tempfile.TemporaryDirectory() as scratch:
@@ -47,7 +58,7 @@ def bring_up(cluster: Cluster, spec: ClusterSpec, count: int, report: Report) ->
              "-f", key])  # fmt: skip
         public = key.with_suffix(".pub").read_text().strip()
         inventory = plan_inventory(cluster.name, count)
-        configs = render_configs(inventory, spec.provision, [public])
+        configs = render_configs(inventory, spec.provision, [public], role, templates)
         report(f"rendered and checked {count} {spec.provision} configs")
         cluster.create(spec, count, configs)
         shutil.copy2(key, cluster.key)

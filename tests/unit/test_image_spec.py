@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from flotilla.manifest import Manifest, ManifestError
 from imagebuild.image_spec import DEFAULT_IMAGE_SPEC, ImageSpec, load_image_spec, parse_size
 from imagebuild.layout import MIB
-from imagebuild.manifest import Manifest, ManifestError
 
 SHIPPED = DEFAULT_IMAGE_SPEC.read_text()
 Edit = Callable[[str], str]

@@ -10,6 +10,7 @@ import pytest
 from qemu.command import (
     ConfigError,
     Forward,
+    PrivateNic,
     RunFiles,
     VmConfig,
     parse_host_forwards,
@@ -37,7 +38,9 @@ def test_defaults_are_tcg_uefi_a_private_overlay_and_loopback_ssh() -> None:
     assert "restrict=on" in netdev
     assert "hostfwd=tcp:127.0.0.1:0-:22" in netdev
     assert option_values(argv, "-serial") == ["chardev:console"]
-    assert "file,id=console,path=/run/vm/console.log" in option_values(argv, "-chardev")
+    # append=on: a cluster node boots again into the same run directory and keeps every boot
+    console = "file,id=console,path=/run/vm/console.log,append=on"
+    assert console in option_values(argv, "-chardev")
     assert option_values(argv, "-qmp") == ["unix:/run/vm/qmp.sock,server=on,wait=off"]
 
 
@@ -56,6 +59,28 @@ def test_direct_kernel_boot_skips_the_firmware() -> None:
     assert option_values(argv, "-initrd") == ["/b/initrd"]
     assert option_values(argv, "-append") == ["root=PARTUUID=x"]
     assert not any("pflash" in d for d in option_values(argv, "-drive"))
+
+
+def test_a_direct_kernel_boot_with_ignition_is_a_first_boot() -> None:
+    """The disk's boot entry carries ignition.firstboot; a direct boot gets it from the
+    launcher, only when a config is handed in (a later boot of the same disk gets none)."""
+    kernel = {"kernel": Path("/b/vmlinuz"), "append": "root=PARTUUID=x"}
+    with_config = qemu_argv(replace(BASE, **kernel, ignition=Path("/c/config.ign")), FILES)
+    assert option_values(with_config, "-append") == ["root=PARTUUID=x ignition.firstboot"]
+    without = qemu_argv(replace(BASE, **kernel), FILES)
+    assert option_values(without, "-append") == ["root=PARTUUID=x"]
+    already = replace(BASE, kernel=Path("/b/vmlinuz"), append="x ignition.firstboot")
+    assert option_values(qemu_argv(replace(already, ignition=Path("/c")), FILES), "-append") == [
+        "x ignition.firstboot"
+    ]
+
+
+def test_a_private_nic_is_a_tap_fd_with_its_mac() -> None:
+    argv = qemu_argv(replace(BASE, private_nic=PrivateNic(fd=7, mac="52:54:00:00:00:01")), FILES)
+    assert "tap,id=private,fd=7,vhost=off" in option_values(argv, "-netdev")
+    assert "virtio-net-pci,netdev=private,mac=52:54:00:00:00:01,romfile=" in option_values(
+        argv, "-device"
+    )
 
 
 def test_flatcar_flags_map_to_qemu_options() -> None:
