@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: demo test lint bench deps host-packages clean image
+.PHONY: demo demo-lab test lint bench deps host-packages clean image
 
 image: deps
 	$(BIN)/imagebuild build
@@ -20,12 +20,16 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
-# The demo: build the OS image and boot it under QEMU; then boot 3 lab machines with etcd and
-# fleetd, start units, kill a machine and watch its units move. The lab stays up afterwards;
-# `.venv/bin/fleetlab down` removes it.
+# The demo: build the OS image (cached after the first time), boot 3 VMs from it (Ignition,
+# etcd, fleetd), start a container unit from a short spec, kill its VM and watch it move. The
+# cluster stays up afterwards; `.venv/bin/flotilla-cluster --name demo down` removes it.
 demo: deps
 	$(BIN)/imagebuild build > /dev/null
-	$(BIN)/python -m qemu.demo
+	-$(BIN)/flotilla-cluster --name demo down > /dev/null
+	$(BIN)/python -m qemu.demo --name demo
+
+# The same story on namespace machines (a lab boots in a second): units move when a machine dies.
+demo-lab: deps
 	$(BIN)/imagebuild rootfs
 	-$(BIN)/fleetlab down
 	$(BIN)/fleetlab up --machines 3 --fleetd
@@ -45,6 +49,7 @@ lint: deps
 
 bench: deps
 	$(BIN)/python bench/image.py
+	$(BIN)/python bench/vm_cluster.py
 	$(BIN)/python bench/lab_boot.py
 	$(BIN)/python bench/engine_scale.py
 	$(BIN)/python bench/fleet_throughput.py
@@ -53,4 +58,5 @@ bench: deps
 
 clean:
 	-$(BIN)/fleetlab down --all
+	-$(BIN)/flotilla-cluster --name demo down
 	rm -rf build $(VENV)

@@ -33,7 +33,9 @@ def default_cache_root() -> Path:
 
 def rootfs_key(spec: RootfsSpec) -> str:
     """Hash of everything that shapes the tree: the manifest, the files copied in, this recipe."""
-    units = [(f"units/{name}", path) for name, path in tree_files(UNITS)]
+    # Only the unit files install_units copies: templates, examples and docs under units/ are
+    # not in the tree, so editing them must not force a rebuild.
+    units = [(f"units/{path.name}", path) for path in installed_units()]
     files = [*tree_files(ROOTFS_FILES), *units, ("recipe", Path(__file__))]
     return hash_inputs(spec.as_dict(), files)
 
@@ -135,9 +137,14 @@ def copy_files(root: Path) -> None:
         shutil.copytree(ROOTFS_FILES, root, dirs_exist_ok=True, symlinks=True)
 
 
+def installed_units() -> list[Path]:
+    """The unit files under units/ that the tree carries (the rest are templates and docs)."""
+    return sorted(UNITS.glob("*.service"))
+
+
 def install_units(root: Path) -> None:
     with step("install Flotilla's unit files"):
-        for path in sorted(UNITS.glob("*.service")):
+        for path in installed_units():
             shutil.copy2(path, root / "usr/lib/systemd/system" / path.name)
 
 

@@ -3,6 +3,7 @@
 Every mistake is reported as `path:line: key: message` (flotilla/manifest.py keeps the lines).
 The values are kept literal here; quoting and escaping for systemd happen when rendering. Which
 values may hold specifiers (`%H`) is decided here and documented in units/README.md.
+The `x-fleet` key (where fleet may place the unit) is read in podunits/placement.py.
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ import shlex
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
-from fleetd.unitname import UnitNameError, check_unit_name, mangle_name
+from fleetd.unitname import UnitNameError, check_unit_name
 from flotilla.manifest import Location, Manifest, ManifestError, load_manifest
+
+from .fields import check_keys, check_specifiers, optional, text_of, typed, value_of
+from .placement import FleetOptions, read_placement
 
 KEYS = ("name", "template", "description", "image", "command", "entrypoint", "ports")
 KEYS += ("environment", "volumes", "restart", "stop_timeout", "hostname", "network", "x-fleet")
-FLEET_KEYS = ("machine_id", "machine_of", "machine_metadata", "conflicts", "global", "replaces")
 RESTART_VALUES = ("no", "always", "on-success", "on-failure", "on-abnormal", "on-abort")
 RESTART_VALUES += ("on-watchdog",)
 DEFAULT_RESTART = "always"
@@ -32,19 +34,12 @@ VOLUME_OPTIONS = ("ro", "rw", "z", "Z")
 CONTAINER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 HOSTNAME_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-# fleet matches a MachineID in full or by its first 8 characters.
-MACHINE_ID = re.compile(r"[0-9a-f]{32}|[0-9a-f]{8}")
-# fleet splits metadata on '=', ',' and quotes, and Conflicts on whitespace.
-FLEET_WORD = re.compile(r"[^\s=,\"]+")
 # systemd 252's specifiers (systemd.unit(5)); `%%` is a literal percent sign.
 SYSTEMD_SPECIFIERS = frozenset("aAbBCdEfgGhHiIjJlLmMnNopPqsStTuUvVwWyY%")
-# fleet expands only these in [X-Fleet] values, and has no escape for a literal '%'.
-FLEET_SPECIFIERS = frozenset("nNpi")
 # systemd takes a unit file line with any of these for invalid UTF-8 and ignores it, escaped
 # or not: NUL, surrogates, and the Unicode noncharacters.
 _NONCHARACTERS = "".join(chr(p + c) for p in range(0, 0x110000, 0x10000) for c in (0xFFFE, 0xFFFF))
 UNWRITABLE = re.compile(f"[\0\ud800-\udfff\ufdd0-\ufdef{_NONCHARACTERS}]")
-T = TypeVar("T")
 
 # The image reference grammar of github.com/distribution/reference (IPv6 domains left out).
 _DOMAIN = re.compile(
@@ -71,22 +66,6 @@ class VolumeMount:
 
 
 @dataclass(frozen=True)
-class FleetOptions:
-    """The [X-Fleet] placement of the unit; names are full unit names, conflicts are globs."""
-
-    machine_id: str | None = None
-    machine_of: tuple[str, ...] = ()
-    machine_metadata: tuple[tuple[str, str], ...] = ()
-    conflicts: tuple[str, ...] = ()
-    is_global: bool = False
-    replaces: tuple[str, ...] = ()
-
-    @property
-    def is_empty(self) -> bool:
-        return self == FleetOptions()
-
-
-@dataclass(frozen=True)
 class ContainerSpec:
     """One container service. `name` has no '@' or suffix; `image` is fully qualified.
 
@@ -108,7 +87,7 @@ class ContainerSpec:
     stop_timeout: int = DEFAULT_STOP_TIMEOUT
     hostname: str | None = None
     network: str | None = None
-    fleet: FleetOptions = FleetOptions()
+    fleet: FleetOptions = field(default_factory=FleetOptions)
     lines: dict[Location, int] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -131,7 +110,7 @@ def parse_spec(manifest: Manifest, known_images: Collection[str] | None = None) 
     `known_images` are the images the machines hold (nothing is ever pulled; names as
     normalize_image takes them); None skips that check.
     """
-    _check_keys(manifest, (), manifest.data, KEYS)
+    check_keys(manifest, (), manifest.data, KEYS)
     name, is_template = _read_name(manifest)
     image = _read_image(manifest, known_images)
     return ContainerSpec(
@@ -149,7 +128,7 @@ def parse_spec(manifest: Manifest, known_images: Collection[str] | None = None) 
         stop_timeout=_read_stop_timeout(manifest),
         hostname=_read_hostname(manifest),
         network=_read_choice(manifest, "network", NETWORKS),
-        fleet=_read_fleet(manifest),
+        fleet=read_placement(manifest),
         lines=dict(manifest.lines),
     )
 
@@ -184,8 +163,8 @@ def normalize_image(reference: str) -> str:
 def _read_name(manifest: Manifest) -> tuple[str, bool]:
     # Without `name`, the file names the unit: web@.yaml -> web@.service.
     where: Location = ("name",) if "name" in manifest.data else ()
-    raw = _typed(manifest, where, _get(manifest, "name", manifest.path.stem), str)
-    flag = _optional(manifest, ("template",), _get(manifest, "template"), bool)
+    raw = typed(manifest, where, value_of(manifest, "name", manifest.path.stem), str)
+    flag = optional(manifest, ("template",), value_of(manifest, "template"), bool)
     if flag is False and raw.endswith("@"):
         raise manifest.error(("template",), f"false, but the name {raw!r} ends in '@'")
     if raw.endswith(".service"):
@@ -210,7 +189,7 @@ def _read_name(manifest: Manifest) -> tuple[str, bool]:
 def _read_image(manifest: Manifest, known_images: Collection[str] | None) -> str:
     if "image" not in manifest.data:
         raise manifest.error((), "missing key 'image': the container image to run (like busybox)")
-    raw = _typed(manifest, ("image",), manifest.data["image"], str)
+    raw = typed(manifest, ("image",), manifest.data["image"], str)
     try:
         image = normalize_image(raw)
     except ValueError as error:
@@ -227,7 +206,7 @@ def _read_image(manifest: Manifest, known_images: Collection[str] | None) -> str
 
 def _read_description(manifest: Manifest, name: str, image: str) -> str:
     default = f"{name}: podman container from {image}"
-    text = _typed(manifest, ("description",), _get(manifest, "description", default), str)
+    text = typed(manifest, ("description",), value_of(manifest, "description", default), str)
     # One line, and no trailing backslash, which would continue it onto the next unit line.
     if not text.isprintable() or text.rstrip().endswith("\\"):
         raise manifest.error(("description",), "must be one line of printable text")
@@ -245,7 +224,7 @@ def _read_words(manifest: Manifest, key: str) -> tuple[str, ...] | None:
         except ValueError as error:
             raise manifest.error((key,), f"cannot split {value!r} like a shell: {error}") from error
     elif isinstance(value, list):
-        words = [_word(manifest, (key, index), item) for index, item in enumerate(value)]
+        words = [text_of(manifest, (key, index), item) for index, item in enumerate(value)]
     else:
         raise manifest.error((key,), "must be a string or a list of strings")
     for word in words:
@@ -253,15 +232,9 @@ def _read_words(manifest: Manifest, key: str) -> tuple[str, ...] | None:
     return tuple(words)
 
 
-def _word(manifest: Manifest, where: Location, item: object) -> str:
-    if isinstance(item, int) and not isinstance(item, bool):
-        return str(item)
-    return _typed(manifest, where, item, str)
-
-
 def _read_ports(manifest: Manifest) -> tuple[PortMapping, ...]:
     ports: dict[tuple[int, str], PortMapping] = {}
-    items = _typed(manifest, ("ports",), _get(manifest, "ports", []), list)
+    items = typed(manifest, ("ports",), value_of(manifest, "ports", []), list)
     for index, item in enumerate(items):
         where = ("ports", index)
         if isinstance(item, str):
@@ -295,12 +268,12 @@ def _port_from_string(manifest: Manifest, where: Location, text: str) -> PortMap
 def _port_from_mapping(
     manifest: Manifest, where: Location, raw: dict[object, object]
 ) -> PortMapping:
-    _check_keys(manifest, where, raw, ("host", "container", "protocol"))
+    check_keys(manifest, where, raw, ("host", "container", "protocol"))
     if "container" not in raw:
         raise manifest.error(where, "missing key 'container': the port inside the container")
     container = _port_number(manifest, (*where, "container"), raw["container"])
     host = _port_number(manifest, (*where, "host"), raw.get("host", container))
-    protocol = _typed(manifest, (*where, "protocol"), raw.get("protocol", "tcp"), str)
+    protocol = typed(manifest, (*where, "protocol"), raw.get("protocol", "tcp"), str)
     return PortMapping(host, container, _protocol(manifest, (*where, "protocol"), protocol))
 
 
@@ -318,7 +291,7 @@ def _protocol(manifest: Manifest, where: Location, protocol: str) -> str:
 
 
 def _read_environment(manifest: Manifest) -> tuple[tuple[str, str], ...]:
-    raw = _typed(manifest, ("environment",), _get(manifest, "environment", {}), dict)
+    raw = typed(manifest, ("environment",), value_of(manifest, "environment", {}), dict)
     variables = []
     for name, value in raw.items():
         where = ("environment", str(name))
@@ -329,17 +302,17 @@ def _read_environment(manifest: Manifest) -> tuple[tuple[str, str], ...]:
         if isinstance(value, bool) or not isinstance(value, str | int):
             raise manifest.error(where, "must be a string or an integer (quote it)")
         _check_writable(manifest, where, str(value))
-        _check_specifiers(manifest, where, str(value), SYSTEMD_SPECIFIERS)
+        check_specifiers(manifest, where, str(value), SYSTEMD_SPECIFIERS)
         variables.append((name, str(value)))
     return tuple(variables)
 
 
 def _read_volumes(manifest: Manifest) -> tuple[VolumeMount, ...]:
     volumes: dict[str, VolumeMount] = {}
-    items = _typed(manifest, ("volumes",), _get(manifest, "volumes", []), list)
+    items = typed(manifest, ("volumes",), value_of(manifest, "volumes", []), list)
     for index, item in enumerate(items):
         where = ("volumes", index)
-        parts = _typed(manifest, where, item, str).split(":")
+        parts = typed(manifest, where, item, str).split(":")
         _check_writable(manifest, where, item)
         if len(parts) not in (2, 3):
             raise manifest.error(where, f"{item!r}: write /host/path:/container/path[:options]")
@@ -363,21 +336,21 @@ def _check_volume_options(manifest: Manifest, where: Location, options: tuple[st
 
 
 def _read_restart(manifest: Manifest) -> str:
-    value = _get(manifest, "restart", DEFAULT_RESTART)
+    value = value_of(manifest, "restart", DEFAULT_RESTART)
     # YAML 1.1 reads a bare `no` as false.
     return _choice(manifest, ("restart",), "no" if value is False else value, RESTART_VALUES)
 
 
 def _read_stop_timeout(manifest: Manifest) -> int:
     default = DEFAULT_STOP_TIMEOUT
-    value = _typed(manifest, ("stop_timeout",), _get(manifest, "stop_timeout", default), int)
+    value = typed(manifest, ("stop_timeout",), value_of(manifest, "stop_timeout", default), int)
     if value < 0:
         raise manifest.error(("stop_timeout",), "must be a number of seconds, 0 or more")
     return value
 
 
 def _read_hostname(manifest: Manifest) -> str | None:
-    value = _optional(manifest, ("hostname",), _get(manifest, "hostname"), str)
+    value = optional(manifest, ("hostname",), value_of(manifest, "hostname"), str)
     if value is not None and not (
         len(value) <= 253 and all(HOSTNAME_LABEL.fullmatch(label) for label in value.split("."))
     ):
@@ -386,72 +359,8 @@ def _read_hostname(manifest: Manifest) -> str | None:
 
 
 def _read_choice(manifest: Manifest, key: str, choices: tuple[str, ...]) -> str | None:
-    value = _get(manifest, key)
+    value = value_of(manifest, key)
     return None if value is None else _choice(manifest, (key,), value, choices)
-
-
-def _read_fleet(manifest: Manifest) -> FleetOptions:
-    raw = _typed(manifest, ("x-fleet",), _get(manifest, "x-fleet", {}), dict)
-    _check_keys(manifest, ("x-fleet",), raw, FLEET_KEYS)
-    machine_id = _optional(manifest, ("x-fleet", "machine_id"), raw.get("machine_id"), str)
-    if machine_id is not None and not MACHINE_ID.fullmatch(machine_id):
-        reason = "is not a machine id (32 lower-case hex digits, or the first 8)"
-        raise manifest.error(("x-fleet", "machine_id"), f"{machine_id!r} {reason}")
-    is_global = _typed(manifest, ("x-fleet", "global"), raw.get("global", False), bool)
-    return FleetOptions(
-        machine_id=machine_id,
-        machine_of=tuple(map(mangle_name, _fleet_words(manifest, raw, "machine_of", units=True))),
-        machine_metadata=_fleet_metadata(manifest, raw),
-        conflicts=_fleet_words(manifest, raw, "conflicts"),
-        is_global=is_global,
-        replaces=tuple(map(mangle_name, _fleet_words(manifest, raw, "replaces", units=True))),
-    )
-
-
-def _fleet_words(
-    manifest: Manifest, raw: dict[str, object], key: str, units: bool = False
-) -> tuple[str, ...]:
-    """A string or a list of strings, each one fleet word; `units`: each names a unit."""
-    value = raw.get(key, [])
-    items = [value] if isinstance(value, str) else _typed(manifest, ("x-fleet", key), value, list)
-    for index, item in enumerate(items):
-        where = ("x-fleet", key, index) if isinstance(value, list) else ("x-fleet", key)
-        _fleet_word(manifest, where, item)
-        # A name with specifiers is only known once fleet expands it.
-        if units and "%" not in item:
-            try:
-                check_unit_name(mangle_name(item))
-            except UnitNameError as error:
-                raise manifest.error(where, str(error)) from error
-    return tuple(items)
-
-
-def _fleet_metadata(manifest: Manifest, raw: dict[str, object]) -> tuple[tuple[str, str], ...]:
-    """`[key=value, ...]` or `{key: value}` / `{key: [values]}` (any of the values will do)."""
-    value = raw.get("machine_metadata", [])
-    where: Location = ("x-fleet", "machine_metadata")
-    pairs: list[tuple[Location, object, object]] = []
-    if isinstance(value, dict):
-        for key, allowed in value.items():
-            for item in allowed if isinstance(allowed, list) else [allowed]:
-                pairs.append(((*where, str(key)), key, item))
-    else:
-        for index, item in enumerate(_typed(manifest, where, value, list)):
-            text = _typed(manifest, (*where, index), item, str)
-            if text.count("=") != 1:
-                raise manifest.error((*where, index), f"{text!r}: write key=value")
-            pairs.append(((*where, index), *text.split("=")))
-    for location, key, item in pairs:
-        _fleet_word(manifest, location, key)
-        _fleet_word(manifest, location, _word(manifest, location, item))
-    return tuple((str(key), str(item)) for _, key, item in pairs)
-
-
-def _fleet_word(manifest: Manifest, where: Location, word: object) -> None:
-    if not (isinstance(word, str) and FLEET_WORD.fullmatch(word)):
-        reason = "must be a word without spaces, quotes, '=' or ','"
-        raise manifest.error(where, f"{word!r} {reason}")
-    _check_specifiers(manifest, where, word, FLEET_SPECIFIERS)
 
 
 def _check_writable(manifest: Manifest, where: Location, text: str) -> None:
@@ -460,46 +369,7 @@ def _check_writable(manifest: Manifest, where: Location, text: str) -> None:
         raise manifest.error(where, f"{text!r} holds {match[0]!r}, which {reason}")
 
 
-def _check_specifiers(
-    manifest: Manifest, where: Location, text: str, allowed: frozenset[str]
-) -> None:
-    for match in re.finditer(r"%(.?)", text, re.DOTALL):
-        if match[1] not in allowed:
-            known = " ".join(f"%{letter}" for letter in sorted(allowed))
-            raise manifest.error(where, f"{match[0]!r} is not a specifier here (known: {known})")
-
-
-def _check_keys(
-    manifest: Manifest, where: Location, raw: dict[object, object], known: tuple[str, ...]
-) -> None:
-    for key in raw:
-        if key not in known:
-            raise manifest.error((*where, str(key)), f"unknown key (known: {', '.join(known)})")
-
-
 def _choice(manifest: Manifest, where: Location, value: object, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise manifest.error(where, f"{value!r} is not one of: {', '.join(choices)}")
     return value  # type: ignore[return-value]
-
-
-def _get(manifest: Manifest, key: str, default: object = None) -> object:
-    # An empty `key:` in YAML means "not given", not null.
-    value = manifest.data.get(key)
-    return default if value is None else value
-
-
-TYPE_NAMES: dict[type, str] = {str: "a string", int: "a number", bool: "true or false"}
-TYPE_NAMES |= {list: "a list", dict: "a mapping"}
-
-
-def _typed(manifest: Manifest, where: Location, value: object, kind: type[T]) -> T:
-    """`value` if it is of `kind`; raise naming the line otherwise."""
-    # bool is an int in Python, but `stop_timeout: yes` is not a number.
-    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise manifest.error(where, f"must be {TYPE_NAMES[kind]}, not {type(value).__name__}")
-    return value
-
-
-def _optional(manifest: Manifest, where: Location, value: object, kind: type[T]) -> T | None:
-    return None if value is None else _typed(manifest, where, value, kind)

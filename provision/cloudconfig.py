@@ -8,187 +8,50 @@ config with any error must not be applied. Keys may be written with `-` or `_`.
 
 Scalars are read from their YAML source text, not through YAML 1.1's typing: `permissions: 0644`
 stays "0644" (not the integer 420) and etcd's `proxy: off` stays "off" (not false).
+
+What each key accepts is in cloudconfig_schema.py, the model in cloudconfig_model.py, and the
+typed reading of YAML nodes in cloudconfig_yaml.py; this module walks a document through them.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
-import difflib
 import gzip
 import posixpath
-import re
 import zlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Literal, TypeVar
 
 import yaml
 
-from fleetd.config import SETTINGS_BY_NAME as FLEET_SETTINGS
-
-HEADER = "#cloud-config"
-TAG = "tag:yaml.org,2002:"
-SCALAR_TAGS = {TAG + name for name in ("str", "int", "float", "bool")}
-NULL_TAG = TAG + "null"
-BOOL_TAG = TAG + "bool"
-
-# The keys each mapping accepts (after `-` -> `_`).
-USER_FIELDS = "name passwd groups ssh_authorized_keys homedir shell system primary_group gecos"
-USER_KEYS = frozenset(f"{USER_FIELDS} no_create_home".split())
-FILE_KEYS = frozenset({"path", "content", "encoding", "permissions", "owner"})
-UNIT_KEYS = frozenset({"name", "content", "enable", "runtime", "mask", "command", "drop_ins"})
-DROP_IN_KEYS = frozenset({"name", "content"})
-TOP_KEYS = frozenset(
-    {"hostname", "users", "ssh_authorized_keys", "write_files", "manage_etc_hosts", "coreos"}
+from .cloudconfig_model import CloudConfig, DropIn, Finding, Parsed, Unit, User, WriteFile
+from .cloudconfig_schema import (
+    COMMANDS,
+    COREOS_KEYS,
+    DROP_IN_KEYS,
+    DROP_IN_NAME,
+    ENCODINGS,
+    ETCD_FLAGS,
+    ETCD_PROXY_VALUES,
+    FILE_KEYS,
+    FLEET_SETTINGS,
+    HEADER,
+    HOSTNAME,
+    NOT_HERE,
+    OWNER,
+    PERMISSIONS,
+    TOP_KEYS,
+    UNIT_COMMANDS,
+    UNIT_KEYS,
+    UNIT_NAME,
+    USER_KEYS,
+    USER_NAME,
+    decode_content,
+    is_under_usr,
 )
-COREOS_KEYS = frozenset({"units", "etcd2", "fleet"})
-# Why a key a user may reasonably write is not applied (shown with the warning).
-NOT_HERE = {
-    "units": "did you mean coreos.units?",
-    "etcd2": "did you mean coreos.etcd2?",
-    "fleet": "did you mean coreos.fleet?",
-    "write_files": "write_files goes at the top level, not under coreos",
-    "etcd": "etcd 0.4's settings are not supported; use coreos.etcd2",
-    "flannel": "Flotilla ships no flannel",
-    "locksmith": "Flotilla ships no locksmithd",
-    "update": "Flotilla ships no update-engine",
-    "oem": "the OEM partition carries oem-release on Flotilla",
-    "runcmd": "a cloud-init key: run commands from a unit in coreos.units",
-    "bootcmd": "a cloud-init key: run commands from a unit in coreos.units",
-    "packages": "a cloud-init key: Flotilla has no package manager",
-    "no_user_group": "not supported by flotilla-cloudinit",
-    "no_log_init": "not supported by flotilla-cloudinit",
-    "coreos_ssh_import_github": "deprecated in coreos-cloudinit and not supported",
-    "coreos_ssh_import_github_users": "deprecated in coreos-cloudinit and not supported",
-    "coreos_ssh_import_url": "deprecated in coreos-cloudinit and not supported",
-}
+from .cloudconfig_yaml import BOOL_TAG, NULL_TAG, NodeReader, line_of, normal_key
 
-COMMANDS = "start stop restart reload try-restart reload-or-restart reload-or-try-restart"
-UNIT_COMMANDS = frozenset(COMMANDS.split())
-UNIT_TYPES = "service socket timer path mount automount swap target slice device scope"
-NETWORK_UNIT_TYPES = ("network", "netdev", "link")
-UNIT_SUFFIXES = "|".join([*UNIT_TYPES.split(), *NETWORK_UNIT_TYPES])
-UNIT_NAME = re.compile(rf"[A-Za-z0-9:_\\-][A-Za-z0-9:_.\\@-]*\.({UNIT_SUFFIXES})\Z")
-DROP_IN_NAME = re.compile(r"[A-Za-z0-9:_@-][A-Za-z0-9:_.@-]*\.conf\Z")
-HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\Z")
-USER_NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,31}\Z")
-OWNER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(:([A-Za-z0-9_][A-Za-z0-9_.-]*)?)?\Z")
-PERMISSIONS = re.compile(r"0?[0-7]{3,4}\Z")
-ENCODINGS = {
-    "": (),
-    "b64": ("base64",),
-    "base64": ("base64",),
-    "gz": ("gzip",),
-    "gzip": ("gzip",),
-    **{f"{gz}+{b64}": ("base64", "gzip") for gz in ("gz", "gzip") for b64 in ("b64", "base64")},
-}
-# etcd 3.4's flags (`etcd --help` of Debian 12's etcd-server), as ETCD_* variables name them.
-ETCD_FLAG_NAMES = """advertise_client_urls auth_token auth_token_ttl auto_compaction_mode
-    auto_compaction_retention auto_tls backend_batch_interval backend_batch_limit bcrypt_cost
-    cert_file cipher_suites client_cert_allowed_hostname client_cert_auth client_crl_file cors
-    data_dir debug discovery discovery_fallback discovery_proxy discovery_srv discovery_srv_name
-    election_timeout enable_pprof enable_v2 experimental_backend_bbolt_freelist_type
-    experimental_compaction_batch_limit experimental_corrupt_check_time
-    experimental_enable_lease_checkpoint experimental_enable_v2v3
-    experimental_initial_corrupt_check experimental_peer_skip_client_san_verification
-    experimental_warning_apply_duration experimental_watch_progress_notify_interval
-    force_new_cluster grpc_keepalive_interval grpc_keepalive_min_time grpc_keepalive_timeout
-    heartbeat_interval host_whitelist initial_advertise_peer_urls initial_cluster
-    initial_cluster_state initial_cluster_token initial_election_tick_advance key_file
-    listen_client_urls listen_metrics_urls listen_peer_urls log_level log_outputs
-    log_package_levels logger max_concurrent_streams max_request_bytes max_snapshots max_txn_ops
-    max_wals metrics name peer_auto_tls peer_cert_allowed_cn peer_cert_allowed_hostname
-    peer_cert_file peer_client_cert_auth peer_crl_file peer_key_file peer_trusted_ca_file
-    pre_vote proxy proxy_dial_timeout proxy_failure_wait proxy_read_timeout
-    proxy_refresh_interval proxy_write_timeout quota_backend_bytes snapshot_count
-    strict_reconfig_check trusted_ca_file wal_dir"""
-ETCD_FLAGS = frozenset(ETCD_FLAG_NAMES.split())
-ETCD_PROXY_VALUES = ("on", "off", "readonly")
-
-Level = Literal["error", "warning"]
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Finding:
-    line: int
-    level: Level
-    message: str
-
-    def __str__(self) -> str:
-        return f"line {self.line}: {self.level}: {self.message}"
-
-
-@dataclass(frozen=True)
-class User:
-    name: str
-    line: int = 1
-    passwd: str | None = None
-    groups: tuple[str, ...] = ()
-    ssh_authorized_keys: tuple[str, ...] = ()
-    homedir: str | None = None
-    shell: str | None = None
-    system: bool = False
-    primary_group: str | None = None
-    gecos: str | None = None
-    no_create_home: bool = False
-
-
-@dataclass(frozen=True)
-class WriteFile:
-    path: str
-    content: bytes  # already decoded from its `encoding`
-    permissions: int = 0o644
-    owner: str | None = None  # chown(1)'s "user", "user:group" or "user:"
-    line: int = 1
-
-
-@dataclass(frozen=True)
-class DropIn:
-    name: str
-    content: str
-
-
-@dataclass(frozen=True)
-class Unit:
-    name: str
-    line: int = 1
-    content: str | None = None
-    enable: bool = False
-    runtime: bool = False
-    mask: bool | None = None  # None: not said; False asks for an unmask
-    command: str | None = None
-    drop_ins: tuple[DropIn, ...] = ()
-
-    @property
-    def is_network(self) -> bool:
-        return self.name.endswith(tuple(f".{kind}" for kind in NETWORK_UNIT_TYPES))
-
-
-@dataclass(frozen=True)
-class CloudConfig:
-    hostname: str | None = None
-    users: tuple[User, ...] = ()
-    ssh_authorized_keys: tuple[str, ...] = ()
-    write_files: tuple[WriteFile, ...] = ()
-    manage_etc_hosts: str | None = None
-    units: tuple[Unit, ...] = ()
-    etcd2: tuple[tuple[str, str], ...] = ()  # (ETCD_* variable, value), in file order
-    fleet: tuple[tuple[str, str], ...] = ()  # (FLEET_* variable, value)
-    # The line of each top-level key, for findings about the machine when it is applied.
-    lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
-
-
-@dataclass(frozen=True)
-class Parsed:
-    config: CloudConfig
-    findings: tuple[Finding, ...]
-
-    @property
-    def errors(self) -> tuple[Finding, ...]:
-        return tuple(f for f in self.findings if f.level == "error")
+# The model is read from here too: `from provision.cloudconfig import CloudConfig, Finding`.
+__all__ = ["CloudConfig", "DropIn", "Finding", "Parsed", "Unit", "User", "WriteFile"]
+__all__ += ["parse_cloud_config"]
 
 
 def parse_cloud_config(data: bytes | str) -> Parsed:
@@ -200,49 +63,10 @@ def parse_cloud_config(data: bytes | str) -> Parsed:
     return Parsed(config or CloudConfig(), tuple(findings))
 
 
-def decode_content(content: str, encoding: str) -> bytes:
-    """write_files content as bytes; ValueError when it is not in its `encoding`."""
-    data = content.encode()
-    for step in ENCODINGS[encoding]:
-        if step == "base64":
-            try:
-                data = base64.b64decode(b"".join(data.split()), validate=True)
-            except binascii.Error as error:
-                raise ValueError(str(error)) from None
-        else:
-            try:
-                data = gzip.decompress(data)
-            except (OSError, EOFError, zlib.error) as error:
-                raise ValueError(str(error)) from None
-    return data
-
-
-def is_under_usr(path: str) -> bool:
-    normal = "/" + posixpath.normpath(path).lstrip("/")
-    return normal == "/usr" or normal.startswith("/usr/")
-
-
-def normal_key(node: yaml.Node) -> str:
-    return str(node.value).replace("-", "_")
-
-
-def line_of(node: yaml.Node) -> int:
-    return node.start_mark.line + 1
-
-
-class Reader:
+class Reader(NodeReader):
     """Walks the YAML node tree, collecting findings and building the model of what is valid."""
 
-    def __init__(self) -> None:
-        self.findings: list[Finding] = []
-
-    def error(self, node: yaml.Node | int, message: str) -> None:
-        line = node if isinstance(node, int) else line_of(node)
-        self.findings.append(Finding(line, "error", message))
-
-    def warning(self, node: yaml.Node | int, message: str) -> None:
-        line = node if isinstance(node, int) else line_of(node)
-        self.findings.append(Finding(line, "warning", message))
+    hints = NOT_HERE
 
     # -- the document ---------------------------------------------------------------------
 
@@ -319,67 +143,6 @@ class Reader:
             etcd2=self.etcd2(coreos.get("etcd2")),
             fleet=self.fleet(coreos.get("fleet")),
         )
-
-    # -- types ----------------------------------------------------------------------------
-
-    def mapping(
-        self, node: yaml.Node, name: str, known: frozenset[str] | None
-    ) -> dict[str, yaml.Node] | None:
-        """The fields of a mapping node; unknown keys (when `known` is given) are warned about."""
-        if not isinstance(node, yaml.MappingNode):
-            self.error(node, f'incorrect type for "{name}" (want a mapping)')
-            return None
-        fields: dict[str, yaml.Node] = {}
-        for key_node, value_node in node.value:
-            key = normal_key(key_node)
-            if key in fields:
-                self.warning(
-                    key_node, f'duplicate key "{key_node.value}" in "{name}": the last one counts'
-                )
-            if known is None or key in known:
-                fields[key] = value_node
-            else:
-                self.unknown_key(key_node, key, known)
-        return fields
-
-    def unknown_key(self, key_node: yaml.Node, key: str, known: frozenset[str]) -> None:
-        message = f'unrecognized key "{key_node.value}"'
-        if key in NOT_HERE:
-            message += f" ({NOT_HERE[key]})"
-        elif close := difflib.get_close_matches(key, sorted(known), n=1):
-            message += f' (did you mean "{close[0]}"?)'
-        self.warning(key_node, message + "; ignored")
-
-    def items(
-        self, node: yaml.Node | None, name: str, read: Callable[[yaml.Node], T | None]
-    ) -> list[T]:
-        if node is None or node.tag == NULL_TAG:
-            return []
-        if not isinstance(node, yaml.SequenceNode):
-            self.error(node, f'incorrect type for "{name}" (want a list)')
-            return []
-        return [item for item in map(read, node.value) if item is not None]
-
-    def text(self, node: yaml.Node | None, name: str) -> str | None:
-        """A string; numbers and booleans are taken as they are written (coreos-cloudinit too)."""
-        if node is None or node.tag == NULL_TAG:
-            return None
-        if isinstance(node, yaml.ScalarNode) and node.tag in SCALAR_TAGS:
-            return node.value
-        self.error(node, f'incorrect type for "{name}" (want a string)')
-        return None
-
-    def boolean(self, node: yaml.Node | None, name: str) -> bool | None:
-        if node is None or node.tag == NULL_TAG:
-            return None
-        if isinstance(node, yaml.ScalarNode) and node.tag == BOOL_TAG:
-            return yaml.constructor.SafeConstructor.bool_values[node.value.lower()]
-        self.error(node, f'incorrect type for "{name}" (want true or false)')
-        return None
-
-    def strings(self, node: yaml.Node | None, name: str) -> tuple[str, ...]:
-        values = self.items(node, name, lambda item: self.text(item, f"{name} item"))
-        return tuple(values)
 
     # -- sections -------------------------------------------------------------------------
 

@@ -17,7 +17,8 @@ import click
 from flotilla.process import CommandError
 
 from .cloudconfig import Finding, parse_cloud_config
-from .cloudconfig_apply import execute, plan_apply, read_machine
+from .cloudconfig_apply import execute, read_machine
+from .cloudconfig_plan import plan_apply
 
 USER_DATA = Path("openstack/latest/user_data")  # inside a config drive
 EXIT_OK, EXIT_FAILED = 0, 1

@@ -20,6 +20,8 @@ BADNESS_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (name, re.compile(regex))
     for name, regex in (
         ("kernel panic", r"Kernel panic - not syncing"),
+        # The initramfs's banner (flotilla-ignition) and Ignition's own critical line.
+        ("ignition failure", r"IGNITION FAILED|Ignition failed:|ignition\[\d+\]: CRITICAL"),
         ("oops", r"\bOops:"),
         ("kernel warning", r"WARNING: CPU: \d+ PID: \d+ at"),
         ("soft lockup", r"BUG: soft lockup"),

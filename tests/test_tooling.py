@@ -30,7 +30,13 @@ PURE_MODULES = [
     "fleetd/machine_plan.py",
     "fleetd/fencing.py",
     "podunits/spec.py",
+    "podunits/fields.py",
+    "podunits/placement.py",
     "provision/cloudconfig.py",
+    "provision/cloudconfig_schema.py",
+    "provision/cloudconfig_model.py",
+    "provision/cloudconfig_yaml.py",
+    "provision/cloudconfig_plan.py",
 ]
 IO_MODULES = {"subprocess", "socket", "aetcd", "dbus_fast", "urllib", "asyncio", "os"}
 IO_MODULES |= {"flotilla.process", "flotilla.steps"}  # flotilla.manifest is pure

@@ -143,6 +143,15 @@ localhost login: \r
             "segfault",
         ),
         ("Segmentation fault (core dumped)", "segfault"),
+        (
+            "flotilla: IGNITION FAILED (ignition-files.service): provisioning stopped, this boot "
+            "will not continue.",
+            "ignition failure",
+        ),
+        (
+            "[    9.000000] ignition[402]: CRITICAL : Ignition failed: failed to create files",
+            "ignition failure",
+        ),
     ],
 )
 def test_each_kind_of_badness_is_found(line: str, pattern: str) -> None:

@@ -15,15 +15,8 @@ from pathlib import Path
 import pytest
 
 from provision.cloudconfig import CloudConfig, Finding, parse_cloud_config
-from provision.cloudconfig_apply import (
-    Machine,
-    MakeDirectory,
-    PutFile,
-    RunCommand,
-    execute,
-    plan_apply,
-    read_machine,
-)
+from provision.cloudconfig_apply import execute, read_machine
+from provision.cloudconfig_plan import Machine, MakeDirectory, PutFile, RunCommand, plan_apply
 
 GZ_B64 = base64.b64encode(gzip.compress(b"compressed\n")).decode()
 B64 = base64.b64encode(b"\x00binary\xff").decode()

@@ -1,0 +1,199 @@
+"""The product end to end under QEMU: three VMs from the image, provisioned by Ignition, form an
+etcd + fleet cluster; a container unit rendered from a short spec serves HTTP and fails over
+when its VM is killed. One cluster is shared by the module (kola's cluster tests, and
+fleet's functional tests, in one)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from imagebuild.image import Artifacts
+from qemu.badness import format_findings, scan_console
+from qemu.cluster import Cluster
+from qemu.cluster_checks import (
+    DEMO_UNIT,
+    UnitSampler,
+    cluster_cli,
+    fetch_page,
+    fleetctl,
+    render_demo_unit,
+    wait_for_page,
+    wait_until,
+)
+from qemu.cluster_network import netns_exists
+from tests.vm.conftest import OUTPUT_DIR
+
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(1500)]
+NODES = ["n1", "n2", "n3"]
+
+
+@pytest.fixture(scope="module")
+def cluster(image: Artifacts) -> Iterator[Cluster]:
+    name = "vm" + secrets.token_hex(2)
+    try:
+        result = cluster_cli(name, "up", "--image-dir", str(image.qcow2.parent))
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "fleet lists 3 machines" in result.stdout
+        cluster = Cluster(name)
+        cluster.load()
+        yield cluster
+    finally:
+        consoles = save_consoles(Cluster(name))
+        assert cluster_cli(name, "down").returncode == 0
+        assert_nothing_left(Cluster(name))
+    for node, console in consoles.items():
+        findings = scan_console(console)
+        assert not findings, f"console of {node}:\n{format_findings(findings)}"
+
+
+def save_consoles(cluster: Cluster) -> dict[str, str]:
+    consoles = {}
+    OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
+    for node in NODES:
+        path = cluster.node_files(node).console
+        if path.exists():
+            consoles[node] = path.read_text(errors="replace")
+            shutil.copyfile(path, OUTPUT_DIR / f"cluster-{node}.console.log")
+    return consoles
+
+
+def assert_nothing_left(cluster: Cluster) -> None:
+    assert not cluster.directory.exists()
+    assert not netns_exists(cluster.netns)
+    assert not any(cluster.name in line for line in Path("/proc/mounts").read_text().splitlines())
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                argv = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            assert str(cluster.directory).encode() not in argv, f"pid {proc.name} is left"
+
+
+def test_ls_shows_every_node_running_with_its_ports(cluster: Cluster) -> None:
+    listing = cluster_cli(cluster.name, "ls").stdout.splitlines()
+    rows = [line.split() for line in listing[1:]]
+    assert [row[0] for row in rows] == NODES
+    assert all(row[1] == "running" for row in rows)
+    assert [row[3] for row in rows] == [cluster.inventory.node(n).ip for n in NODES]
+
+
+def test_fleetctl_on_the_host_lists_three_machines_with_their_private_ips(
+    cluster: Cluster,
+) -> None:
+    machines = fleetctl(cluster, "list-machines", "--no-legend", "--full").splitlines()
+    ips = sorted(line.split()[1] for line in machines)
+    assert ips == sorted(cluster.inventory.node(n).ip for n in NODES)
+
+
+def test_etcd_has_three_healthy_members_and_every_node_writes_and_reads(
+    cluster: Cluster,
+) -> None:
+    """kola's etcd cluster check: every member healthy; a key put on one node is read on every
+    node, and deleted from each in turn."""
+    health = cluster.ssh("n1", "etcdctl endpoint health --cluster 2>&1")
+    assert health.count("is healthy") == 3, health
+    assert len(cluster.ssh("n1", "etcdctl member list").splitlines()) == 3
+    for writer in NODES:
+        key, value = f"/kola/{writer}", secrets.token_hex(8)
+        cluster.ssh(writer, f"etcdctl put {key} {value}")
+        for reader in NODES:
+            assert cluster.ssh(reader, f"etcdctl get --print-value-only {key}").strip() == value
+        cluster.ssh(writer, f"etcdctl del {key}")
+        for reader in NODES:
+            assert cluster.ssh(reader, f"etcdctl get --print-value-only {key}").strip() == ""
+
+
+def test_ignition_applied_the_whole_config(cluster: Cluster) -> None:
+    node = cluster.inventory.node("n1")
+    assert cluster.ssh("n1", "hostname").strip() == "n1"
+    hosts = cluster.ssh("n1", "cat /etc/hosts")
+    assert all(f"{peer.ip}\t{peer.name}" in hosts for peer in cluster.inventory.nodes)
+    assert node.ip in cluster.ssh("n1", "ip -4 -o addr show")
+    assert cluster.ssh("n1", "stat -c %a /etc/flotilla").strip() == "755"
+    assert cluster.ssh("n1", "readlink /etc/flotilla/fleet.conf").strip() == "/etc/fleet/fleet.conf"
+    assert f"FLOTILLA_NODE_IP={node.ip}" in cluster.ssh("n1", "cat /etc/flotilla/node.env")
+    enabled = cluster.ssh("n1", "systemctl is-enabled etcd fleetd podman-auto-update.timer", 30,
+                          check=False).split()  # fmt: skip
+    assert enabled == ["enabled", "enabled", "masked"]
+    drop_ins = cluster.ssh("n1", "systemctl show -p DropInPaths --value etcd fleetd")
+    assert drop_ins.count("20-cluster.conf") == 2
+    key = cluster.key.with_suffix(".pub").read_text().split()[1]
+    assert key in cluster.ssh("n1", "cat ~/.ssh/authorized_keys.d/ignition")
+    result = json.loads(cluster.ssh("n1", "sudo cat /etc/.ignition-result.json"))
+    assert result["userConfigProvided"] is True
+    # The boot tooling dropped the first-boot flag from the disk's own boot entry, too.
+    assert cluster.ssh("n1", "systemctl is-active flotilla-ignition-done").strip() == "active"
+    entries = cluster.ssh("n1", "sudo cat /boot/loader/entries/*.conf")
+    assert "ignition.firstboot" not in entries and "ignition.platform.id=qemu" in entries
+
+
+def test_a_container_unit_fails_over_to_another_vm_and_never_runs_twice(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    unit = render_demo_unit(tmp_path)
+    fleetctl(cluster, "start", str(unit), timeout=180)
+    origin, page = wait_for_page(cluster, NODES, time.monotonic() + 180)
+    assert page.strip() == f"hello from {origin}"
+    survivors = [node for node in NODES if node != origin]
+    machine_id = cluster.ssh(origin, "cat /etc/machine-id").strip()
+    ignition_result = cluster.ssh(origin, "sudo cat /etc/.ignition-result.json")
+    # Ignition runs once: a file it wrote and we deleted stays deleted across the next boot.
+    cluster.ssh(origin, "sudo rm /etc/flotilla/node.env && sync")
+
+    with UnitSampler(cluster, DEMO_UNIT) as sampler:
+        killed_at = time.monotonic()
+        assert cluster_cli(cluster.name, "kill", origin).returncode == 0
+        assert fetch_page(cluster, origin) is None
+        new_home, page = wait_for_page(cluster, survivors, killed_at + 180)
+        failover = time.monotonic() - killed_at
+        assert page.strip() == f"hello from {new_home}"
+        for node in survivors:  # etcd kept its quorum
+            endpoints = ",".join(f"http://{cluster.inventory.node(n).ip}:2379" for n in survivors)
+            health = cluster.ssh(node, f"etcdctl endpoint health --endpoints={endpoints} 2>&1")
+            assert health.count("is healthy") == 2, health
+
+        started = cluster_cli(cluster.name, "start", origin)
+        assert started.returncode == 0, started.stderr
+        assert cluster.ssh(origin, "cat /etc/machine-id").strip() == machine_id
+        wait_until(
+            lambda: machine_id in fleetctl(cluster, "list-machines", "--full", "--no-legend"),
+            120,
+            f"{origin} to rejoin fleet",
+        )
+        time.sleep(10)  # samples while the rejoined machine settles
+
+    assert sampler.rounds, "the sampler never answered"
+    assert not sampler.doubles, f"{DEMO_UNIT} ran on two machines at once: {sampler.doubles}"
+    assert fetch_page(cluster, new_home) == page
+    running = [node for node in NODES if sampler.active_on(node)]
+    assert running == [new_home]
+    containers = {
+        node: cluster.ssh(node, "sudo podman ps -q --filter name=hello-web") for node in NODES
+    }
+    assert [node for node, ids in containers.items() if ids.strip()] == [new_home]
+    # The rejoined machine was not provisioned again.
+    assert "/etc/flotilla/node.env" not in cluster.ssh(origin, "ls /etc/flotilla/")
+    assert cluster.ssh(origin, "sudo cat /etc/.ignition-result.json") == ignition_result
+    assert "ignition.firstboot" not in cluster.ssh(origin, "cat /proc/cmdline")
+    print(f"failover of {DEMO_UNIT}: {failover:.1f}s from the kill of {origin} to {new_home}")
+
+
+def test_a_clean_stop_leaves_the_cluster_at_once(cluster: Cluster) -> None:
+    """`stop` is an ACPI shutdown: fleetd leaves gracefully, so the machine is gone from fleet
+    without waiting for its lease."""
+    node = "n3"
+    machine_id = cluster.ssh(node, "cat /etc/machine-id").strip()
+    result = cluster_cli(cluster.name, "stop", node, timeout=180)
+    assert result.returncode == 0 and "stopped" in result.stdout, result.stdout
+    assert cluster.pid(node) is None
+    machines = fleetctl(cluster, "list-machines", "--full", "--no-legend")
+    assert machine_id not in machines
+    assert len(machines.splitlines()) == 2
