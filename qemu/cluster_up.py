@@ -17,6 +17,7 @@ from provision.render import TEMPLATES, Rendered, render_cloud_config, render_ig
 from provision.values import member_values
 
 from .cluster import Cluster, ClusterError, ClusterSpec
+from .vm import VmError
 
 ROLE = "member"
 Report = Callable[[str], None]
@@ -64,17 +65,26 @@ def bring_up(
         shutil.copy2(key, cluster.key)
         shutil.copy2(key.with_suffix(".pub"), cluster.key.with_suffix(".pub"))
     started = time.monotonic()
+    try:
+        boot_and_wait(cluster, inventory, started, report)
+    except (ClusterError, VmError, OSError) as error:
+        raise ClusterError(
+            f"{error}\nthe cluster is left as it is for a look (consoles in {cluster.directory});"
+            f" `flotilla-cluster --name {cluster.name} down` removes it"
+        ) from error
+    return time.monotonic() - started
+
+
+def boot_and_wait(cluster: Cluster, inventory: Inventory, started: float, report: Report) -> None:
     for node in inventory.nodes:
         cluster.start(node.name)
-    report(
-        f"launched {count} VMs (private network {inventory.gateway}/24 in netns {cluster.netns})"
-    )
+    network = f"private network {inventory.gateway}/24 in netns {cluster.netns}"
+    report(f"launched {len(inventory.nodes)} VMs ({network})")
     deadline = started + 600
     for node in inventory.nodes:
         cluster.wait_for_ssh(node.name, deadline)
         report(f"{node.name} answers SSH ({time.monotonic() - started:.1f}s)")
-    wait_for_machines(cluster, count, deadline)
-    return time.monotonic() - started
+    wait_for_machines(cluster, len(inventory.nodes), deadline)
 
 
 def fleetctl_argv(cluster: Cluster, node: str) -> list[str]:

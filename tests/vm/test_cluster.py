@@ -130,8 +130,9 @@ def test_ignition_applied_the_whole_config(cluster: Cluster) -> None:
     result = json.loads(cluster.ssh("n1", "sudo cat /etc/.ignition-result.json"))
     assert result["userConfigProvided"] is True
     # The boot tooling dropped the first-boot flag from the disk's own boot entry, too.
-    assert cluster.ssh("n1", "systemctl is-active flotilla-ignition-done").strip() == "active"
-    entries = cluster.ssh("n1", "sudo cat /boot/loader/entries/*.conf")
+    done = "systemctl is-active flotilla-ignition-done"
+    wait_until(lambda: cluster.ssh("n1", done, check=False).strip() == "active", 120, done)
+    entries = cluster.ssh("n1", "sudo sh -c 'cat /boot/loader/entries/*.conf'")
     assert "ignition.firstboot" not in entries and "ignition.platform.id=qemu" in entries
 
 

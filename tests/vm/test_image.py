@@ -184,9 +184,14 @@ def test_etcd_and_fleetd_run_when_configured(machine: Vm) -> None:
 
 
 def test_reboot_comes_back_with_the_same_identity(machine: Vm, first_boot: dict[str, str]) -> None:
+    # The disk's first boot ran Ignition (with no config here) and then the boot tooling took
+    # the first-boot flag out of the boot entry, so the reboot does not run it again.
+    assert "ignition.firstboot" in machine.ssh("cat /proc/cmdline")
+    assert "ignition.firstboot" not in machine.ssh("sudo sh -c 'cat /boot/loader/entries/*'")
     machine.reboot()
     assert machine.ssh("systemctl is-system-running --wait", check=False).strip() == "running"
     assert identity(machine) == first_boot
+    assert "ignition.firstboot" not in machine.ssh("cat /proc/cmdline")
 
 
 def test_a_fresh_clone_boots_its_kernel_directly_with_its_own_identity(

@@ -1,0 +1,46 @@
+"""What flotilla-cluster remembers between commands survives a save and a load unchanged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from provision.inventory import plan_inventory
+from qemu.cluster import Cluster, ClusterError, ClusterSpec, NodeRecord
+
+
+def test_state_round_trips(tmp_path: Path) -> None:
+    cluster = Cluster("demo", tmp_path)
+    cluster.directory.mkdir()
+    cluster.spec = ClusterSpec(
+        image=Path("/b/flotilla.qcow2"),
+        kernel=Path("/b/flotilla.vmlinuz"),
+        initrd=Path("/b/flotilla.initrd"),
+        cmdline="root=PARTUUID=x",
+        provision="cloud-config",
+        publish=(8080, 9000),
+    )
+    cluster.inventory = plan_inventory("demo", 2)
+    cluster.records = {
+        "n1": NodeRecord("n1", "10.1.1.11", {22: 40001, 2379: 40002}, provisioned=True, pid=7),
+        "n2": NodeRecord("n2", "10.1.1.12"),
+    }
+    cluster.save()
+    again = Cluster("demo", tmp_path)
+    again.load()
+    assert again.spec == cluster.spec
+    assert again.inventory == cluster.inventory
+    assert again.records == cluster.records
+    assert not list(cluster.directory.glob("*.partial"))  # written whole, then renamed
+
+
+def test_a_cluster_that_is_not_there_says_how_to_make_one(tmp_path: Path) -> None:
+    with pytest.raises(ClusterError, match="flotilla-cluster up"):
+        Cluster("nothing", tmp_path).load()
+
+
+def test_a_second_cluster_of_the_same_name_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "demo").mkdir()
+    with pytest.raises(ClusterError, match="--name demo down"):
+        Cluster("demo", tmp_path).check_absent()
