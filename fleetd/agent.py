@@ -128,7 +128,9 @@ class Agent:
         self.publisher.changed.clear()
         self.assigned = await self.registry.assignments(self.machine_id)
         self.loaded = self.unit_files()
-        tasks = plan_machine(self.assigned, await self.local_units(), self.started)
+        tasks = plan_machine(
+            self.assigned, await self.local_units(), self.started, await self.known_to_systemd()
+        )
         for task in tasks:
             log.info(
                 "agent task=%s %s",
@@ -156,6 +158,12 @@ class Agent:
             name: LocalUnit(unit_hash, states[name].active_state if name in states else "inactive")
             for name, unit_hash in self.loaded.items()
         }
+
+    async def known_to_systemd(self) -> set[str]:
+        """Units assigned here, not loaded by this agent, that systemd has loaded anyway."""
+        new = [unit for unit in self.assigned if unit not in self.loaded]
+        states = await self.systemd.unit_states(new)
+        return {name for name, state in states.items() if state.load_state != "not-found"}
 
     def unit_files(self) -> dict[str, str]:
         """Units loaded by this agent: the files in units_directory and the hash of each."""

@@ -2,11 +2,17 @@
 
 Pure. Tasks run in a fixed order (unload, load, one daemon-reload, stop, start) so files are in
 place before systemd reloads and stops happen before starts; each task carries its reason.
+
+A daemon-reload is planned only when systemd may hold a stale definition: a unit was unloaded
+(or its file replaced), or a unit to load is one systemd already has loaded from some other
+file. A brand-new unit needs none: systemd (since v245) loads a unit it has not found before
+again once its unit directories changed, which linking the file does. A reload re-runs every
+generator and re-reads every unit; under a slow CPU (a TCG VM) that is seconds of a failover.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from .model import Assignment, DesiredState
@@ -62,19 +68,28 @@ def plan_machine(
     desired: Mapping[str, Assignment],
     current: Mapping[str, LocalUnit],
     started: Mapping[str, str],
+    known_to_systemd: Collection[str] = (),
 ) -> list[AgentTask]:
     """Tasks that make this machine run what is assigned to it.
 
     `started` maps units to the hash this agent last started; a launched unit that has since
     failed or exited is not started again (restarts are systemd's `Restart=`), but one this
-    agent never started (after a restart of fleetd, say) is.
+    agent never started (after a restart of fleetd, say) is. `known_to_systemd` names the units
+    that are not ours yet but that systemd has loaded (from another file): loading one of ours
+    over it needs a reload.
     """
     tasks: list[AgentTask] = []
     for unit in sorted(set(desired) | set(current)):
         tasks += plan_unit(unit, desired.get(unit), current.get(unit), started.get(unit))
-    if any(isinstance(task, LoadUnit | UnloadUnit) for task in tasks):
+    if any(needs_reload(task, known_to_systemd) for task in tasks):
         tasks.append(ReloadSystemd())
     return sorted(tasks, key=lambda task: TASK_ORDER[type(task)])
+
+
+def needs_reload(task: AgentTask, known_to_systemd: Collection[str]) -> bool:
+    if isinstance(task, UnloadUnit):
+        return True
+    return isinstance(task, LoadUnit) and task.unit in known_to_systemd
 
 
 def plan_unit(

@@ -66,6 +66,7 @@ class Cluster:
         self.name = name
         self.directory = root / name
         self.netns = netns_name(name)
+        self.loaded_at: int | None = None  # mtime of the state file as last read or written
 
     # files
 
@@ -108,6 +109,13 @@ class Cluster:
             name: NodeRecord(**{**raw, "ports": {int(k): v for k, v in raw["ports"].items()}})
             for name, raw in state["nodes"].items()
         }
+        self.loaded_at = self.state_file.stat().st_mtime_ns
+
+    def record(self, name: str) -> NodeRecord:
+        """A node's record, re-read when another command (a `start` elsewhere) changed it."""
+        if self.state_file.stat().st_mtime_ns != self.loaded_at:
+            self.load()
+        return self.records[name]
 
     def save(self) -> None:
         spec = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self.spec).items()}
@@ -120,6 +128,7 @@ class Cluster:
         partial = self.state_file.with_suffix(".partial")
         partial.write_text(json.dumps(state, indent=2) + "\n")
         partial.replace(self.state_file)
+        self.loaded_at = self.state_file.stat().st_mtime_ns
 
     # lifecycle
 
@@ -153,7 +162,7 @@ class Cluster:
     def start(self, name: str) -> None:
         """Boot a node: the same disk (and so the same identity) every time."""
         node = self.inventory.node(name)
-        record = self.records[name]
+        record = self.record(name)
         if self.pid(name):
             raise ClusterError(f"{name} is already running (pid {record.pid})")
         files = self.node_files(name)
@@ -244,7 +253,7 @@ class Cluster:
         return pid
 
     def ssh_argv(self, name: str) -> list[str]:
-        port = self.records[name].ports.get(SSH_PORT)
+        port = self.record(name).ports.get(SSH_PORT)
         if not port or self.pid(name) is None:
             raise ClusterError(f"{name} is not running")
         return ssh_command(port, self.key)
@@ -264,10 +273,10 @@ class Cluster:
         return True
 
     def etcd_endpoint(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.records[name].ports[ETCD_PORT]}"
+        return f"http://127.0.0.1:{self.record(name).ports[ETCD_PORT]}"
 
     def host_port(self, name: str, guest_port: int) -> int:
-        return self.records[name].ports[guest_port]
+        return self.record(name).ports[guest_port]
 
     def running_nodes(self) -> list[str]:
         return [n.name for n in self.inventory.nodes if self.pid(n.name) is not None]
@@ -276,10 +285,10 @@ class Cluster:
         while time.monotonic() < deadline:
             if self.pid(name) is None:
                 raise ClusterError(f"{name}: QEMU exited\n{qemu_log(self.node_files(name))}")
-            port = self.records[name].ports[SSH_PORT]
-            if ssh_banner(port) and self.answers(name):
-                if not self.records[name].provisioned:
-                    self.records[name].provisioned = True
+            record = self.record(name)
+            if ssh_banner(record.ports[SSH_PORT]) and self.answers(name):
+                if not record.provisioned:
+                    record.provisioned = True
                     self.save()
                 return
             time.sleep(1)

@@ -17,8 +17,17 @@ LAUNCHED = Assignment("h1", DesiredState.LAUNCHED)
 LOADED = Assignment("h1", DesiredState.LOADED)
 
 
-def test_newly_assigned_launched_unit_is_loaded_reloaded_then_started() -> None:
+def test_newly_assigned_launched_unit_is_loaded_then_started_without_a_reload() -> None:
+    # systemd loads a unit it never had once its file is linked: no daemon-reload needed.
     tasks = plan_machine({"a.service": LAUNCHED}, {}, {})
+    assert tasks == [
+        LoadUnit("a.service", "h1", "assigned here"),
+        StartUnit("a.service", "h1", "desired state is launched"),
+    ]
+
+
+def test_a_unit_systemd_already_has_from_another_file_is_loaded_reloaded_then_started() -> None:
+    tasks = plan_machine({"a.service": LAUNCHED}, {}, {}, known_to_systemd={"a.service"})
     assert tasks == [
         LoadUnit("a.service", "h1", "assigned here"),
         ReloadSystemd(),

@@ -186,6 +186,17 @@ def test_a_container_unit_fails_over_to_another_vm_and_never_runs_twice(
     assert "ignition.firstboot" not in cluster.ssh(origin, "cat /proc/cmdline")
     print(f"failover of {DEMO_UNIT}: {failover:.1f}s from the kill of {origin} to {new_home}")
 
+    # Destroyed, the unit leaves no container anywhere, not even a stopped one.
+    fleetctl(cluster, "destroy", DEMO_UNIT, timeout=120)
+    leftover = f"sudo podman ps -a -q --filter name=hello-web; systemctl is-active {DEMO_UNIT}"
+    wait_until(
+        lambda: all(
+            cluster.ssh(node, leftover, check=False).split() == ["inactive"] for node in NODES
+        ),
+        120,
+        "no hello-web container and no active unit on any VM",
+    )
+
 
 def test_a_clean_stop_leaves_the_cluster_at_once(cluster: Cluster) -> None:
     """`stop` is an ACPI shutdown: fleetd leaves gracefully, so the machine is gone from fleet

@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import json
 import secrets
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from flotilla.process import run
 from imagebuild.image import Artifacts
 from provision.checks import check_config
 from provision.render import Rendered
 from qemu.badness import scan_console
-from qemu.cluster import Cluster
-from qemu.cluster_checks import cluster_cli, fleetctl
+from qemu.cluster import Cluster, qemu_pids_under
+from qemu.cluster_checks import BIN, cluster_cli, fleetctl
+from qemu.cluster_network import netns_exists
 from qemu.vm import Vm, ssh_banner
 from tests.vm.conftest import OUTPUT_DIR, RUN_ROOT, direct_boot, vm_config
 
@@ -54,6 +57,32 @@ def test_an_ignition_config_that_fails_at_boot_stops_provisioning_visibly(
     kinds = {finding.pattern for finding in scan_console(console)}
     assert "ignition failure" in kinds  # qemu/badness.py flags it
     assert "multi-user.target" not in console.split("IGNITION FAILED", 1)[1]
+
+
+def test_down_cleans_up_after_the_tool_itself_was_killed(image: Artifacts) -> None:
+    """SIGKILL `flotilla-cluster up` while its VMs boot: `down` still finds and removes every
+    QEMU, the namespace with its taps, and the files, from the cluster's name alone."""
+    name = "crash" + secrets.token_hex(2)
+    cluster = Cluster(name)
+    argv = [str(BIN / "flotilla-cluster"), "--name", name, "up", "--nodes", "2",
+            "--image-dir", str(image.qcow2.parent)]  # fmt: skip
+    tool = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while len(qemu_pids_under(cluster.directory)) < 2:
+            assert time.monotonic() < deadline, "the VMs never started"
+            assert tool.poll() is None, "up ended before it could be killed"
+            time.sleep(0.2)
+        tool.kill()
+        tool.wait()
+        assert netns_exists(cluster.netns) and cluster.directory.exists()
+    finally:
+        result = cluster_cli(name, "down")
+    assert result.returncode == 0, result.stderr
+    assert qemu_pids_under(cluster.directory) == []
+    assert not netns_exists(cluster.netns)
+    assert not cluster.directory.exists()
+    assert f"flc-{name}" not in run(["ip", "netns", "list"]).stdout  # the taps lived in it
 
 
 @pytest.fixture(scope="module")
