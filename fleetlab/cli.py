@@ -88,7 +88,12 @@ def main(ctx: click.Context, lab_name: str, state_root: Path) -> None:
     show_default=True,
     help="Seconds to wait for every machine to boot.",
 )
-@click.option("--fleetd", "with_fleetd", is_flag=True, help="Also start fleetd on every machine.")
+@click.option(
+    "--fleetd",
+    "with_fleetd",
+    is_flag=True,
+    help="Also run fleetd on every machine (enabled: it comes back on every boot).",
+)
 @click.option(
     "--agent-ttl",
     type=float,

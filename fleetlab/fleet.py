@@ -1,4 +1,4 @@
-"""fleetd on a lab: one fleet.conf per machine, fleetd started everywhere, a client on the host."""
+"""fleetd on a lab: one fleet.conf per machine, fleetd enabled everywhere, a client on the host."""
 
 from __future__ import annotations
 
@@ -33,14 +33,21 @@ def configure_fleetd(lab: Lab, machine: str, agent_ttl: float, **options: str) -
     lab.run(machine, ["sh", "-c", script], input=text)
 
 
+def enable_fleetd(lab: Lab, machine: str) -> None:
+    """Start fleetd now and on every later boot of the machine, as fleet.service was on CoreOS:
+    `systemctl enable` puts the wants link in the machine's /etc, which lives in its overlay
+    upper directory beside fleet.conf, so `start` after `kill` or `stop` brings fleetd back."""
+    lab.run(machine, ["systemctl", "enable", "--now", "fleetd.service"])
+
+
 def start_fleetd(
     lab: Lab, agent_ttl: float = 10.0, metadata: Mapping[str, str] | None = None
 ) -> None:
-    """Configure and start fleetd on every running machine (`metadata`: per machine name)."""
+    """Configure and enable fleetd on every running machine (`metadata`: per machine name)."""
     for machine in lab.running_machines():
         options = {"metadata": metadata[machine]} if metadata and machine in metadata else {}
         configure_fleetd(lab, machine, agent_ttl, **options)
-        lab.run(machine, ["systemctl", "start", "fleetd.service"])
+        enable_fleetd(lab, machine)
 
 
 @asynccontextmanager

@@ -26,7 +26,12 @@ class FleetctlGroup(click.Group):
             sys.exit(1)
 
 
-@click.group(cls=FleetctlGroup, context_settings={"auto_envvar_prefix": "FLEETCTL"})
+# fleet takes -h as well as --help, on the group and every command. `ssh` stops parsing options
+# at its first argument, so `fleetctl ssh m1 ls -h` still hands -h to the remote command.
+CONTEXT_SETTINGS = {"auto_envvar_prefix": "FLEETCTL", "help_option_names": ["-h", "--help"]}
+
+
+@click.group(cls=FleetctlGroup, context_settings=CONTEXT_SETTINGS, invoke_without_command=True)
 @click.option(
     "--endpoint",
     default=None,
@@ -62,6 +67,9 @@ def main(
     etcd_key_prefix: str,
 ) -> None:
     """fleetctl: control a Flotilla (fleet) cluster."""
+    if ctx.invoked_subcommand is None:  # a bare `fleetctl`: fleet prints its help, exit 0
+        click.echo(ctx.get_help())
+        ctx.exit(0)
     ssh = SshOptions(ssh_username, 22, strict_host_key_checking, known_hosts_file, ssh_timeout)
     ctx.obj = {
         "endpoint": endpoint,

@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+
+from fleetd.fleetctl.cli import main
 
 from .fleet import FleetCluster
 
@@ -56,6 +59,28 @@ def fleetctl(request: pytest.FixtureRequest, fleet: FleetCluster, tmp_path: Path
 
 def rows(text: str) -> list[list[str]]:
     return [line.split() for line in text.splitlines()]
+
+
+def test_bare_fleetctl_prints_help_and_succeeds_as_fleets_does() -> None:
+    bare = subprocess.run([FLEETCTL], capture_output=True, text=True, timeout=60)
+    assert bare.returncode == 0, bare.stderr
+    assert bare.stdout.startswith("Usage: fleetctl") and "list-machines" in bare.stdout
+
+
+@pytest.mark.parametrize("command", [[], *([name] for name in sorted(main.commands))])
+def test_dash_h_is_help_on_the_group_and_every_command(command: list[str]) -> None:
+    short = CliRunner().invoke(main, [*command, "-h"], prog_name="fleetctl")
+    assert short.exit_code == 0, short.output
+    long = CliRunner().invoke(main, [*command, "--help"], prog_name="fleetctl")
+    assert short.output == long.output
+    assert short.output.startswith(f"Usage: fleetctl {' '.join(command)}".rstrip())
+
+
+def test_ssh_hands_dash_h_to_the_remote_command() -> None:
+    root = main.make_context("fleetctl", ["ssh"])
+    ssh = main.commands["ssh"].make_context("ssh", ["m1", "ls", "-h", "--help"], parent=root)
+    assert ssh.params["target"] == "m1"
+    assert ssh.params["command"] == ("ls", "-h", "--help")
 
 
 async def test_fleetctl_drives_units_through_their_life(

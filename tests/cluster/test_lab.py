@@ -1,14 +1,19 @@
-"""fleetlab on real systemd machines: boot, reach, kill, start, partition, heal, down."""
+"""fleetlab on real systemd machines: boot, reach, kill, start, partition, heal, down; fleetd
+as `fleetlab up --fleetd` runs it."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
+from fleetd.client import FleetClient
 from fleetlab import network
+from fleetlab.fleet import fleet_client, start_fleetd
 from fleetlab.lab import Lab, LabError
 
 pytestmark = pytest.mark.cluster
@@ -103,6 +108,30 @@ def test_stop_powers_off_cleanly_and_the_journal_stays_readable(lab: Lab) -> Non
     assert {s.name: s.state for s in lab.status()}["m3"] == "down"
     assert "Reached target poweroff.target" in lab.journal_text("m3")
     assert lab.start("m3") in ("running", "degraded")
+
+
+async def wait_listed(client: FleetClient, machine_id: str, listed: bool, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while (machine_id in await client.machines()) != listed:
+        assert time.monotonic() < deadline, f"{machine_id} listed={not listed} after {timeout}s"
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.machines(2)
+async def test_fleetd_comes_back_on_every_boot_after_kill_and_after_stop(lab: Lab) -> None:
+    agent_ttl = 3.0
+    start_fleetd(lab, agent_ttl)  # what `fleetlab up --fleetd` does
+    record = lab.require_state().machine("m2")
+    assert record is not None
+    async with fleet_client(lab) as client:
+        for power_off in (lab.kill, lab.stop):
+            power_off("m2")
+            await wait_listed(client, record.machine_id, listed=False, timeout=agent_ttl + 10)
+            lab.start("m2")
+            fleetd = lab.run("m2", ["systemctl", "is-active", "fleetd.service"], check=False)
+            assert fleetd.stdout.strip() == "active", f"after {power_off.__name__}: {fleetd}"
+            # Booted means fleetd is up; registering takes it well under one agent_ttl.
+            await wait_listed(client, record.machine_id, listed=True, timeout=agent_ttl)
 
 
 def test_partition_cuts_off_only_that_machine_and_heal_restores_it(lab: Lab) -> None:
