@@ -283,7 +283,8 @@ def test_bad_image_names(reference: str) -> None:
 
 HELLO_ARGV = [
     "/usr/bin/podman", "run", "--cidfile=/run/web@7.service.ctr-id", "--cgroups=no-conmon",
-    "--rm", "--sdnotify=conmon", "--replace", "-d", "--pull=never", "--name", "hello-web",
+    "--rm", "--sdnotify=conmon", "--replace", "-d", "--pull=never",
+    "--label", "org.flotilla.unit=web@7.service", "--name", "hello-web",
     "--publish", "8080:80/tcp", "--env", "NODE=node-1", "localhost/busybox:latest", "sh", "-c",
     'mkdir -p /www && echo "hello from $NODE" > /www/index.html'
     " && exec httpd -f -v -p 80 -h /www",
@@ -345,7 +346,11 @@ restart: on-failure
 """
     _, unit = rendered(tmp_path, text)
     argv = exec_start(unit)
-    tail = argv[argv.index("--pull=never") + 1 :]
+    assert argv[argv.index("--pull=never") + 1 : argv.index("--name")] == [
+        "--label",
+        "org.flotilla.unit=web@7.service",
+    ]
+    tail = argv[argv.index("--name") :]
     assert tail == [
         "--name", "app", "--hostname", "app.example", "--network", "bridge",
         "--publish", "8443:443/tcp", "--volume", "/srv/conf:/etc/nginx:ro,Z",

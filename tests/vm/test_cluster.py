@@ -177,7 +177,7 @@ def test_a_container_unit_fails_over_to_another_vm_and_never_runs_twice(
     running = [node for node in NODES if sampler.active_on(node)]
     assert running == [new_home]
     containers = {
-        node: cluster.ssh(node, "sudo podman ps -q --filter name=hello-web") for node in NODES
+        node: cluster.ssh(node, "sudo podman ps -a -q --filter name=hello-web") for node in NODES
     }
     assert [node for node, ids in containers.items() if ids.strip()] == [new_home]
     # The rejoined machine was not provisioned again.
