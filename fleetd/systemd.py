@@ -321,7 +321,9 @@ class Systemd:
     ) -> UnitState:
         """A unit's state from its PropertiesChanged, which never carries LoadState."""
         active, sub = changed.get("ActiveState"), changed.get("SubState")
-        if active is None or sub is None or name not in load_states:
+        # A unit read while it had no file yet is "not-found"; linking its file and starting it
+        # loads it without a daemon-reload, and no signal says so: read it again.
+        if active is None or sub is None or load_states.get(name, "not-found") == "not-found":
             state = (await self.unit_states([name]))[name]
             load_states[name] = state.load_state
             if active is None or sub is None:

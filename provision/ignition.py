@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import tempfile
-from pathlib import Path
 
 from flotilla.process import run
 
@@ -32,7 +31,3 @@ def validate_ignition(config: Rendered, node: str) -> None:
             f"{result.stdout.strip()}"
         )
 
-
-def write_validated(config: Rendered, node: str, path: Path) -> None:
-    validate_ignition(config, node)
-    path.write_text(config.text)

@@ -10,20 +10,29 @@ the cluster's name.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from flotilla.process import CommandError, run
-from provision.inventory import Node, plan_inventory
+from provision.inventory import CLUSTER_NAME, Node, plan_inventory
 from provision.render import Rendered
 
-from .cluster_network import create_network, delete_network, netns_name, open_tap
+from .cluster_network import (
+    create_network,
+    delete_network,
+    netns_exists,
+    netns_name,
+    open_tap,
+)
 from .command import Forward, PrivateNic, RunFiles, VmConfig
 from .vm import VmError, launch_detached, monitor_command, read_forwards, ssh_banner, ssh_command
 
@@ -63,6 +72,11 @@ class NodeRecord:
 
 class Cluster:
     def __init__(self, name: str, root: Path = STATE_ROOT) -> None:
+        # Checked before anything else: the name becomes a directory that `down` removes.
+        if not CLUSTER_NAME.match(name):
+            raise ClusterError(
+                f"cluster name {name!r}: use a lower-case letter then up to 9 letters or digits"
+            )
         self.name = name
         self.directory = root / name
         self.netns = netns_name(name)
@@ -91,7 +105,7 @@ class Cluster:
     # state
 
     def load(self) -> None:
-        if not self.exists():
+        if not self.exists():  # also after a `down` elsewhere
             raise ClusterError(f"no cluster {self.name!r} (start one with `flotilla-cluster up`)")
         state = json.loads(self.state_file.read_text())
         spec = state["spec"]
@@ -113,7 +127,7 @@ class Cluster:
 
     def record(self, name: str) -> NodeRecord:
         """A node's record, re-read when another command (a `start` elsewhere) changed it."""
-        if self.state_file.stat().st_mtime_ns != self.loaded_at:
+        if not self.exists() or self.state_file.stat().st_mtime_ns != self.loaded_at:
             self.load()
         return self.records[name]
 
@@ -125,10 +139,26 @@ class Cluster:
             "spec": spec,
             "nodes": {name: asdict(record) for name, record in self.records.items()},
         }
-        partial = self.state_file.with_suffix(".partial")
-        partial.write_text(json.dumps(state, indent=2) + "\n")
-        partial.replace(self.state_file)
+        handle, partial = tempfile.mkstemp(dir=self.directory, prefix=".cluster.", suffix=".json")
+        with os.fdopen(handle, "w") as file:
+            file.write(json.dumps(state, indent=2) + "\n")
+        os.replace(partial, self.state_file)
         self.loaded_at = self.state_file.stat().st_mtime_ns
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """One command at a time changes the state (two `start`s may run side by side)."""
+        with open(self.directory / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def update(self, name: str, **changes: object) -> None:
+        """Change a node's record on disk: read afresh, change, write, under the lock."""
+        with self.locked():
+            self.load()
+            for key, value in changes.items():
+                setattr(self.records[name], key, value)
+            self.save()
 
     # lifecycle
 
@@ -139,7 +169,9 @@ class Cluster:
         self.spec = spec
         self.inventory = plan_inventory(self.name, count)
         self.records = {n.name: NodeRecord(n.name, n.ip) for n in self.inventory.nodes}
-        self.directory.mkdir(parents=True)
+        # Root-only: the QMP sockets in here drive QEMU, which runs as root.
+        self.directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.directory.mkdir(mode=0o700)
         for node in self.inventory.nodes:
             self.node_files(node.name).directory.mkdir()
             self.config_path(node.name).write_text(configs[node.name].text)
@@ -152,7 +184,7 @@ class Cluster:
         )
 
     def check_absent(self) -> None:
-        if self.exists() or self.directory.exists():
+        if self.exists() or self.directory.exists() or netns_exists(self.netns):
             raise ClusterError(
                 f"cluster {self.name!r} already exists ({self.directory}): reach it with "
                 f"`flotilla-cluster --name {self.name} ls`, remove it with "
@@ -170,13 +202,13 @@ class Cluster:
         tap = open_tap(self.netns, name)
         try:
             config = self.vm_config(node, record, tap)
-            record.pid = launch_detached(config, files, pass_fds=(tap,))
+            pid = launch_detached(config, files, pass_fds=(tap,))
         finally:
             os.close(tap)
-        record.ports = read_forwards(
+        ports = read_forwards(
             config.name, files, lambda: self.pid(name) is not None, lambda: qemu_log(files)
         )
-        self.save()
+        self.update(name, pid=pid, ports=ports)
 
     def vm_config(self, node: Node, record: NodeRecord, tap: int) -> VmConfig:
         spec = self.spec
@@ -225,11 +257,16 @@ class Cluster:
     def down(self) -> None:
         """Remove every process, tap, namespace, socket and file of the cluster, with or
         without its state file (a crashed tool may have left only part of it)."""
-        pids = qemu_pids_under(self.directory)
-        for pid in pids:
-            os.kill(pid, signal.SIGKILL)
-        for pid in pids:
-            wait_gone(pid, 10)
+        # Again until none is left: a QEMU still daemonizing forks after a first look.
+        for _ in range(50):
+            pids = qemu_pids_under(self.directory)
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            for pid in pids:
+                wait_gone(pid, 10)
         delete_network(self.netns)
         shutil.rmtree(self.directory, ignore_errors=True)
 
@@ -273,23 +310,28 @@ class Cluster:
         return True
 
     def etcd_endpoint(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.record(name).ports[ETCD_PORT]}"
+        return f"http://127.0.0.1:{self.host_port(name, ETCD_PORT)}"
 
     def host_port(self, name: str, guest_port: int) -> int:
-        return self.record(name).ports[guest_port]
+        port = self.record(name).ports.get(guest_port)
+        if port is None:
+            raise ClusterError(f"{name} forwards no port to guest port {guest_port} (is it up?)")
+        return port
 
     def running_nodes(self) -> list[str]:
         return [n.name for n in self.inventory.nodes if self.pid(n.name) is not None]
+
+    def mark_provisioned(self, name: str) -> None:
+        """The node's first boot got through (SSH answers only after Ignition ran): later boots
+        are not handed the config again."""
+        if not self.record(name).provisioned:
+            self.update(name, provisioned=True)
 
     def wait_for_ssh(self, name: str, deadline: float) -> None:
         while time.monotonic() < deadline:
             if self.pid(name) is None:
                 raise ClusterError(f"{name}: QEMU exited\n{qemu_log(self.node_files(name))}")
-            record = self.record(name)
-            if ssh_banner(record.ports[SSH_PORT]) and self.answers(name):
-                if not record.provisioned:
-                    record.provisioned = True
-                    self.save()
+            if ssh_banner(self.record(name).ports[SSH_PORT]) and self.answers(name):
                 return
             time.sleep(1)
         raise ClusterError(f"{name}: no SSH by the deadline; see {self.node_files(name).console}")
@@ -310,7 +352,7 @@ def qemu_log(files: RunFiles) -> str:
 
 
 def qemu_pids_under(directory: Path) -> list[int]:
-    """QEMU processes whose command line names a path inside `directory`."""
+    """Live QEMU processes whose command line names a path inside `directory`."""
     marker = str(directory).encode() + b"/"
     pids = []
     for entry in Path("/proc").iterdir():
@@ -318,25 +360,27 @@ def qemu_pids_under(directory: Path) -> list[int]:
             continue
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
         is_qemu = argv[0].endswith(b"qemu-system-x86_64")
-        if state != "Z" and is_qemu and any(marker in arg for arg in argv):
+        if is_qemu and any(marker in arg for arg in argv) and is_alive(int(entry.name)):
             pids.append(int(entry.name))
     return pids
+
+
+def is_alive(pid: int) -> bool:
+    """Running, and not a zombie waiting for its parent."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not is_alive(pid):
             return True
-        if Path(f"/proc/{pid}/stat").exists():
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            if state == "Z":
-                return True
         time.sleep(0.1)
     return False

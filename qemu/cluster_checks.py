@@ -39,8 +39,8 @@ def fleetctl(cluster: Cluster, *args: str, timeout: float = 60) -> str:
         try:
             return run([*fleetctl_argv(cluster, node), *args], timeout=timeout).stdout
         except CommandError as error:
-            if "cannot reach" not in str(error) and "etcd" not in str(error):
-                raise
+            if "error talking to etcd" not in error.stderr:
+                raise  # a real answer (a refused unit, a bad argument), not a dead endpoint
     raise ClusterError("no running node's etcd answers fleetctl")
 
 

@@ -133,9 +133,10 @@ def print_nodes(cluster: Cluster) -> None:
         if pid is None:
             click.echo(f"{node.name}\tstopped\t-\t{node.ip}\t-\t-\t-")
             continue
-        ports = record.ports
-        others = ",".join(str(ports[p]) for p in cluster.spec.publish if p in ports)
-        click.echo(f"{node.name}\trunning\t{pid}\t{node.ip}\t{ports[22]}\t{ports[2379]}\t{others}")
+        ports = record.ports  # empty if the command that started it was killed before it knew
+        others = ",".join(str(ports[p]) for p in cluster.spec.publish if p in ports) or "-"
+        ssh, etcd = ports.get(22, "-"), ports.get(2379, "-")
+        click.echo(f"{node.name}\trunning\t{pid}\t{node.ip}\t{ssh}\t{etcd}\t{others}")
 
 
 def print_hints(cluster: Cluster) -> None:
@@ -196,6 +197,7 @@ def start(ctx: click.Context, node: str, wait: bool) -> None:
     cluster.start(node)
     if wait:
         cluster.wait_for_ssh(node, started + 300)
+        cluster.mark_provisioned(node)
     click.echo(f"{node}: started ({time.monotonic() - started:.1f}s)")
 
 

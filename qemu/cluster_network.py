@@ -66,8 +66,12 @@ def open_tap(netns: str, node: str) -> int:
         try:
             enter_netns(f"/run/netns/{netns}")
             fd = os.open("/dev/net/tun", os.O_RDWR)
-            request = struct.pack("16sH", tap_name(node).encode(), IFF_TAP | IFF_NO_PI)
-            fcntl.ioctl(fd, TUNSETIFF, request)
+            try:
+                request = struct.pack("16sH", tap_name(node).encode(), IFF_TAP | IFF_NO_PI)
+                fcntl.ioctl(fd, TUNSETIFF, request)
+            except BaseException:
+                os.close(fd)  # an open tun fd would keep the namespace alive after its delete
+                raise
             result["fd"] = fd
         except BaseException as error:  # handed to the caller's thread below
             result["error"] = error

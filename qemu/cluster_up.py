@@ -61,17 +61,17 @@ def bring_up(
         inventory = plan_inventory(cluster.name, count)
         configs = render_configs(inventory, spec.provision, [public], role, templates)
         report(f"rendered and checked {count} {spec.provision} configs")
-        cluster.create(spec, count, configs)
-        shutil.copy2(key, cluster.key)
-        shutil.copy2(key.with_suffix(".pub"), cluster.key.with_suffix(".pub"))
-    started = time.monotonic()
-    try:
-        boot_and_wait(cluster, inventory, started, report)
-    except (ClusterError, VmError, OSError) as error:
-        raise ClusterError(
-            f"{error}\nthe cluster is left as it is for a look (consoles in {cluster.directory});"
-            f" `flotilla-cluster --name {cluster.name} down` removes it"
-        ) from error
+        started = time.monotonic()
+        try:
+            cluster.create(spec, count, configs)
+            shutil.copy2(key, cluster.key)
+            shutil.copy2(key.with_suffix(".pub"), cluster.key.with_suffix(".pub"))
+            boot_and_wait(cluster, inventory, started, report)
+        except (ClusterError, VmError, OSError, CommandError) as error:
+            raise ClusterError(
+                f"{error}\nthe cluster is left as it is for a look (consoles in "
+                f"{cluster.directory}); `flotilla-cluster --name {cluster.name} down` removes it"
+            ) from error
     return time.monotonic() - started
 
 
@@ -83,6 +83,7 @@ def boot_and_wait(cluster: Cluster, inventory: Inventory, started: float, report
     deadline = started + 600
     for node in inventory.nodes:
         cluster.wait_for_ssh(node.name, deadline)
+        cluster.mark_provisioned(node.name)
         report(f"{node.name} answers SSH ({time.monotonic() - started:.1f}s)")
     wait_for_machines(cluster, len(inventory.nodes), deadline)
 
