@@ -30,4 +30,3 @@ def validate_ignition(config: Rendered, node: str) -> None:
             f"{config.template} (rendered for {node}): ignition-validate warns:\n"
             f"{result.stdout.strip()}"
         )
-

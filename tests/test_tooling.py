@@ -29,6 +29,8 @@ PURE_MODULES = [
     "fleetd/cluster_plan.py",
     "fleetd/machine_plan.py",
     "fleetd/fencing.py",
+    "provision/inventory.py",
+    "provision/values.py",
     "podunits/spec.py",
     "podunits/fields.py",
     "podunits/placement.py",

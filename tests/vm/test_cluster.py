@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from imagebuild.image import Artifacts
 from qemu.badness import format_findings, scan_console
 from qemu.cluster import Cluster
 from qemu.cluster_checks import (
+    DEMO_PORT,
     DEMO_UNIT,
     UnitSampler,
     cluster_cli,
@@ -149,10 +151,12 @@ def test_a_container_unit_fails_over_to_another_vm_and_never_runs_twice(
     # Ignition runs once: a file it wrote and we deleted stays deleted across the next boot.
     cluster.ssh(origin, "sudo rm /etc/flotilla/node.env && sync")
 
+    old_port = cluster.host_port(origin, DEMO_PORT)
     with UnitSampler(cluster, DEMO_UNIT) as sampler:
         killed_at = time.monotonic()
         assert cluster_cli(cluster.name, "kill", origin).returncode == 0
-        assert fetch_page(cluster, origin) is None
+        with pytest.raises(ConnectionRefusedError):  # its QEMU, and its forwards, are gone
+            socket.create_connection(("127.0.0.1", old_port), timeout=2).close()
         new_home, page = wait_for_page(cluster, survivors, killed_at + 180)
         failover = time.monotonic() - killed_at
         assert page.strip() == f"hello from {new_home}"
