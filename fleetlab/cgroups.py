@@ -28,7 +28,7 @@ def pids(cgroup: Path) -> list[int]:
     for directory, _, _ in os.walk(cgroup):
         try:
             found.extend(int(line) for line in Path(directory, "cgroup.procs").read_text().split())
-        except FileNotFoundError:  # a sub-cgroup vanished while we walked
+        except OSError:  # a sub-cgroup vanished while we walked (ENOENT, or ENODEV mid-removal)
             continue
     return found
 
