@@ -300,7 +300,7 @@ def test_the_demo_renders_to_podmans_own_unit() -> None:
     assert 'echo \\"hello from $$NODE\\" >' in unit.text
     expected = {
         ("Unit", "Wants"): ["network-online.target"],
-        ("Unit", "After"): ["network-online.target"],
+        ("Unit", "After"): ["network-online.target flotilla-container-cleanup.service"],
         ("Service", "Environment"): ["PODMAN_SYSTEMD_UNIT=%n"],
         ("Service", "Type"): ["notify"],
         ("Service", "NotifyAccess"): ["all"],
