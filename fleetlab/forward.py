@@ -12,23 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import os
 import socket
 import sys
 
-CLONE_NEWNET = 0x40000000
-
-
-def enter_netns(path: str) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            error = ctypes.get_errno()
-            raise OSError(error, f"setns({path}): {os.strerror(error)}")
-    finally:
-        os.close(fd)
+from flotilla.netns import enter_netns
 
 
 async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -8,16 +8,15 @@ Deleting the namespace removes the bridge and every tap with it.
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import os
 import struct
 import threading
 
+from flotilla.netns import enter_netns
 from flotilla.process import output, run
 
 BRIDGE = "br0"
-CLONE_NEWNET = 0x40000000
 TUNSETIFF = 0x400454CA
 IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
@@ -84,14 +83,3 @@ def open_tap(netns: str, node: str) -> int:
     fd = result["fd"]
     assert isinstance(fd, int)
     return fd
-
-
-def enter_netns(path: str) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            error = ctypes.get_errno()
-            raise OSError(error, f"setns({path}): {os.strerror(error)}")
-    finally:
-        os.close(fd)
