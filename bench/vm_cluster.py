@@ -22,8 +22,8 @@ from qemu.cluster_checks import (
     cluster_cli,
     fleetctl,
     wait_for_page,
-    wait_until,
 )
+from qemu.cluster_up import wait_for_machines
 
 REPO = Path(__file__).resolve().parents[1]
 AGENT_TTL = 10.0  # the member template's agent_ttl
@@ -73,14 +73,9 @@ def fail_over_repeatedly(cluster: Cluster, spec: Path, repeats: int) -> list[flo
         seconds.append(time.monotonic() - killed_at)
         print(f"failover {repeat + 1}: {seconds[-1]:.1f}s ({home} -> {new_home})", flush=True)
         cluster_cli(cluster.name, "start", home)
-        wait_until(lambda: all_listed(cluster), 300, "the killed VM to rejoin")
+        wait_for_machines(cluster, len(cluster.inventory.nodes), time.monotonic() + 300)
         home = new_home
     return seconds
-
-
-def all_listed(cluster: Cluster) -> bool:
-    machines = fleetctl(cluster, "list-machines", "--no-legend").splitlines()
-    return len(machines) == len(cluster.inventory.nodes)
 
 
 def memory_per_vm(cluster: Cluster) -> dict[str, float]:

@@ -128,8 +128,11 @@ class Agent:
         self.publisher.changed.clear()
         self.assigned = await self.registry.assignments(self.machine_id)
         self.loaded = self.unit_files()
+        # One ListUnitsByNames for the units we loaded and those we are about to load.
+        new = [unit for unit in self.assigned if unit not in self.loaded]
+        states = await self.systemd.unit_states([*self.loaded, *new])
         tasks = plan_machine(
-            self.assigned, await self.local_units(), self.started, await self.known_to_systemd()
+            self.assigned, self.local_units(states), self.started, known_to_systemd(states, new)
         )
         for task in tasks:
             log.info(
@@ -152,18 +155,11 @@ class Agent:
         if not tasks and revision is not None:
             self.planned_at = (revision, time.monotonic())
 
-    async def local_units(self) -> dict[str, LocalUnit]:
-        states = await self.systemd.unit_states(list(self.loaded))
+    def local_units(self, states: Mapping[str, sd.UnitState]) -> dict[str, LocalUnit]:
         return {
             name: LocalUnit(unit_hash, states[name].active_state if name in states else "inactive")
             for name, unit_hash in self.loaded.items()
         }
-
-    async def known_to_systemd(self) -> set[str]:
-        """Units assigned here, not loaded by this agent, that systemd has loaded anyway."""
-        new = [unit for unit in self.assigned if unit not in self.loaded]
-        states = await self.systemd.unit_states(new)
-        return {name for name, state in states.items() if state.load_state != "not-found"}
 
     def unit_files(self) -> dict[str, str]:
         """Units loaded by this agent: the files in units_directory and the hash of each."""
@@ -336,3 +332,8 @@ def write_atomically(path: Path, text: str) -> None:
     partial.write_text(text)
     partial.chmod(0o644)
     os.replace(partial, path)
+
+
+def known_to_systemd(states: Mapping[str, sd.UnitState], new: list[str]) -> set[str]:
+    """Of the units about to be loaded here, those systemd has loaded anyway (another file)."""
+    return {name for name in new if name in states and states[name].load_state != "not-found"}

@@ -34,7 +34,16 @@ from .cluster_network import (
     open_tap,
 )
 from .command import Forward, PrivateNic, RunFiles, VmConfig
-from .vm import VmError, launch_detached, monitor_command, read_forwards, ssh_banner, ssh_command
+from .vm import (
+    VmError,
+    create_overlay,
+    fill_config_drive,
+    launch_detached,
+    monitor_command,
+    read_forwards,
+    ssh_banner,
+    ssh_command,
+)
 
 STATE_ROOT = Path("/var/lib/flotilla/clusters")
 SSH_PORT = 22
@@ -217,9 +226,7 @@ class Cluster:
         ignition = spec.provision == "ignition" and not record.provisioned
         cloud_config = spec.provision == "cloud-config"
         if cloud_config:
-            user_data = files.config_drive / "openstack/latest/user_data"
-            user_data.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(self.config_path(node.name), user_data)
+            fill_config_drive(self.config_path(node.name), files)
         return VmConfig(
             image=spec.image,
             name=f"{self.name}-{node.name}",
@@ -280,7 +287,7 @@ class Cluster:
             pid = int(files.pid.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        return pid if pid in qemu_pids_under(files.directory) else None
+        return pid if runs_under(pid, files.directory) else None
 
     def require_running(self, name: str) -> int:
         self.inventory.node(name)
@@ -341,8 +348,7 @@ def make_overlay(image: Path, overlay: Path) -> None:
     if overlay.exists():
         return  # a node keeps its disk across kill, stop and start
     partial = overlay.with_suffix(".partial")
-    run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", image.resolve(),
-         "-o", "lazy_refcounts=on", partial])  # fmt: skip
+    create_overlay(image, partial)
     partial.replace(overlay)
 
 
@@ -353,19 +359,20 @@ def qemu_log(files: RunFiles) -> str:
 
 def qemu_pids_under(directory: Path) -> list[int]:
     """Live QEMU processes whose command line names a path inside `directory`."""
+    pids = (int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit())
+    return [pid for pid in pids if runs_under(pid, directory)]
+
+
+def runs_under(pid: int, directory: Path) -> bool:
+    """Whether `pid` is a live QEMU whose command line names a path inside `directory` (a pid
+    file alone could name a process that reused the number)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
     marker = str(directory).encode() + b"/"
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        is_qemu = argv[0].endswith(b"qemu-system-x86_64")
-        if is_qemu and any(marker in arg for arg in argv) and is_alive(int(entry.name)):
-            pids.append(int(entry.name))
-    return pids
+    is_qemu = argv[0].endswith(b"qemu-system-x86_64")
+    return is_qemu and any(marker in arg for arg in argv) and is_alive(pid)
 
 
 def is_alive(pid: int) -> bool:

@@ -21,8 +21,8 @@ from .cluster_checks import (
     fleetctl,
     render_demo_unit,
     wait_for_page,
-    wait_until,
 )
+from .cluster_up import wait_for_machines
 
 REPO = Path(__file__).resolve().parents[1]
 STARTED = time.monotonic()
@@ -89,8 +89,7 @@ def fail_over(cluster: Cluster, home: str) -> None:
     since = time.monotonic()
     say(f"start {home} again: same disk, same machine id")
     cluster_cli(cluster.name, "start", home)
-    wait_until(lambda: len(fleetctl(cluster, "list-machines", "--no-legend").splitlines()) == 3,
-               180, "three machines")  # fmt: skip
+    wait_for_machines(cluster, len(cluster.inventory.nodes), time.monotonic() + 180)
     show(fleetctl(cluster, "list-machines"))
     say(f"{home} is back; {DEMO_UNIT} stays on {new_home}", since)
 

@@ -6,6 +6,7 @@ overlay in its own run directory, which goes away with the VM (the console log i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -73,11 +74,9 @@ class Vm:
     def stop(self, timeout: float = 10) -> None:
         """Ask QEMU to quit (the guest is not shut down: the overlay is thrown away anyway)."""
         if self.process and self.process.poll() is None:
-            try:
-                with self._monitor() as monitor:
-                    monitor.cmd("quit")
-            except Exception:  # a monitor that does not answer: SIGKILL below
-                pass
+            # a monitor that does not answer: SIGKILL below
+            with contextlib.suppress(Exception):
+                monitor_command(self.files, "quit")
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -159,11 +158,6 @@ class Vm:
 
     # internals
 
-    def _monitor(self) -> QEMUMonitorProtocol:
-        monitor = QEMUMonitorProtocol(str(self.files.qmp))
-        monitor.connect()
-        return monitor
-
     def _read_forwards(self, timeout: float = 30) -> dict[int, int]:
         return read_forwards(self.config.name, self.files, self.alive, self.qemu_log, timeout)
 
@@ -232,19 +226,25 @@ def prepare_run_dir(config: VmConfig, files: RunFiles) -> None:
     files.directory.mkdir(parents=True, exist_ok=True)
     for stale in (files.qmp, files.overlay, files.pid, files.console):
         stale.unlink(missing_ok=True)
-    size = [config.disk_size] if config.disk_size else []
-    run(
-        [
-            "qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
-            "-b", config.image.resolve(), "-o", "lazy_refcounts=on", files.overlay, *size,
-        ]
-    )  # fmt: skip
+    create_overlay(config.image, files.overlay, config.disk_size)
     if not config.direct_kernel:
         shutil.copyfile(config.firmware_vars, files.vars)
     if config.user_data:
-        user_data = files.config_drive / "openstack/latest/user_data"
-        user_data.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(config.user_data, user_data)
+        fill_config_drive(config.user_data, files)
+
+
+def create_overlay(image: Path, overlay: Path, size: str | None = None) -> None:
+    """A throw-away qcow2 over the image: the image itself is never written."""
+    grow = [size] if size else []
+    run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", image.resolve(),
+         "-o", "lazy_refcounts=on", overlay, *grow])  # fmt: skip
+
+
+def fill_config_drive(user_data: Path, files: RunFiles) -> None:
+    """The config-2 share's content, where coreos-cloudinit's dialect looks for user-data."""
+    target = files.config_drive / "openstack/latest/user_data"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(user_data, target)
 
 
 def cleanup_run_dir(files: RunFiles) -> None:
