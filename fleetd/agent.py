@@ -5,6 +5,12 @@ systemd states (one D-Bus call), plans with the pure `plan_machine` and runs the
 order, a batch per kind. Everything is rebuilt from disk and systemd at start-up, so a killed
 and restarted fleetd restarts nothing. Fencing cancels a running pass and stops units by a
 deadline; shutdown unloads everything.
+
+One bad unit never holds up the others. A unit the agent cannot manage is refused before the
+plan (its name fails the validator, its unit file is missing from etcd, or the machine has a
+unit file of that name of its own) and logged once; a unit whose file cannot be written, linked
+or enabled fails alone and is retried next pass. Every unit file in units_directory counts as
+one this agent wrote (hidden names and retired types included), so nothing it wrote leaks.
 """
 
 from __future__ import annotations
@@ -14,8 +20,9 @@ import contextlib
 import hashlib
 import logging
 import os
+import tempfile
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from itertools import groupby
 from pathlib import Path
 
@@ -31,12 +38,16 @@ from .machine_plan import (
     StartUnit,
     StopUnit,
     UnloadUnit,
+    install_aliases,
+    machine_has,
     plan_machine,
+    refusal,
+    units_to_load,
 )
 from .model import Assignment
 from .publisher import StatePublisher
 from .registry import Registry, RegistryError
-from .unitname import parse_unit_name
+from .unitname import looks_like_unit_file
 from .wakeup import wait_for_wakeup, watch_forever
 
 log = logging.getLogger(__name__)
@@ -44,6 +55,7 @@ FULL_PASS_SECONDS = 60.0  # reconcile even when nothing seems to change, at leas
 MAX_CONCURRENT_CALLS = 32  # the system bus allows 128 pending replies per connection
 WAKE_SETTLE_SECONDS = 0.05  # let a burst of assignments land before a pass
 HOLD_AFTER_NEW_LEASE = 2.0  # let the engine see this machine again before acting on old keys
+PARTIAL_SUFFIX = ".partial"  # a file being written; never a unit type, so never a unit file
 
 
 class Agent:
@@ -71,6 +83,7 @@ class Agent:
         self.planned_at: tuple[int, float] | None = None  # (revision, time) of a no-op pass
         self.current_pass: asyncio.Task[None] | None = None
         self.hold_until = 0.0
+        self.refused: dict[str, str] = {}  # unit -> why, as logged (once per unit and reason)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -126,14 +139,7 @@ class Agent:
             return
         self.planned_at = None
         self.publisher.changed.clear()
-        self.assigned = await self.registry.assignments(self.machine_id)
-        self.loaded = self.unit_files()
-        # One ListUnitsByNames for the units we loaded and those we are about to load.
-        new = [unit for unit in self.assigned if unit not in self.loaded]
-        states = await self.systemd.unit_states([*self.loaded, *new])
-        tasks = plan_machine(
-            self.assigned, self.local_units(states), self.started, known_to_systemd(states, new)
-        )
+        tasks = await self.plan()
         for task in tasks:
             log.info(
                 "agent task=%s %s",
@@ -143,17 +149,43 @@ class Agent:
             )
         # The plan is ordered by kind; each kind runs as one batch (one D-Bus call where systemd
         # takes lists, concurrent calls where it does not). A unit that fails is logged and
-        # retried next pass without holding up the others; a failed reload ends the pass.
+        # retried next pass without holding up the others (a unit that failed to load is not
+        # started); a failed reload ends the pass.
         started = time.monotonic()
+        failed: set[str] = set()
         for kind, batch in groupby(tasks, key=type):
-            batch = list(batch)
-            await self.run_batch(kind, batch)
+            batch = [task for task in batch if getattr(task, "unit", None) not in failed]
+            failed |= await self.run_batch(kind, batch)
             metrics.TASKS.labels("agent", kind.__name__).inc(len(batch))
         if tasks:
             metrics.RECONCILE_SECONDS.labels("agent").observe(time.monotonic() - started)
         self.publisher.publish_all(await self.systemd.unit_states(list(self.loaded)))
         if not tasks and revision is not None:
             self.planned_at = (revision, time.monotonic())
+
+    async def plan(self) -> list[AgentTask]:
+        """Read the assignments, the unit files here and their systemd states; the tasks."""
+        self.assigned = await self.registry.assignments(self.machine_id)
+        self.loaded = self.unit_files()
+        to_load = units_to_load(self.assigned, self.loaded)
+        await self.fetch_bodies(set(to_load.values()))
+        refused = {
+            unit: why
+            for unit, unit_hash in to_load.items()
+            if (why := refusal(unit, self.bodies.get(unit_hash), unit_hash)) is not None
+        }
+        # One ListUnitsByNames for the units we loaded and those we are about to load.
+        new = [unit for unit in self.assigned if unit not in self.loaded and unit not in refused]
+        states = await self.systemd.unit_states([*self.loaded, *new])
+        refused |= await self.machine_units({u: h for u, h in to_load.items() if u in new}, states)
+        self.note_refusals(refused)
+        return plan_machine(
+            self.assigned,
+            self.local_units(states),
+            self.started,
+            known_to_systemd(states, new),
+            refused,
+        )
 
     def local_units(self, states: Mapping[str, sd.UnitState]) -> dict[str, LocalUnit]:
         return {
@@ -162,78 +194,173 @@ class Agent:
         }
 
     def unit_files(self) -> dict[str, str]:
-        """Units loaded by this agent: the files in units_directory and the hash of each."""
+        """Units loaded by this agent: the files in units_directory and the hash of each.
+
+        Every file named like a unit counts, a hidden one or a retired type too (an older agent
+        may have written it), so that it is unloaded when no longer assigned; only the agent's
+        own partial files (see write_atomically) are not units."""
         if not self.units_directory.is_dir():
             return {}
         return {
             path.name: hashlib.sha1(path.read_bytes()).hexdigest()
             for path in self.units_directory.iterdir()
-            if path.is_file() and not path.name.startswith(".")
+            if looks_like_unit_file(path.name) and path.is_file()
         }
+
+    # -- refusals: units this machine will not load --------------------------------------------
+
+    async def fetch_bodies(self, hashes: Collection[str]) -> None:
+        """Read the unit files not cached yet, in one go; a missing one stays missing."""
+        missing = [unit_hash for unit_hash in hashes if unit_hash not in self.bodies]
+        if missing:
+            self.bodies.update(await self.registry.unit_bodies(missing))
+
+    async def machine_units(
+        self, new: Mapping[str, str], states: Mapping[str, sd.UnitState]
+    ) -> dict[str, str]:
+        """Of the units about to be loaded for the first time, those the machine has a unit
+        file of its own for, under their name or an alias: linking ours would replace it.
+        systemd is asked only about names it already knows (or answers for under another name:
+        an alias of one of its units) and about aliases, so a plain new unit costs nothing."""
+        asked: dict[str, list[str]] = {}
+        for unit, unit_hash in new.items():
+            state = states.get(unit)
+            known = state is None or state.load_state != "not-found"
+            asked[unit] = ([unit] if known else []) + install_aliases(self.bodies[unit_hash], unit)
+        names = sorted({name for names in asked.values() for name in names})
+        limit = asyncio.Semaphore(MAX_CONCURRENT_CALLS)
+        found = await asyncio.gather(*(self.machine_unit(name, limit) for name in names))
+        why = {name: reason for name, reason in zip(names, found, strict=True) if reason}
+        return {
+            unit: why[refused[0]]
+            for unit, names in asked.items()
+            if (refused := [name for name in names if name in why])
+        }
+
+    async def machine_unit(self, name: str, limit: asyncio.Semaphore) -> str | None:
+        """Why no fleet unit may take `name` here (None: nothing on the machine has it)."""
+        async with limit:
+            try:
+                state = await self.systemd.unit_file_state(name)
+            except sd.SystemdError as error:
+                if not self.systemd.connected:
+                    raise
+                return f"systemd refuses the name {name}: {error}"
+        return None if state is None else machine_has(name, state)
+
+    def note_refusals(self, refused: Mapping[str, str]) -> None:
+        for unit, why in refused.items():
+            if self.refused.get(unit) != why:
+                log.warning("refusing to load %s: %s", unit, why, extra=journal_fields(unit))
+        self.refused = dict(refused)
 
     # -- tasks -------------------------------------------------------------------------------
 
-    async def run_batch(self, kind: type, tasks: list[AgentTask]) -> None:
+    async def run_batch(self, kind: type, tasks: list[AgentTask]) -> set[str]:
+        """Run one kind of task; the units whose task failed (the pass goes on without them)."""
         units = [task.unit for task in tasks if not isinstance(task, ReloadSystemd)]
         if kind is UnloadUnit:
-            await self.unload(units)
-        elif kind is LoadUnit:
-            await self.load({task.unit: task.hash for task in tasks})  # type: ignore[union-attr]
-        elif kind is ReloadSystemd:
+            return await self.unload(units)
+        if kind is LoadUnit:
+            return await self.load({task.unit: task.hash for task in tasks})  # type: ignore[union-attr]
+        if kind is ReloadSystemd:
             await self.systemd.reload()
         elif kind is StopUnit:
             for unit in units:
                 self.started.pop(unit, None)
-            await each_unit("stop", {u: self.systemd.stop_unit(u) for u in units})
+            return set(await each_unit("stop", {u: self.systemd.stop_unit(u) for u in units}))
         elif kind is StartUnit:
             hashes = {task.unit: task.hash for task in tasks}  # type: ignore[union-attr]
-            await each_unit("start", {u: self.start(u, hashes[u]) for u in units})
+            return set(await each_unit("start", {u: self.start(u, hashes[u]) for u in units}))
+        return set()
 
     async def start(self, unit: str, unit_hash: str) -> None:
         await self.systemd.start_unit(unit)
         self.started[unit] = unit_hash  # only once systemd took the job: a refused start is retried
 
     def unit_path(self, unit: str) -> Path:
-        parse_unit_name(unit)  # a name from etcd never leaves units_directory
+        # Names come checked (parse_unit_name, before a load) or from this very directory.
+        if "/" in unit or unit in (".", ".."):
+            raise ValueError(f"{unit!r} is not a file name")
         return self.units_directory / unit
 
-    async def body(self, unit_hash: str) -> str:
-        if unit_hash not in self.bodies:
-            body = await self.registry.unit_body(unit_hash)
-            if body is None:
-                raise RegistryError(f"unit file {unit_hash} is missing from etcd")
-            self.bodies[unit_hash] = body
-        return self.bodies[unit_hash]
+    async def load(self, units: dict[str, str]) -> set[str]:
+        """Write, link and enable each unit's file (bodies fetched, names checked: see
+        `refusal`); the units that failed, whose files are gone again."""
+        written: dict[str, str] = {}
+        for unit, unit_hash in units.items():
+            try:
+                write_atomically(self.unit_path(unit), self.bodies[unit_hash])
+            except OSError as error:
+                log.warning("writing %s failed: %s", unit, error, extra=journal_fields(unit))
+                continue
+            written[unit] = str(self.unit_path(unit))
+            self.loaded[unit] = unit_hash
+        not_linked = await self.batch_or_each("link", written, self.systemd.link_unit_files)
+        installable = {
+            unit: path
+            for unit, path in written.items()
+            if unit not in not_linked and "\n[Install]" in "\n" + self.bodies[units[unit]]
+        }
+        not_enabled = await self.batch_or_each(
+            "enable", installable, self.systemd.enable_unit_files
+        )
+        # A file on disk that systemd never linked would look loaded to the next pass.
+        undone = not_linked | not_enabled
+        if not_enabled:
+            await self.batch_or_each(
+                "disable", {u: u for u in not_enabled}, self.systemd.disable_unit_files
+            )
+        for unit in undone:
+            with contextlib.suppress(OSError):
+                self.unit_path(unit).unlink(missing_ok=True)
+            self.loaded.pop(unit, None)
+        return (set(units) - set(written)) | undone
 
-    async def load(self, units: dict[str, str]) -> None:
-        bodies = {unit: await self.body(unit_hash) for unit, unit_hash in units.items()}
-        paths = {unit: str(self.unit_path(unit)) for unit in units}
-        for unit, body in bodies.items():
-            write_atomically(Path(paths[unit]), body)
-            self.loaded[unit] = units[unit]
-        try:
-            await self.systemd.link_unit_files(list(paths.values()))
-            installable = [paths[u] for u, body in bodies.items() if "\n[Install]" in "\n" + body]
-            await self.systemd.enable_unit_files(installable)
-        except sd.SystemdError:
-            # A file on disk that systemd never linked would look loaded to the next pass.
-            for unit, path in paths.items():
-                Path(path).unlink(missing_ok=True)
-                self.loaded.pop(unit, None)
-            raise
-
-    async def unload(self, units: list[str]) -> None:
+    async def unload(self, units: list[str]) -> set[str]:
+        """Stop, disable and remove each unit; the units that failed, which keep their file."""
         for unit in units:
             self.started.pop(unit, None)
         failed = await each_unit("stop", {u: self.systemd.stop_unit(u) for u in units})
         # Only units that stopped: a file removed under a running unit would orphan it.
-        stopped = [unit for unit in units if unit not in failed]
-        await self.systemd.disable_unit_files(stopped)
-        await each_unit("reset", {u: self.systemd.reset_failed_unit(u) for u in stopped})
-        for unit in stopped:
-            self.unit_path(unit).unlink(missing_ok=True)
+        stopped = {unit: unit for unit in units if unit not in failed}
+        not_disabled = await self.batch_or_each("disable", stopped, self.systemd.disable_unit_files)
+        disabled = [unit for unit in stopped if unit not in not_disabled]
+        await each_unit("reset", {u: self.systemd.reset_failed_unit(u) for u in disabled})
+        removed = []
+        for unit in disabled:
+            try:
+                self.unit_path(unit).unlink(missing_ok=True)
+            except OSError as error:
+                log.warning("removing %s failed: %s", unit, error, extra=journal_fields(unit))
+                continue
+            removed.append(unit)
             self.loaded.pop(unit, None)
             self.publisher.forget(unit)
+        return set(units) - set(removed)
+
+    async def batch_or_each(
+        self,
+        action: str,
+        arguments: Mapping[str, str],
+        call: Callable[[list[str]], Awaitable[None]],
+    ) -> set[str]:
+        """One D-Bus call for every unit's argument; if systemd refuses it, one call per unit, so
+        that a bad unit fails alone. The units that failed (logged)."""
+        if not arguments:
+            return set()
+        try:
+            await call(list(arguments.values()))
+            return set()
+        except sd.SystemdError as error:
+            if not self.systemd.connected:
+                raise
+            if len(arguments) == 1:
+                unit = next(iter(arguments))
+                log.warning("%s %s failed: %s", action, unit, error, extra=journal_fields(unit))
+                return {unit}
+        calls = {unit: call([argument]) for unit, argument in arguments.items()}
+        return set(await each_unit(action, calls))
 
     async def republish(self, lease: int, after_loss: bool) -> None:
         """After registering: publish every state under the lease. After a lease expired under
@@ -327,13 +454,25 @@ def describe(task: AgentTask) -> str:
 
 
 def write_atomically(path: Path, text: str) -> None:
+    """Write `path` whole or not at all, through a partial file beside it.
+
+    The partial file's name is short and never a unit's (".<random>.partial"), so any name up to
+    systemd's 255 bytes still fits the file system's NAME_MAX, and `unit_files` never takes a
+    partial file (left by a crash) for a unit."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text)
-    partial.chmod(0o644)
-    os.replace(partial, path)
+    descriptor, partial = tempfile.mkstemp(prefix=".", suffix=PARTIAL_SUFFIX, dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            file.write(text)
+        os.chmod(partial, 0o644)
+        os.replace(partial, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise
 
 
 def known_to_systemd(states: Mapping[str, sd.UnitState], new: list[str]) -> set[str]:
-    """Of the units about to be loaded here, those systemd has loaded anyway (another file)."""
+    """Of the units about to be loaded here, those systemd still has in memory from a file
+    since removed (one a machine ships itself is refused before: `machine_units`)."""
     return {name for name in new if name in states and states[name].load_state != "not-found"}

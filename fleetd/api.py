@@ -31,11 +31,11 @@ from .api_model import (
     state_entity,
     unit_entity,
 )
-from .client import FleetClient
+from .client import ClientError, FleetClient, check_unit, is_template
 from .model import DesiredState
 from .registry import JobRecord, RegistryError
 from .status import current_state, is_global
-from .unitfile import UnitFile, UnitFileError, parse_unit_file, requirements
+from .unitfile import UnitFile, UnitFileError, parse_unit_file
 from .unitname import UnitName, UnitNameError, parse_unit_name
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -134,12 +134,15 @@ class Api:
             raise ApiError(
                 400, f'name in URL "{name}" differs from unit name in request body "{body["name"]}"'
             )
-        unit_name = check_name(name)
+        jobs = await self.client.registry.jobs()
+        # A unit an older fleetd accepted under a name refused today can still be stopped,
+        # unloaded and destroyed; it cannot be given a unit file.
+        if name not in jobs or body.get("options"):
+            check_name(name)
         desired = check_desired(body.get("desiredState"))
         unit = check_options(name, body.get("options"))
-        if unit_name.is_template and desired not in (None, DesiredState.INACTIVE):
+        if is_template(name) and desired not in (None, DesiredState.INACTIVE):
             raise ApiError(400, f'cannot activate template "{name}"')
-        jobs = await self.client.registry.jobs()
         if name in jobs and (unit is None or unit.hash == jobs[name].hash):
             if desired is None:
                 raise ApiError(409, "must provide DesiredState to update existing unit")
@@ -211,8 +214,8 @@ async def read_json(request: web.Request) -> object:
     if request.headers.getall("Content-Type", []) != ["application/json"]:
         raise ApiError(415, "Content-Type must be application/json")
     try:
-        return json.loads(await request.text())
-    except json.JSONDecodeError as error:
+        return json.loads(await request.read())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
         raise ApiError(400, f"unable to decode body: {error}") from error
 
 
@@ -240,17 +243,16 @@ def check_desired(value: object) -> DesiredState | None:
 
 
 def check_options(name: str, options: object) -> UnitFile | None:
-    """Options as fleet checks them: the JSON shape, then a re-parse of the serialization."""
+    """Options as fleet checks them: the JSON shape, then a re-parse of the serialization, with
+    every check fleetctl's etcd driver makes (client.check_unit)."""
     if not options:
         return None
     if not isinstance(options, list):
         raise ApiError(400, "options must be a list")
     try:
-        unit = parse_unit_file(UnitFile.from_options(options, name).serialize(), name)
-        requirements(unit, parse_unit_name(name))
-    except (UnitFileError, UnitNameError) as error:
+        return check_unit(name, UnitFile.from_options(options, name).serialize())
+    except (UnitFileError, ClientError) as error:
         raise ApiError(400, str(error)) from error
-    return unit
 
 
 def tls_context(cert: str, key: str, client_ca: str) -> ssl.SSLContext:

@@ -2,7 +2,9 @@
 destroy, and read back units, their states and machines. Tests drive fleetd through this.
 
 Bad input is refused before anything is written: every unit is parsed and checked first, and
-creating several units is all-or-nothing.
+creating several units is all-or-nothing. The checks are the agent's (machine_plan.refusal):
+a name the agent could not manage, or one that would shadow a unit the machines ship (under
+its own name or an [Install] Alias), is refused here, so it is never half-accepted.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from .machine_plan import install_aliases
 from .model import DesiredState, Machine, UnitState
 from .registry import JobRecord, Registry
 from .unitfile import UnitFile, parse_unit_file, requirements
-from .unitname import parse_unit_name
+from .unitname import UnitNameError, check_unit_name, parse_unit_name
 
 
 class ClientError(Exception):
@@ -36,13 +39,19 @@ class UnitStatus:
 
 
 def check_unit(name: str, text: str) -> UnitFile:
-    """Parse and validate a unit as the engine will; raise ClientError naming what is wrong."""
+    """Parse and validate a unit as the engine and the agent will; raise ClientError naming
+    what is wrong."""
     try:
         unit_name = parse_unit_name(name)
         unit = parse_unit_file(text, name)
         requirements(unit, unit_name)
     except ValueError as error:
         raise ClientError(str(error)) from error
+    for alias in install_aliases(unit.serialize(), name):
+        try:
+            check_unit_name(alias)
+        except UnitNameError as error:
+            raise ClientError(f"{name}: [Install] Alias={alias}: {error}") from error
     return unit
 
 
@@ -109,7 +118,7 @@ class FleetClient:
             if name in files:
                 created[name] = files[name]
                 continue
-            template = parse_unit_name(name).template
+            template = template_of(name)
             body = None
             if template is not None and template in jobs:
                 body = await self.registry.unit_body(jobs[template].hash)
@@ -125,7 +134,9 @@ class FleetClient:
         await self.registry.set_desired(names, desired)
 
     async def replace(self, name: str, unit: UnitFile, desired: DesiredState) -> None:
-        """Give an existing unit a new unit file (the agent reloads it in place)."""
+        """Give an existing unit a new unit file (the agent reloads it in place), checked as a
+        new unit is."""
+        unit = check_unit(name, unit.serialize())
         record = JobRecord(name, unit.hash, desired)
         await self.registry.create_jobs([(record, unit.serialize())], replace=True)
 
@@ -183,8 +194,13 @@ class FleetClient:
 
 
 def not_found_message(name: str) -> str:
-    """fleet's words for a unit found neither in the registry nor on disk."""
-    template = parse_unit_name(name).template
+    """fleet's words for a unit found neither in the registry nor on disk (or, for a name no
+    unit may have, what is wrong with the name)."""
+    try:
+        parse_unit_name(name)
+    except UnitNameError as error:
+        return str(error)
+    template = template_of(name)
     if template is None:
         return f"unable to find Unit({name}) in Registry or on filesystem"
     return (
@@ -193,7 +209,25 @@ def not_found_message(name: str) -> str:
     )
 
 
+def template_of(name: str) -> str | None:
+    """The template an instance name is made from (`foo@bar.service` -> `foo@.service`), read
+    from the name's shape alone: an invalid instance of a template found on disk or in the
+    registry is then refused with the validator's message, not as missing."""
+    stem, dot, suffix = name.rpartition(".")
+    prefix, at, instance = stem.partition("@")
+    return f"{prefix}@.{suffix}" if dot and at and instance else None
+
+
 def refuse_templates(names: Sequence[str], desired: DesiredState) -> None:
     for name in names:
-        if desired != DesiredState.INACTIVE and parse_unit_name(name).is_template:
+        if desired != DesiredState.INACTIVE and is_template(name):
             raise ClientError(f'cannot activate template "{name}"')
+
+
+def is_template(name: str) -> bool:
+    # Not a validation: a unit an older fleetctl created under a name refused today can still
+    # be stopped, unloaded and destroyed.
+    try:
+        return parse_unit_name(name).is_template
+    except UnitNameError:
+        return False

@@ -1,11 +1,15 @@
 """The engine's decision: from one cluster snapshot, the tasks that make placements right.
 
 Pure. Steps, in order:
- 1. drop placements that must go (unit destroyed, made inactive or global, machine gone);
+ 1. drop placements that must go (unit destroyed, made inactive or global, machine gone),
+    except on machines that vanished while too few machines still reach etcd: those stay
+    put, assignments and all, with the reason recorded (membership.withheld_reason); so do
+    units whose job or unit file cannot be read;
  2. see what every machine runs (placed units plus the global units it qualifies for);
  3. drop placements whose constraints no longer hold (e.g. a MachineOf peer moved away);
  4. place what is unplaced, MachineOf peers before their followers, evicting replaced units;
- 5. turn placements and global units into per-machine assignments, diffed against etcd;
+ 5. turn placements and global units into per-machine assignments, diffed against etcd (a
+    unit moving between live machines is assigned to the new one once the old one stopped it);
  6. record why each unplaceable unit is pending.
 Units of a machine that is still present are never moved unless their own constraints force it.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Mapping
 
+from .membership import KEPT, withheld_reason
 from .model import (
     Assign,
     Assignment,
@@ -34,23 +39,48 @@ from .scheduler import LoadIndex, MachineView, choose_machine, rejection, replac
 def plan_cluster(snapshot: ClusterSnapshot) -> list[EngineTask]:
     """Every task that brings etcd's placements and assignments in line with the jobs."""
     tasks: list[EngineTask] = []
-    placements = drop_dead_placements(snapshot, tasks)
+    withheld = rescheduling_withheld(snapshot)
+    placements, retained = drop_dead_placements(snapshot, tasks, withheld)
     views = machine_views(snapshot, placements)
     drop_infeasible_placements(snapshot, placements, views, tasks)
-    pending = place_units(snapshot, placements, views, tasks)
-    tasks += diff_assignments(snapshot, placements, views)
-    tasks += diff_reasons(snapshot, pending)
+    pending = place_units(snapshot, placements, views, tasks, retained)
+    waiting: dict[str, str] = {}
+    tasks += diff_assignments(snapshot, placements, views, waiting, frozen=withheld is not None)
+    kept = {unit: reason for unit, reason in retained.items() if unit in snapshot.jobs}
+    kept.update(snapshot.unresolved)
+    tasks += diff_reasons(snapshot, {**pending, **kept, **waiting})
     return tasks
+
+
+def rescheduling_withheld(snapshot: ClusterSnapshot) -> str | None:
+    """Why nothing may move off vanished machines now, or None when it may."""
+    if snapshot.withheld is not None:
+        return snapshot.withheld
+    members = snapshot.members | snapshot.machines.keys()
+    return withheld_reason(len(snapshot.machines), len(members))
 
 
 def wants_placement(job: Job | None) -> bool:
     return job is not None and job.desired != DesiredState.INACTIVE
 
 
-def drop_dead_placements(snapshot: ClusterSnapshot, tasks: list[EngineTask]) -> dict[str, str]:
-    placements = {}
+def drop_dead_placements(
+    snapshot: ClusterSnapshot, tasks: list[EngineTask], withheld: str | None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The placements that stay on live machines, and the reasons of those kept on vanished
+    machines because rescheduling is withheld."""
+    placements: dict[str, str] = {}
+    retained: dict[str, str] = {}
     for unit, machine in sorted(snapshot.placements.items()):
         job = snapshot.jobs.get(unit)
+        if unit in snapshot.unresolved:
+            retained[unit] = snapshot.unresolved[unit]
+            continue
+        if machine not in snapshot.machines and withheld is not None:
+            # Even a destroyed unit keeps its placement: a unit of the same name submitted
+            # again must not start while the vanished machine may still run the old one.
+            retained[unit] = f"{KEPT} {machine[:8]}: {withheld}"
+            continue
         if job is None:
             reason = "unit destroyed"
         elif job.desired == DesiredState.INACTIVE:
@@ -63,7 +93,7 @@ def drop_dead_placements(snapshot: ClusterSnapshot, tasks: list[EngineTask]) -> 
             placements[unit] = machine
             continue
         tasks.append(Unschedule(unit, machine, reason))
-    return placements
+    return placements, retained
 
 
 def machine_views(
@@ -109,12 +139,17 @@ def drop_infeasible_placements(
             changed = True
 
 
-def placement_order(snapshot: ClusterSnapshot, placements: Mapping[str, str]) -> list[str]:
+def placement_order(
+    snapshot: ClusterSnapshot, placements: Mapping[str, str], retained: Mapping[str, str]
+) -> list[str]:
     """Unplaced units wanting a machine, each after the MachineOf peers it follows."""
     waiting = {
         name
         for name, job in snapshot.jobs.items()
-        if wants_placement(job) and not job.requirements.is_global and name not in placements
+        if wants_placement(job)
+        and not job.requirements.is_global
+        and name not in placements
+        and name not in retained
     }
     order: list[str] = []
     while waiting:
@@ -135,11 +170,12 @@ def place_units(
     placements: dict[str, str],
     views: dict[str, MachineView],
     tasks: list[EngineTask],
+    retained: Mapping[str, str],
 ) -> dict[str, str]:
     """Place every unplaced unit it can; return the reasons of those it cannot."""
     index = LoadIndex(views)
     pending: dict[str, str] = {}
-    queue = deque(placement_order(snapshot, placements))
+    queue = deque(placement_order(snapshot, placements, retained))
     excluded: dict[str, set[str]] = {}
     while queue:
         unit = queue.popleft()
@@ -182,8 +218,15 @@ def evict_replaced(
 
 
 def diff_assignments(
-    snapshot: ClusterSnapshot, placements: Mapping[str, str], views: Mapping[str, MachineView]
+    snapshot: ClusterSnapshot,
+    placements: Mapping[str, str],
+    views: Mapping[str, MachineView],
+    waiting: dict[str, str],
+    frozen: bool = False,
 ) -> list[EngineTask]:
+    """Assign and unassign; with `frozen`, a vanished machine's assignments stay as they are,
+    so that it finds its units still assigned if it comes back. Units placed on a new machine
+    but not yet stopped on their old one go into `waiting`, with the reason."""
     wanted: dict[str, dict[str, Assignment]] = {machine: {} for machine in snapshot.machines}
     for unit, machine in placements.items():
         job = snapshot.jobs[unit]
@@ -196,19 +239,42 @@ def diff_assignments(
     # even if the writes are split over several transactions and one of them fails.
     unassign: list[EngineTask] = []
     assign: list[EngineTask] = []
-    for machine in sorted(set(wanted) | set(snapshot.assignments)):
+    machines = set(wanted) if frozen else set(wanted) | set(snapshot.assignments)
+    for machine in sorted(machines):
         have = snapshot.assignments.get(machine, {})
         want = wanted.get(machine, {})
-        for unit in sorted(set(have) - set(want)):
+        for unit in sorted(set(have) - set(want) - set(snapshot.unresolved)):
             unassign.append(Unassign(machine, unit, "no longer placed here"))
         for unit, assignment in sorted(want.items()):
-            if have.get(unit) != assignment:
-                assign.append(Assign(machine, unit, assignment, assignment_reason(have.get(unit))))
+            if unit in have or assignment.is_global:
+                if have.get(unit) != assignment:
+                    assign.append(
+                        Assign(machine, unit, assignment, assignment_reason(have.get(unit)))
+                    )
+            elif (old := still_elsewhere(snapshot, unit, machine)) is not None:
+                waiting[unit] = f"{WAITING} {old[:8]} before it starts on {machine[:8]}"
+            else:
+                assign.append(Assign(machine, unit, assignment, "newly placed here"))
     return unassign + assign
+
+
+def still_elsewhere(snapshot: ClusterSnapshot, unit: str, target: str) -> str | None:
+    """A live machine other than `target` that still has the unit assigned or running: a unit
+    moving between two live machines starts on the new one only once it stopped on the old."""
+    for machine, units in sorted(snapshot.assignments.items()):
+        if machine != target and unit in units and machine in snapshot.machines:
+            return machine
+    for machine in sorted(snapshot.running.get(unit, ())):
+        if machine != target and machine in snapshot.machines:
+            return machine
+    return None
 
 
 def assignment_reason(previous: Assignment | None) -> str:
     return "newly placed here" if previous is None else "desired state or unit file changed"
+
+
+WAITING = "waiting for it to stop on"  # how the reason of a unit between machines begins
 
 
 def diff_reasons(snapshot: ClusterSnapshot, pending: Mapping[str, str]) -> list[EngineTask]:

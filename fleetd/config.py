@@ -6,7 +6,10 @@ variables, command-line flags. Option names are fleet's where fleet has the opti
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import math
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -16,10 +19,35 @@ DEFAULT_CONFIG_FILE = Path("/etc/fleet/fleet.conf")
 DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 METADATA_KEY = re.compile(r"[A-Za-z0-9_.-]+")
+# systemd's unit search paths (`systemd-analyze unit-paths`, system and user managers): the agent
+# takes every unit file in units_directory for one it wrote, and unloads and deletes the ones
+# the cluster did not assign, so it must never be pointed at (or into) one of these.
+SYSTEMD_UNIT_DIRECTORIES = (
+    "/etc/systemd/system",
+    "/etc/systemd/system.control",
+    "/etc/systemd/system.attached",
+    "/etc/systemd/user",
+    "/run/systemd/system",
+    "/run/systemd/system.control",
+    "/run/systemd/system.attached",
+    "/run/systemd/transient",
+    "/run/systemd/generator",
+    "/run/systemd/generator.early",
+    "/run/systemd/generator.late",
+    "/run/systemd/user",
+    "/lib/systemd/system",
+    "/lib/systemd/user",
+    "/usr/lib/systemd/system",
+    "/usr/local/lib/systemd/system",
+)
+READ_ONLY_TREE = "/usr"  # the machines' /usr is a read-only erofs image
 
 
 class ConfigError(ValueError):
     """A setting has a value fleetd cannot use; the message names the setting and its source."""
+
+
+MAX_DURATION = 86400.0  # a day: no interval or TTL of fleetd is longer
 
 
 def parse_duration(text: str) -> float:
@@ -32,8 +60,8 @@ def parse_duration(text: str) -> float:
         if not parts or "".join(a + b for a, b in parts) != text:
             raise ValueError(f"invalid duration {text!r} (use e.g. 10s, 1m30s, 500ms)") from None
         seconds = sum(float(amount) * DURATION_UNITS[unit] for amount, unit in parts)
-    if seconds <= 0:
-        raise ValueError(f"duration must be positive, not {text!r}")
+    if not math.isfinite(seconds) or seconds <= 0 or seconds > MAX_DURATION:
+        raise ValueError(f"duration must be positive and at most a day, not {text!r}")
     return seconds
 
 
@@ -52,8 +80,10 @@ def parse_list(text: str) -> tuple[str, ...]:
     if text.startswith("["):
         try:
             items = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"invalid list {text!r}: {error}") from None
+        except (json.JSONDecodeError, RecursionError) as error:
+            raise ValueError(f"invalid list {text[:80]!r}: {error}") from None
+        if not isinstance(items, list):
+            raise ValueError(f"invalid list {text[:80]!r}")
     else:
         items = text.split(",")
     values = tuple(str(item).strip() for item in items if str(item).strip())
@@ -94,6 +124,55 @@ def parse_text(text: str) -> str:
     return text.strip()
 
 
+def parse_ip(text: str) -> str:
+    """An IPv4 or IPv6 address, or "" (detect it): fleetctl passes it to ssh."""
+    text = text.strip()
+    if text:
+        ipaddress.ip_address(text)  # ValueError names the value
+    return text
+
+
+def parse_units_directory(text: str) -> str:
+    """An absolute directory of fleetd's own; see check_units_directory."""
+    text = text.strip()
+    check_units_directory(text)
+    return text
+
+
+def check_units_directory(path: str) -> None:
+    """Refuse a units_directory fleetd cannot own: systemd's unit directories (and what is
+    below or above them), and the read-only /usr. The path is checked as written and with
+    symbolic links resolved."""
+    if not os.path.isabs(path):
+        raise ValueError(f"must be an absolute path, not {path!r}")
+    for candidate in dict.fromkeys([os.path.normpath(path), os.path.realpath(path)]):
+        if within(candidate, READ_ONLY_TREE):
+            raise ValueError(
+                f"{path} is under {READ_ONLY_TREE}, which is read-only on Flotilla machines"
+                " (and holds systemd's own units); use a directory of fleetd's own, such as"
+                " /run/fleet/units/"
+            )
+        for directory in SYSTEMD_UNIT_DIRECTORIES:
+            if candidate == directory:
+                relation = "is"
+            elif within(candidate, directory):
+                relation = "is inside"
+            elif within(directory, candidate):
+                relation = "contains"
+            else:
+                continue
+            raise ValueError(
+                f"{path} {relation} systemd's own unit directory {directory}; fleetd takes"
+                " every unit file in units_directory for one it wrote (and deletes those the"
+                " cluster did not assign), so it needs a directory of its own, such as"
+                " /run/fleet/units/"
+            )
+
+
+def within(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
 def parse_prefix(text: str) -> str:
     text = text.strip()
     if not text.startswith("/"):
@@ -118,13 +197,13 @@ SETTINGS = (
     Setting("etcd_cafile", parse_text, "CA that etcd's certificate must chain to (https://)"),
     Setting("etcd_certfile", parse_text, "client certificate for etcd (https://)"),
     Setting("etcd_keyfile", parse_text, "client key for etcd (https://)"),
-    Setting("public_ip", parse_text, "IP other machines and fleetctl reach this machine on"),
+    Setting("public_ip", parse_ip, "IP other machines and fleetctl reach this machine on"),
     Setting("metadata", parse_metadata, "this machine's metadata: key=value,key2=value2"),
     Setting("agent_ttl", parse_duration, "lease TTL: how long a silent machine stays registered"),
     Setting("engine_reconcile_interval", parse_duration, "seconds between full engine passes"),
     Setting("agent_reconcile_interval", parse_duration, "seconds between full agent passes"),
     Setting("disable_engine", parse_bool, "never lead the engine"),
-    Setting("units_directory", parse_text, "where the agent writes unit files"),
+    Setting("units_directory", parse_units_directory, "where the agent writes unit files"),
     Setting("fencing", parse_bool, "stop units when this machine alone is cut off from etcd"),
     Setting("peer_port", parse_port, "UDP port peers ask each other about etcd on"),
     Setting("machine_id_file", parse_text, "where the machine id is read from"),
@@ -143,7 +222,7 @@ class Config:
     etcd_key_prefix: str = "/_coreos.com/fleet/"
     etcd_request_timeout: float = 1.0
     etcd_username: str = ""
-    etcd_password: str = ""
+    etcd_password: str = field(default="", repr=False)  # never in a log line
     etcd_cafile: str = ""
     etcd_certfile: str = ""
     etcd_keyfile: str = ""
@@ -169,6 +248,8 @@ def read_config_file(path: Path) -> dict[str, tuple[str, str]]:
         lines = path.read_text().splitlines()
     except OSError as error:
         raise ConfigError(f"cannot read config file {path}: {error.strerror}") from error
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config file {path} is not UTF-8 text: {error.reason}") from error
     found: dict[str, tuple[str, str]] = {}
     for number, line in enumerate(lines, start=1):
         stripped = line.strip()
@@ -197,6 +278,12 @@ def load_config(
     for name in SETTINGS_BY_NAME:
         if (env_name := f"FLEET_{name.upper()}") in environ:
             raw[name] = (environ[env_name], f"environment variable {env_name}")
+    if "etcd_password" in flags:
+        # Every user can read a process's arguments (ps, /proc/PID/cmdline).
+        raise ConfigError(
+            "flag --etcd_password: a password on the command line is visible to every user;"
+            " put it in fleet.conf (mode 0600) or FLEET_ETCD_PASSWORD"
+        )
     raw.update({name: (value, f"flag --{name}") for name, value in flags.items()})
     values: dict[str, object] = {}
     for name, (text, where) in raw.items():
@@ -213,6 +300,12 @@ def load_config(
 
 
 def check_config(config: Config) -> None:
+    from .etcdclient import parse_endpoints  # grpc is heavy to import; only fleetd needs it
+
+    try:
+        parse_endpoints(config.etcd_servers)
+    except ValueError as error:
+        raise ConfigError(f"etcd_servers: {error}") from error
     if bool(config.etcd_certfile) != bool(config.etcd_keyfile):
         raise ConfigError("etcd_certfile and etcd_keyfile go together (a client certificate)")
     for name in ("etcd_cafile", "etcd_certfile", "etcd_keyfile"):

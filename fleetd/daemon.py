@@ -15,6 +15,8 @@ import ssl
 import sys
 from pathlib import Path
 
+from flotilla.process import CommandError
+
 from . import __version__ as VERSION
 from . import peers
 from . import systemd as sd
@@ -30,17 +32,23 @@ from .config import (
     load_config,
     read_config_file,
 )
+from .deadline import watchdog_seconds
+from .deadline_keeper import DeadlineKeeper, discard_deadline
 from .engine import Engine
 from .etcdclient import TlsFiles
 from .guard import FenceGuard
 from .heart import Heart
-from .identity import this_machine
+from .identity import detect_public_ip, this_machine
 from .keys import Keys
+from .peer_key import obtain_peer_key
 from .registry import Registry, RegistryError
 
 log = logging.getLogger("fleetd")
 API_SOCKET = Path("/var/run/fleet.sock")
 RUN_DIR = Path("/run/fleet")  # the lease id and the peer list survive a fleetd restart
+DEADLINE_FILE = RUN_DIR / "deadline"  # read by fleetd-backstop (backstop.py)
+ADDRESS_CHECK_SECONDS = 5.0  # how soon a new detected public IP is taken up
+TRANSPORT_CHECK_SECONDS = 1.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -87,6 +95,9 @@ class Server:
         self.config = config
         self.should_exit = asyncio.Event()
         self.should_reload = asyncio.Event()
+        # systemd's watchdog: the unit's WatchdogSec, then as fleetd tightens it to its TTL.
+        self.watchdog_configured = int(os.environ.get("WATCHDOG_USEC", "0")) / 1e6
+        self.watchdog_seconds = self.watchdog_configured
 
     async def serve(self) -> int:
         """Exit status: 0 after SIGTERM, 1 when a component failed (systemd restarts fleetd,
@@ -95,11 +106,19 @@ class Server:
         loop.add_signal_handler(signal.SIGTERM, self.should_exit.set)
         loop.add_signal_handler(signal.SIGINT, self.should_exit.set)
         loop.add_signal_handler(signal.SIGHUP, self.should_reload.set)
-        while True:
-            outcome = await self.run_once()
-            if outcome != "reload":
-                return 0 if outcome == "exit" else 1
-            self.reload_config()
+        # The watchdog spans reloads: it pings as long as the event loop runs.
+        watchdog = asyncio.create_task(self.watchdog(), name="watchdog")
+        try:
+            while True:
+                outcome = await self.run_once(watchdog)
+                if outcome != "reload":
+                    return 0 if outcome == "exit" else 1
+                self.reload_config()
+        except Exception:
+            log.critical("fleetd failed; exiting so that systemd restarts it", exc_info=True)
+            return 1
+        finally:
+            await cancel([watchdog])
 
     def reload_config(self) -> None:
         log.info("Reloading configuration")
@@ -108,15 +127,16 @@ class Server:
         except ConfigError as error:
             log.error("keeping the old configuration: %s", error)
 
-    async def run_once(self) -> str:
+    async def run_once(self, watchdog: asyncio.Task[None]) -> str:
         """Run every component until SIGTERM ("exit"), SIGHUP ("reload") or a failure."""
         config = self.config
         machine = this_machine(config)
         setup_logging(config.verbosity, machine.id)
+        self.fit_watchdog(config.agent_ttl)
         keys = Keys(config.etcd_key_prefix)
         tls = TlsFiles(config.etcd_cafile, config.etcd_certfile, config.etcd_keyfile)
         registry_context = Registry.open(
-            config.etcd_servers[0],
+            config.etcd_servers,
             keys,
             config.etcd_request_timeout,
             config.etcd_username,
@@ -134,34 +154,48 @@ class Server:
             )
             heart.on_new_lease.append(agent.republish)
             heart.on_contact.append(agent.unfence)
-            responder = await peers.serve(machine.ip, config.peer_port, machine.id, heart.etcd_age)
-            components = [agent.run()]
-            if watchdog_seconds := int(os.environ.get("WATCHDOG_USEC", "0")) / 1e6:
-                components.append(self.watchdog(watchdog_seconds))
-            if not config.disable_engine:
-                components.append(Engine(registry, heart, config.engine_reconcile_interval).run())
+            keeper = None
             if config.fencing:
+                keeper = DeadlineKeeper(DEADLINE_FILE, heart, agent)
+                heart.on_contact.append(keeper.renew)
+            else:
+                discard_deadline(DEADLINE_FILE)  # the backstop must not fence for us either
+            peer_key = await obtain_peer_key(registry, RUN_DIR / "peer-key")
+            responder = await peers.serve(machine.ip, config.peer_port, peer_key, heart.etcd_age)
+            components = {
+                "heart": heart.run(),
+                "agent": agent.run(),
+                "peer responder": watch_transport(responder),
+            }
+            if not config.public_ip:
+                components["address watch"] = self.watch_address(machine.ip)
+            if not config.disable_engine:
+                engine = Engine(registry, heart, config.engine_reconcile_interval)
+                components["engine"] = engine.run()
+            if keeper is not None:
                 guard = FenceGuard(
                     registry,
                     heart,
                     agent,
+                    keeper,
                     config.peer_port,
                     config.etcd_request_timeout,
                     RUN_DIR / "peers",
+                    peer_key,
                 )
-                components.append(guard.run())
+                components["fence guard"] = guard.run()
             api = await serve_api(
                 FleetClient(registry), API_SOCKET, keys.machine(machine.id), api_tcp(config)
             )
-            heart_task = asyncio.create_task(heart.run())
-            tasks = [heart_task, *(asyncio.create_task(c) for c in components)]
+            tasks = [asyncio.create_task(c, name=name) for name, c in components.items()]
+            heart_task = tasks[0]
             notify("READY=1")
             log.info("fleetd %s started on machine %s (%s)", VERSION, machine.id, machine.ip)
-            outcome = await self.wait_for_signal_or_failure(tasks)
+            outcome = await self.wait_for_signal_or_failure([*tasks, watchdog])
             # The heart keeps the lease alive until the units are gone, so nothing moves early.
             await cancel([t for t in tasks if t is not heart_task])
             if outcome == "exit":
-                await self.leave(registry, agent, heart)
+                await self.leave(registry, agent, heart, keeper)
             await cancel([heart_task])
             responder.close()
             await api.cleanup()
@@ -178,14 +212,22 @@ class Server:
         if self.should_exit.is_set():
             return "exit"
         for task in done & set(tasks):
+            error = None if task.cancelled() else task.exception()
+            if isinstance(error, AddressChanged):
+                log.warning("%s; exiting so that systemd restarts fleetd with it", error)
+                return "failed"
             log.critical(
-                "a fleetd component stopped: %r; exiting so that systemd restarts fleetd",
-                task.exception(),
+                "fleetd's %s stopped%s; exiting so that systemd restarts fleetd",
+                task.get_name(),
+                f": {error!r}" if error else "",
+                exc_info=error,
             )
             return "failed"
         return "reload"
 
-    async def leave(self, registry: Registry, agent: Agent, heart: Heart) -> None:
+    async def leave(
+        self, registry: Registry, agent: Agent, heart: Heart, keeper: DeadlineKeeper | None
+    ) -> None:
         """Graceful stop: leadership given up, units stopped and unloaded, lease revoked, so
         every unit can move at once."""
         notify("STOPPING=1")
@@ -193,14 +235,48 @@ class Server:
         with contextlib.suppress(RegistryError):
             await registry.resign(heart.machine.id)
         await agent.purge()
+        if keeper is not None and not agent.unit_files():
+            keeper.retire()  # else the backstop stops what is left at the deadline
         with contextlib.suppress(RegistryError):
             await heart.stop()
+        with contextlib.suppress(RegistryError):
+            # After the lease, or the engine would see it alive and remember it again.
+            await registry.forget_member(heart.machine.id)
 
-    async def watchdog(self, seconds: float) -> None:
+    def fit_watchdog(self, ttl: float) -> None:
+        """Tighten systemd's watchdog to fit inside the TTL: a wedged fleetd is restarted
+        while its lease is still alive, and the restarted fleetd reuses it."""
+        if not self.watchdog_configured:
+            return
+        seconds = watchdog_seconds(ttl, self.watchdog_configured)
+        if seconds != self.watchdog_seconds:
+            notify(f"WATCHDOG_USEC={round(seconds * 1e6)}")
+            self.watchdog_seconds = seconds
+            log.info("watchdog: %.1fs (agent_ttl %.0fs)", seconds, ttl)
+
+    async def watchdog(self) -> None:
         """Ping systemd's watchdog from the event loop: a wedged loop gets fleetd restarted."""
+        if not self.watchdog_configured:
+            await asyncio.Event().wait()  # no watchdog: nothing to do, nothing to fail
         while True:
             notify("WATCHDOG=1")
-            await asyncio.sleep(seconds / 2)
+            await asyncio.sleep(self.watchdog_seconds / 2)
+
+    async def watch_address(self, ip: str) -> None:
+        """The detected public IP changed (a new DHCP lease, say): the machine must be published
+        with it, and the peer responder and the probes must use it (fencing needs both). A
+        reload would not do: gRPC keeps its connection to etcd from the old address, which no
+        longer answers. So fleetd exits and systemd starts it again at once (the lease is
+        reused, nothing moves). With public_ip set, SIGHUP takes up a new one."""
+        while True:
+            await asyncio.sleep(ADDRESS_CHECK_SECONDS)
+            try:
+                found = await asyncio.to_thread(detect_public_ip)
+            except (ConfigError, CommandError, ValueError) as error:
+                log.debug("cannot detect the public IP: %s", error)
+                continue
+            if found != ip:
+                raise AddressChanged(f"the public IP changed from {ip} to {found}")
 
 
 def api_tcp(config: Config) -> tuple[str, int, ssl.SSLContext] | None:
@@ -209,6 +285,18 @@ def api_tcp(config: Config) -> tuple[str, int, ssl.SSLContext] | None:
     host, _, port = config.api_listen.rpartition(":")
     context = tls_context(config.api_tls_cert, config.api_tls_key, config.api_tls_client_ca)
     return host, int(port), context
+
+
+class AddressChanged(Exception):
+    """The machine's detected public IP is not the one fleetd runs with."""
+
+
+async def watch_transport(transport: asyncio.BaseTransport) -> None:
+    """Fail when a server's transport closes: a closed peer responder would leave the other
+    machines' fencing without our answers."""
+    while not transport.is_closing():
+        await asyncio.sleep(TRANSPORT_CHECK_SECONDS)
+    raise RuntimeError("the transport closed")
 
 
 async def cancel(tasks: list[asyncio.Task[None]]) -> None:

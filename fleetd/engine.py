@@ -8,13 +8,16 @@ tasks in transactions that etcd refuses if leadership moved meanwhile.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 
 from . import metrics
-from .cluster_plan import plan_cluster
+from .body_gc import BodyCollector
+from .cluster_plan import WAITING, plan_cluster
 from .heart import Heart
-from .model import ClusterSnapshot, EngineTask, Job
+from .membership import KEPT, Membership, MembershipChange
+from .model import ClusterSnapshot, EngineTask, Forget, Job, Machine, Remember
 from .registry import Conflict, JobRecord, RawSnapshot, Registry, RegistryError
 from .unitfile import Requirements, UnitFileError, parse_unit_file, requirements
 from .unitname import UnitNameError, parse_unit_name
@@ -23,6 +26,7 @@ from .wakeup import wait_for_wakeup, watch_forever
 log = logging.getLogger(__name__)
 SETTLE_SECONDS = 0.02  # let a burst of watch events (many units submitted at once) land first
 FULL_PASS_SECONDS = 60.0  # plan even when etcd looks unchanged, at least this often
+COLLECT_EVERY_SECONDS = 30.0  # how often a pass also looks for unit bodies nobody uses
 
 
 class Engine:
@@ -32,9 +36,13 @@ class Engine:
         self.interval = interval
         self.wakeup = asyncio.Event()
         self.bodies: dict[str, str] = {}
-        self.requirements: dict[tuple[str, str], Requirements | None] = {}
+        self.requirements: dict[tuple[str, str], Requirements | str] = {}
         self.leading_since: int | None = None
         self.planned_at: tuple[int, float] | None = None  # (etcd revision, monotonic time)
+        self.membership = Membership()
+        self.withheld: str | None = None
+        self.collector = BodyCollector()
+        self.collected_at = float("-inf")
 
     async def run(self) -> None:
         keys = self.registry.keys
@@ -76,6 +84,7 @@ class Engine:
     def note_leadership(self, revision: int | None) -> None:
         metrics.LEADER.set(0 if revision is None else 1)
         if revision != self.leading_since:
+            self.membership = Membership()  # a new term: every vanished machine's clock anew
             if revision is None:
                 log.info("engine: %s leads", "another machine")
             else:
@@ -95,61 +104,131 @@ class Engine:
             return
         self.planned_at = None  # set again only by a pass that succeeds and changes nothing
         started = time.monotonic()
-        snapshot = await self.resolve(await self.registry.snapshot())
-        tasks = plan_cluster(snapshot)
+        raw = await self.registry.snapshot()
+        change = self.membership.update(raw.members, raw.machines.keys(), time.monotonic())
+        snapshot = await self.resolve(raw, change.members)
+        snapshot = await self.note_withheld(snapshot, raw.machine_leases)
+        tasks = membership_tasks(change, raw.machines) + plan_cluster(snapshot)
         if tasks:
-            await self.registry.apply_engine_tasks(tasks, leader_revision)
+            await self.registry.apply_engine_tasks(tasks, leader_revision, raw.job_revisions)
             for task in tasks:
                 log_task(task)
                 metrics.TASKS.labels("engine", type(task).__name__).inc()
             metrics.RECONCILE_SECONDS.labels("engine").observe(time.monotonic() - started)
-        elif revision is not None:
+        elif revision is not None and not self.waiting_on_time(snapshot):
             self.planned_at = (revision, time.monotonic())
+        if time.monotonic() - self.collected_at >= COLLECT_EVERY_SECONDS:
+            await self.collect_bodies(raw, leader_revision)
         elapsed = time.monotonic() - started
         if elapsed > self.interval:
             log.warning(
                 "engine pass took %.2fs, longer than the %.2fs interval", elapsed, self.interval
             )
 
-    async def resolve(self, raw: RawSnapshot) -> ClusterSnapshot:
+    def waiting_on_time(self, snapshot: ClusterSnapshot) -> bool:
+        """Whether the next pass may decide differently with nothing written to etcd: a grace
+        runs out, or a unit stops on the machine it leaves (states are not watched). Such
+        passes run every interval instead of being skipped as quiet."""
+        moving = any(reason.startswith(WAITING) for reason in snapshot.reasons.values())
+        return self.withheld is not None or moving
+
+    async def collect_bodies(self, raw: RawSnapshot, leader_revision: int) -> None:
+        """Delete unit bodies no job or assignment uses, so the keyspace does not grow forever;
+        and forget cached ones no job uses (the caches would grow as well)."""
+        self.collected_at = time.monotonic()
+        used = {record.hash for record in raw.jobs.values()}
+        self.bodies = {h: body for h, body in self.bodies.items() if h in used}
+        self.requirements = {k: v for k, v in self.requirements.items() if k[1] in used}
+        if raw.broken_jobs:
+            return  # a job we cannot read may use any body
+        used |= {a.hash for units in raw.assignments.values() for a in units.values()}
+        bodies = await self.registry.unit_body_revisions()
+        doomed = self.collector.collectable(bodies, used, time.monotonic())
+        if doomed and (deleted := await self.registry.delete_unit_bodies(doomed, leader_revision)):
+            log.info("engine: deleted %d unit files no unit uses any more", deleted)
+
+    async def note_withheld(
+        self, snapshot: ClusterSnapshot, leases: dict[str, int]
+    ) -> ClusterSnapshot:
+        """The snapshot with the engine's verdict on moving units off vanished machines."""
+        machines = snapshot.machines
+        stranded = sum(1 for machine in snapshot.placements.values() if machine not in machines)
+        reaching = len(machines)
+        if stranded:
+            # Leases cut off together expire a keepalive apart: a machine whose lease has not
+            # expired yet but has not been renewed lately is as good as vanished.
+            reaching = len(await self.registry.renewed_lately(leases))
+        kept = any(reason.startswith(KEPT) for reason in snapshot.reasons.values())
+        withheld = self.membership.withholding(
+            reaching,
+            len(snapshot.members | machines.keys()),
+            kept,
+            time.monotonic(),
+            self.heart.ttl,
+        )
+        metrics.WITHHELD.set(stranded if withheld else 0)
+        if withheld != self.withheld:
+            if withheld:
+                log.warning(
+                    "engine: not moving %d units of vanished machines: %s", stranded, withheld
+                )
+            else:
+                log.info("engine: rescheduling the units of vanished machines again")
+        self.withheld = withheld
+        return dataclasses.replace(snapshot, withheld=withheld)
+
+    async def resolve(self, raw: RawSnapshot, members: frozenset[str]) -> ClusterSnapshot:
         """Attach each job's parsed [X-Fleet] requirements (bodies are immutable: cached)."""
         missing = {r.hash for r in raw.jobs.values() if r.hash not in self.bodies}
         if missing:
             self.bodies.update(await self.registry.unit_bodies(missing))
         jobs = {}
+        unresolved = dict(raw.broken_jobs)
         for name, record in raw.jobs.items():
             found = self.job_requirements(record)
-            if found is not None:
+            if isinstance(found, str):
+                unresolved[name] = found
+            else:
                 jobs[name] = Job(name, record.hash, record.desired, found)
-        return ClusterSnapshot(jobs, raw.machines, raw.placements, raw.assignments, raw.reasons)
+        return ClusterSnapshot(
+            jobs,
+            raw.machines,
+            raw.placements,
+            raw.assignments,
+            raw.reasons,
+            members,
+            unresolved=unresolved,
+            running=raw.running,
+        )
 
-    def job_requirements(self, record: JobRecord) -> Requirements | None:
+    def job_requirements(self, record: JobRecord) -> Requirements | str:
+        """The job's requirements, or why it cannot be planned (it then stays where it is)."""
         body = self.bodies.get(record.hash)
         if body is None:  # not cached: it may still arrive
-            log.warning(
-                "unit %s: unit file %s is missing from etcd; not scheduling it",
-                record.name,
-                record.hash,
-            )
-            return None
+            return f"unit file {record.hash} is missing from etcd; left as it is"
         key = (record.name, record.hash)
         if key not in self.requirements:
             self.requirements[key] = parse_requirements(record, body)
         return self.requirements[key]
 
 
-def parse_requirements(record: JobRecord, body: str) -> Requirements | None:
+def membership_tasks(change: MembershipChange, machines: dict[str, Machine]) -> list[EngineTask]:
+    tasks: list[EngineTask] = [Remember(m, machines[m].ip) for m in sorted(change.remember)]
+    tasks += [Forget(m, "gone longer than the membership window") for m in sorted(change.forget)]
+    return tasks
+
+
+def parse_requirements(record: JobRecord, body: str) -> Requirements | str:
     try:
         return requirements(parse_unit_file(body, record.name), parse_unit_name(record.name))
     except (UnitFileError, UnitNameError) as error:
-        log.warning("unit %s: %s; not scheduling it", record.name, error)
-        return None
+        return f"unit file cannot be used: {error}; left as it is"
 
 
 def log_task(task: EngineTask) -> None:
     fields = {name: value for name, value in vars(task).items() if name != "assignment"}
     text = " ".join(f"{name}={value}" for name, value in fields.items())
-    unit = fields["unit"]
+    unit = fields.get("unit", "")
     log.info(
         "engine task=%s %s",
         type(task).__name__,

@@ -13,6 +13,11 @@ its peers, whose addresses it knew from the last machine list, when they last he
   on when etcd returns. (The question is asked again on every tick, so a peer that reaches etcd
   a moment later still turns the answer around.)
 * no peers known (a one-machine cluster): nobody could take over; nothing is stopped.
+* the third case lasts at most LONG_OUTAGE_SECONDS. Past that, the machine stops its units all
+  the same: the engine forgets a vanished machine after membership.MEMBERSHIP_WINDOW, and a
+  group of machines that kept its units while the rest of the cluster reached etcd (the
+  engine withheld rescheduling meanwhile, membership.withheld_reason) must have stopped them
+  before it is forgotten and its units move.
 
 Comparing with the moment failures began, not with a fixed age, matters: when etcd dies, peers
 whose last keepalive happened to land just before it did must not count as "reaching etcd".
@@ -32,6 +37,7 @@ from dataclasses import dataclass
 SUSPECT_FRACTION = 0.4  # two missed keepalives at one every ttl/5
 PROBE_FRACTION = 0.1
 STOP_DEADLINE_FRACTION = 0.85
+LONG_OUTAGE_SECONDS = 600.0  # well inside membership.MEMBERSHIP_WINDOW (900 s)
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,12 @@ def decide(
         # The silent ones may be on etcd's side of a split, about to run our units.
         return Verdict(
             True, f"only {len(reports)} of {known_peers} peers answer: this machine is cut off"
+        )
+    if now - last_contact >= LONG_OUTAGE_SECONDS:
+        return Verdict(
+            True,
+            f"etcd unreachable for {now - last_contact:.0f}s (limit {LONG_OUTAGE_SECONDS:.0f}s):"
+            " the cluster will stop counting this machine",
         )
     return Verdict(False, "no peer reaches etcd either: etcd is down, nothing can move")
 

@@ -2,7 +2,8 @@
 
 The decision is `fencing.decide` (pure); this is the loop around it. The peer list is kept in
 /run/fleet/peers as well, so a fleetd restarted while the machine is cut off still knows whom
-to ask.
+to ask. When nobody could take our units over, the guard extends the lease deadline that the
+backstop enforces (deadline.py); a fence that did not complete is tried again on the next tick.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ import time
 from pathlib import Path
 
 from . import peers
-from .agent import Agent
+from . import systemd as sd
+from .agent import Agent, is_global
+from .deadline_keeper import DeadlineKeeper
 from .fencing import (
+    PeerReport,
     decide,
     etcd_silence_suspicious,
     keepalive_interval,
@@ -23,6 +27,7 @@ from .fencing import (
     stop_deadline,
 )
 from .heart import Heart
+from .machine_plan import RUNNING_STATES
 from .registry import Registry, RegistryError
 
 log = logging.getLogger(__name__)
@@ -35,20 +40,28 @@ class FenceGuard:
         registry: Registry,
         heart: Heart,
         agent: Agent,
+        keeper: DeadlineKeeper,
         peer_port: int,
         request_timeout: float,
         peers_file: Path,
+        peer_key: bytes,
     ) -> None:
         self.registry = registry
+        self.peer_key = peer_key
         self.heart = heart
         self.agent = agent
+        self.keeper = keeper
         self.ttl = heart.ttl
         self.peer_port = peer_port
         self.request_timeout = request_timeout
         self.peers_file = peers_file
         self.peer_ips = load_peers(peers_file)
+        # Whether the peer list was ever read from etcd (here, or by an earlier fleetd): "no
+        # peers" from a fleetd cut off before its first read is not a one-machine cluster.
+        self.peers_known = peers_file.exists()
         self.refreshed = float("-inf")
         self.last_verdict = ""
+        self.fence_complete = False  # every fenced unit was seen stopped
 
     async def run(self) -> None:
         while True:
@@ -62,14 +75,17 @@ class FenceGuard:
         now = time.monotonic()
         if self.heart.failing_since is None:
             self.last_verdict = ""
+            self.fence_complete = False
             if now - self.refreshed >= (PEER_REFRESH_SECONDS if self.peer_ips else 1.0):
                 await self.refresh_peers(now)
             return
-        if self.agent.fenced or not etcd_silence_suspicious(now, self.heart.last_contact, self.ttl):
+        if self.agent.fenced:
+            if not self.fence_complete:
+                await self.fence(self.last_verdict)
             return
-        reports = await peers.probe(
-            self.heart.machine.ip, self.peer_ips, self.peer_port, probe_timeout(self.ttl)
-        )
+        if not etcd_silence_suspicious(now, self.heart.last_contact, self.ttl):
+            return
+        reports = await self.probe()
         verdict = decide(
             time.monotonic(),
             self.heart.last_contact,
@@ -81,10 +97,47 @@ class FenceGuard:
         if verdict.fence and reports and await self.etcd_answers_us_now():
             return  # peers reach etcd and, asked once more, so do we: no outage here
         if verdict.fence:
-            await self.agent.fence(stop_deadline(self.heart.last_contact, self.ttl), verdict.reason)
-        elif verdict.reason != self.last_verdict:
+            self.last_verdict = verdict.reason
+            await self.fence(verdict.reason)
+            return
+        if verdict.reason != self.last_verdict:
             log.warning("etcd is silent; not fencing: %s", verdict.reason)
+        if self.peer_ips or self.peers_known:
+            # Nobody can take our units over: the backstop must not stop them either.
+            self.keeper.extend(now, verdict.reason)
+        elif verdict.reason != self.last_verdict:
+            log.warning("the peers are unknown yet: the lease deadline stands")
         self.last_verdict = verdict.reason
+
+    async def probe(self) -> list[PeerReport]:
+        """The peers' answers; none when we cannot even send (our address is gone, say), which
+        counts as being cut off."""
+        try:
+            return await peers.probe(
+                self.heart.machine.ip,
+                self.peer_ips,
+                self.peer_port,
+                probe_timeout(self.ttl),
+                self.peer_key,
+            )
+        except OSError as error:
+            log.warning("cannot ask the peers from %s: %s", self.heart.machine.ip, error)
+            return []
+
+    async def fence(self, reason: str) -> None:
+        """Stop our units; until every one of them is seen stopped, the next tick tries again
+        (a D-Bus call that failed, a unit that would not die)."""
+        try:
+            await self.agent.fence(stop_deadline(self.heart.last_contact, self.ttl), reason)
+            units = [u for u in self.agent.loaded if not is_global(self.agent.assigned.get(u))]
+            states = await self.agent.systemd.unit_states(units)
+        except (sd.SystemdError, OSError) as error:
+            log.warning("fencing did not complete: %s; trying again", error)
+            return
+        running = [unit for unit, state in states.items() if state.active_state in RUNNING_STATES]
+        if running:
+            log.warning("fencing: %s still running; trying again", " ".join(running))
+        self.fence_complete = not running
 
     async def etcd_answers_us_now(self) -> bool:
         """One keepalive out of turn, bounded so that the fence deadline still holds."""
@@ -101,7 +154,8 @@ class FenceGuard:
             return
         found = sorted(m.ip for m in machines.values() if m.id != self.heart.machine.id)
         self.refreshed = now
-        if found != self.peer_ips:
+        first, self.peers_known = not self.peers_known, True
+        if found != self.peer_ips or first:  # an empty list too: it is known to be empty
             self.peer_ips = found
             save_peers(self.peers_file, found)
 

@@ -41,6 +41,7 @@ class Heart:
         self.failing_since: float | None = None  # first failure seen since last_contact
         self.lost_lease = False  # this process's lease expired under it at least once
         self.logged_failure = float("-inf")
+        self.leaving = False  # a graceful leave revoked the lease: never register again
         self.registered = asyncio.Event()
         self.on_new_lease: list[Callable[[int, bool], Awaitable[None]]] = []
         self.on_contact: list[Callable[[], Awaitable[None]]] = []
@@ -83,6 +84,8 @@ class Heart:
         return True
 
     async def beat(self) -> None:
+        if self.leaving:
+            return  # registering again would undo the leave
         sent = self.clock()
         if self.lease is None:
             await self.register()
@@ -90,6 +93,8 @@ class Heart:
             try:
                 await self.registry.keep_alive(self.lease)
             except LeaseExpired:
+                if self.leaving:
+                    return  # our own revoke, racing this keepalive
                 log.warning("machine lease %x expired; registering again", self.lease)
                 self.lost_lease = True
                 self.lease = None
@@ -142,6 +147,7 @@ class Heart:
 
     async def stop(self) -> None:
         """Graceful leave: revoking the lease removes this machine and its keys at once."""
+        self.leaving = True
         if self.lease is not None:
             await self.registry.revoke_lease(self.lease)
             self.lease_file.unlink(missing_ok=True)

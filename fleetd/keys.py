@@ -7,6 +7,8 @@
     reason/<unit>              why it is not placed    engine
     engine/leader              machine id              engine: create-if-absent    (machine lease)
     machine/<machine>          {"id", "ip", ...}       that machine's fleetd      (machine lease)
+    member/<machine>           {"ip"}                  engine; the machine deletes it on leave
+    cluster/peer-key           HMAC key (hex)          the first fleetd: create-if-absent
     metadata/<machine>/<key>   value ("" = removed)    API PATCH /machines (overrides fleet.conf)
     state/<unit>/<machine>     {"load", "active", ...} that machine's agent       (machine lease)
 
@@ -62,6 +64,13 @@ class Keys:
         return self._key("machine", "")
 
     @property
+    def members(self) -> bytes:
+        return self._key("member", "")
+
+    def member(self, machine: str) -> bytes:
+        return self._key("member", machine)
+
+    @property
     def metadata(self) -> bytes:
         return self._key("metadata", "")
 
@@ -93,6 +102,10 @@ class Keys:
 
     def state(self, unit: str, machine: str) -> bytes:
         return self._key("state", unit, machine)
+
+    @property
+    def peer_key(self) -> bytes:
+        return self._key("cluster", "peer-key")
 
     @property
     def leader(self) -> bytes:

@@ -25,6 +25,11 @@ UNITS = Gauge(
 ACTIVE_UNITS = Gauge(
     "fleetd_units_active", "Units systemd reports active somewhere", registry=REGISTRY
 )
+WITHHELD = Gauge(
+    "fleetd_engine_units_withheld",
+    "Units the leading engine keeps on vanished machines because too few machines reach etcd",
+    registry=REGISTRY,
+)
 LEADER = Gauge("fleetd_engine_leader", "1 while this machine leads the engine", registry=REGISTRY)
 
 

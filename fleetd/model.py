@@ -64,6 +64,17 @@ class ClusterSnapshot:
     placements: Mapping[str, str]  # non-global unit -> machine id
     assignments: Mapping[str, Mapping[str, Assignment]]  # machine id -> unit -> assignment
     reasons: Mapping[str, str] = field(default_factory=dict)  # unit -> why it is pending
+    # The recently known machines (membership.py), live ones included; empty means "just the
+    # live ones", as in a snapshot built by hand.
+    members: frozenset[str] = frozenset()
+    # Set by the engine when it withholds rescheduling for a reason the counts alone do not
+    # show (membership.Membership.withholding); None: decide from the counts.
+    withheld: str | None = None
+    # Units etcd has a job for that cannot be planned (body missing or unparsable, record
+    # malformed) -> why: left exactly where they are, never taken for destroyed.
+    unresolved: Mapping[str, str] = field(default_factory=dict)
+    # unit -> machines whose agent reports it active, activating, deactivating or reloading
+    running: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
 # -- engine tasks: each carries the reason it exists, for the log and for `fleetctl` ----------
@@ -110,4 +121,20 @@ class ClearPending:
     reason: str = "placed"
 
 
-EngineTask = Schedule | Unschedule | Assign | Unassign | MarkPending | ClearPending
+@dataclass(frozen=True)
+class Remember:
+    """Record a machine in the recent membership."""
+
+    machine: str
+    ip: str
+
+
+@dataclass(frozen=True)
+class Forget:
+    machine: str
+    reason: str
+
+
+EngineTask = (
+    Schedule | Unschedule | Assign | Unassign | MarkPending | ClearPending | Remember | Forget
+)

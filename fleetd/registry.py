@@ -7,17 +7,20 @@ compares the leader key's create revision, so a deposed leader's writes are refu
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import math
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
-from urllib.parse import urlsplit
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 import aetcd
 import aetcd.exceptions
 
-from .etcdclient import TlsClient, TlsFiles
+from .etcdclient import EtcdClient, TlsFiles, parse_endpoints
 from .keys import Keys
 from .model import (
     Assign,
@@ -25,15 +28,21 @@ from .model import (
     ClearPending,
     DesiredState,
     EngineTask,
+    Forget,
     Machine,
     MarkPending,
+    Remember,
     Schedule,
     Unassign,
     UnitState,
     Unschedule,
 )
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 MAX_TXN_OPS = 100
+SET_DESIRED_ATTEMPTS = 5
+RUNNING = frozenset({"active", "activating", "deactivating", "reloading"})  # systemd ActiveState
 FEW_BODIES = 20  # above this many, one ranged read of every body beats a request per body
 # gRPC backs off up to two minutes between reconnects by default; after an etcd outage every
 # machine must be back within a fraction of its TTL, or its lease (and its units) would go.
@@ -41,6 +50,9 @@ GRPC_OPTIONS = {
     "grpc.initial_reconnect_backoff_ms": 100,
     "grpc.min_reconnect_backoff_ms": 100,
     "grpc.max_reconnect_backoff_ms": 500,
+    # gRPC refuses replies over 4 MiB by default; a snapshot or a read of every unit body of a
+    # big cluster is larger (etcd itself bounds each request at 1.5 MiB, not replies).
+    "grpc.max_receive_message_length": 1 << 30,
 }  # etcd refuses transactions of more than 128 operations by default
 
 
@@ -72,6 +84,11 @@ class RawSnapshot:
     placements: dict[str, str]
     assignments: dict[str, dict[str, Assignment]]
     reasons: dict[str, str]
+    members: frozenset[str] = frozenset()  # machines recorded under member/
+    broken_jobs: dict[str, str] = field(default_factory=dict)  # malformed job/ records -> why
+    job_revisions: dict[str, int] = field(default_factory=dict)  # job -> its mod revision
+    running: dict[str, frozenset[str]] = field(default_factory=dict)  # unit -> machines
+    machine_leases: dict[str, int] = field(default_factory=dict)  # machine -> its lease id
 
 
 @dataclass(frozen=True)
@@ -88,14 +105,6 @@ def translated_errors(action: str) -> Iterator[None]:
         yield
     except aetcd.exceptions.ClientError as error:
         raise RegistryError(f"{action}: {error or type(error).__name__}") from error
-
-
-def parse_endpoint(url: str) -> tuple[str, int, bool]:
-    """(host, port, TLS?) of an etcd client URL."""
-    parts = urlsplit(url if "//" in url else f"http://{url}")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"unsupported etcd endpoint {url!r}: expected http(s)://HOST:PORT")
-    return parts.hostname, parts.port or 2379, parts.scheme == "https"
 
 
 def encode_assignment(assignment: Assignment) -> bytes:
@@ -119,6 +128,27 @@ def encode_machine(machine: Machine) -> bytes:
 def decode_machine(raw: bytes) -> Machine:
     value = json.loads(raw)
     return Machine(value["id"], value["ip"], value.get("metadata", {}))
+
+
+MALFORMED = (ValueError, KeyError, TypeError, AttributeError)  # json, enum, shape, type
+
+
+def describe(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def decoded(decode: Callable[[bytes], T], raw: bytes, what: str) -> T | None:
+    try:
+        return decode(raw)
+    except MALFORMED as error:
+        log.warning("skipping malformed %s in etcd: %s", what, describe(error))
+        return None
+
+
+def decode_machine_leniently(key: str, raw: bytes) -> Machine:
+    """A malformed record still proves the machine's lease is alive: it keeps its units."""
+    found = decoded(decode_machine, raw, f"machine record {key}")
+    return found if found is not None and found.id == key else Machine(key, "")
 
 
 def encode_state(state: UnitState) -> bytes:
@@ -170,22 +200,24 @@ class Registry:
     @asynccontextmanager
     async def open(
         cls,
-        endpoint: str,
+        endpoints: str | Sequence[str],
         keys: Keys,
         timeout: float,
         username: str = "",
         password: str = "",
         tls: TlsFiles | None = None,
     ) -> AsyncIterator[Registry]:
-        """A registry on etcd at `endpoint`; https:// endpoints use TLS (with `tls`' files)."""
-        host, port, secure = parse_endpoint(endpoint)
-        settings: dict[str, object] = {"timeout": timeout, "options": GRPC_OPTIONS}
-        if username:
-            settings.update(username=username, password=password)
-        if secure:
-            client: aetcd.Client = TlsClient(host, port, tls=tls or TlsFiles(), **settings)
-        else:
-            client = aetcd.Client(host, port, **settings)  # type: ignore[arg-type]
+        """A registry on the etcd cluster at `endpoints` (client URLs: a list, or fleet's
+        comma-separated string), failing over between its members; https:// endpoints use TLS
+        (with `tls`' files). ValueError for malformed or mixed http/https endpoints."""
+        client = EtcdClient(
+            parse_endpoints(endpoints),
+            timeout=timeout,
+            options=GRPC_OPTIONS,
+            username=username,
+            password=password,
+            tls=tls,
+        )
         try:
             yield cls(client, keys)
         finally:
@@ -212,6 +244,24 @@ class Registry:
             raise LeaseExpired(f"lease {lease:x} expired")
         return int(reply.TTL)
 
+    async def renewed_lately(self, leases: Mapping[str, int]) -> set[str]:
+        """The machines whose lease has more than half its TTL left: renewed within the last
+        half TTL (a healthy machine renews every fifth). Unknown counts as not renewed."""
+
+        async def left(lease: int) -> tuple[int, int]:
+            with translated_errors("reading a lease"):
+                info = await self.client.get_lease_info(lease, keys=False)
+            return info.TTL, info.grantedTTL
+
+        found = await asyncio.gather(
+            *(left(lease) for lease in leases.values()), return_exceptions=True
+        )
+        return {
+            machine
+            for machine, result in zip(leases, found, strict=True)
+            if isinstance(result, tuple) and 2 * result[0] > result[1]
+        }
+
     async def revoke_lease(self, lease: int) -> None:
         with translated_errors("revoking the machine lease"):
             try:
@@ -230,9 +280,29 @@ class Registry:
 
     async def machines(self) -> dict[str, Machine]:
         """Registered machines, their metadata merged with what the API set."""
-        machines = [decode_machine(raw) for _, raw in await self._prefix(self.keys.machines)]
+        found = await self._prefix(self.keys.machines)
+        machines = [decode_machine_leniently(key, raw) for key, raw in found]
         dynamic = await self._prefix(self.keys.metadata)
         return {m.id: m for m in with_dynamic_metadata(machines, dynamic)}
+
+    async def peer_key(self) -> bytes:
+        """The cluster's key for authenticating fencing probes; the first caller creates it."""
+        key = self.keys.peer_key
+        with translated_errors("reading the cluster's peer key"):
+            await self.client.transaction(
+                compare=[self.ops.version(key) == 0],
+                success=[self.ops.put(key, secrets.token_hex(32).encode())],
+                failure=[],
+            )
+            found = await self.client.get(key)
+        if found is None:
+            raise RegistryError("the cluster's peer key vanished while it was being read")
+        return found.value
+
+    async def forget_member(self, machine: str) -> None:
+        """A machine leaving gracefully takes itself out of the recent membership at once."""
+        with translated_errors(f"removing machine {machine} from the membership"):
+            await self.client.delete(self.keys.member(machine))
 
     async def set_metadata(self, changes: Sequence[tuple[str, str, str]]) -> None:
         """Set (machine, key, value) metadata; "" removes a key, also one from fleet.conf."""
@@ -262,14 +332,22 @@ class Registry:
         states = {}
         for key, raw in await self._prefix(self.keys.states):
             unit, _, machine = key.rpartition("/")
-            states[(unit, machine)] = decode_state(raw)
+            state = decoded(decode_state, raw, f"unit state {key}")
+            if state is not None:
+                states[(unit, machine)] = state
         return states
 
     # -- the agent's reads -------------------------------------------------------------------
 
     async def assignments(self, machine: str) -> dict[str, Assignment]:
         prefix = self.keys.assigned_to(machine)
-        return {unit: decode_assignment(raw) for unit, raw in await self._prefix(prefix)}
+        found = {}
+        for unit, raw in await self._prefix(prefix):
+            # A malformed one is skipped (the engine writes it again) rather than stall the pass.
+            assignment = decoded(decode_assignment, raw, f"assignment {machine}/{unit}")
+            if assignment is not None:
+                found[unit] = assignment
+        return found
 
     async def unit_body(self, unit_hash: str) -> str | None:
         with translated_errors(f"reading unit body {unit_hash}"):
@@ -285,6 +363,31 @@ class Registry:
             return found if wanted is None else {h: b for h, b in found.items() if h in wanted}
         bodies = {h: await self.unit_body(h) for h in sorted(wanted)}
         return {h: body for h, body in bodies.items() if body is not None}
+
+    async def unit_body_revisions(self) -> dict[str, int]:
+        """Every stored unit body's hash and mod revision (keys only: no bodies are read)."""
+        with translated_errors("listing unit bodies"):
+            result = await self.client.get_prefix(self.keys.units, keys_only=True)
+        prefix = self.keys.units
+        return {self.keys.name_under(prefix, kv.key): kv.mod_revision for kv in result.kvs}
+
+    async def delete_unit_bodies(
+        self, bodies: Sequence[tuple[str, int]], leader_revision: int
+    ) -> int:
+        """Delete bodies still at the given mod revisions; how many went. One transaction each,
+        so a body stored again meanwhile only spares itself."""
+        guard = self.ops.create(self.keys.leader) == leader_revision
+        deleted = 0
+        for unit_hash, revision in bodies:
+            key = self.keys.unit_body(unit_hash)
+            with translated_errors("collecting unused unit bodies"):
+                succeeded, _ = await self.client.transaction(
+                    compare=[guard, self.ops.mod(key) == revision],
+                    success=[self.ops.delete(key)],
+                    failure=[],
+                )
+            deleted += bool(succeeded)
+        return deleted
 
     # -- watches -----------------------------------------------------------------------------
 
@@ -310,7 +413,14 @@ class Registry:
     # -- jobs (writer: the client) -----------------------------------------------------------
 
     async def jobs(self) -> dict[str, JobRecord]:
-        return {name: decode_job(name, raw) for name, raw in await self._prefix(self.keys.jobs)}
+        """Every readable job (a malformed record is skipped with a warning: the engine leaves
+        its unit as it is, and a client cannot overwrite it by accident either)."""
+        jobs = {}
+        for name, raw in await self._prefix(self.keys.jobs):
+            job = decoded(lambda raw, name=name: decode_job(name, raw), raw, f"job {name}")
+            if job is not None:
+                jobs[name] = job
+        return jobs
 
     async def create_jobs(self, jobs: Sequence[tuple[JobRecord, str]], replace: bool) -> None:
         """Store unit bodies and jobs, all or nothing. Without `replace`, an existing job with a
@@ -353,15 +463,31 @@ class Registry:
         return self.ops.version(key) == 0
 
     async def set_desired(self, names: Iterable[str], desired: DesiredState) -> None:
-        existing = await self.jobs()
-        missing = [name for name in names if name not in existing]
-        if missing:
-            raise Conflict(f"unit {missing[0]} does not exist")
-        records = [JobRecord(n, existing[n].hash, desired) for n in names]
-        for batch in chunks(records, MAX_TXN_OPS):
-            compares = [self.ops.version(self.keys.job(r.name)) > 0 for r in batch]
-            ops = [self.ops.put(self.keys.job(r.name), encode_job(r)) for r in batch]
-            await self._txn(compares, ops, "setting desired states")
+        """Set the desired state of existing jobs, keeping each one's unit file. Each write
+        compares the job's mod revision with the one read, so a `submit --replace` landing in
+        between is never undone by writing the old hash back: the batch is read again."""
+        names = list(names)
+        for _ in range(SET_DESIRED_ATTEMPTS):
+            with translated_errors("reading units"):
+                found = await self.client.get_prefix(self.keys.jobs)
+            existing = {self.keys.name_under(self.keys.jobs, kv.key): kv for kv in found.kvs}
+            missing = [name for name in names if name not in existing]
+            if missing:
+                raise Conflict(f"unit {missing[0]} does not exist")
+            try:
+                for batch in chunks(names, MAX_TXN_OPS):
+                    compares = [
+                        self.ops.mod(self.keys.job(n)) == existing[n].mod_revision for n in batch
+                    ]
+                    records = [
+                        JobRecord(n, decode_job(n, existing[n].value).hash, desired) for n in batch
+                    ]
+                    ops = [self.ops.put(self.keys.job(r.name), encode_job(r)) for r in records]
+                    await self._txn(compares, ops, "setting desired states")
+                return
+            except Conflict:
+                continue
+        raise Conflict("setting desired states: the units kept changing meanwhile; try again")
 
     async def destroy_jobs(self, names: Iterable[str]) -> None:
         for batch in chunks(list(names), MAX_TXN_OPS):
@@ -412,6 +538,8 @@ class Registry:
             self.keys.assignments,
             self.keys.reasons,
             self.keys.metadata,
+            self.keys.members,
+            self.keys.states,
         ]
         ops = [self.ops.get(p, aetcd.utils.prefix_range_end(p)) for p in prefixes]
         with translated_errors("reading the cluster snapshot"):
@@ -419,38 +547,79 @@ class Registry:
         parts: list[list[tuple[str, bytes]]] = []
         for prefix, response in zip(prefixes, responses, strict=True):
             parts.append([(self.keys.name_under(prefix, kv.key), value) for value, kv in response])
-        jobs, machines, placements, assigned, reasons, dynamic = parts
+        jobs, machines, placements, assigned, reasons, dynamic, members, states = parts
+        running: dict[str, set[str]] = {}
+        for key, raw in states:
+            unit, _, machine = key.rpartition("/")
+            state = decoded(decode_state, raw, f"unit state {key}")
+            if state is not None and state.active in RUNNING:
+                running.setdefault(unit, set()).add(machine)
+        job_revisions = {
+            self.keys.name_under(self.keys.jobs, kv.key): kv.mod_revision for _, kv in responses[0]
+        }
+        # One malformed record (a bug elsewhere, or a hand edit) must not stop the engine, nor
+        # be taken for "no such job" or "no such machine": it is skipped with a reason.
         assignments: dict[str, dict[str, Assignment]] = {}
         for key, raw in assigned:
             machine, _, unit = key.partition("/")
-            assignments.setdefault(machine, {})[unit] = decode_assignment(raw)
+            found = decoded(decode_assignment, raw, f"assignment {key}")
+            if found is not None:  # a malformed one is written again by the engine's plan
+                assignments.setdefault(machine, {})[unit] = found
+        records, broken = {}, {}
+        for name, raw in jobs:
+            try:
+                records[name] = decode_job(name, raw)
+            except MALFORMED as error:
+                broken[name] = f"malformed job record in etcd ({describe(error)}); left as it is"
         return RawSnapshot(
-            jobs={name: decode_job(name, raw) for name, raw in jobs},
+            jobs=records,
             machines={
                 m.id: m
                 for m in with_dynamic_metadata(
-                    [decode_machine(raw) for _, raw in machines], dynamic
+                    [decode_machine_leniently(key, raw) for key, raw in machines], dynamic
                 )
             },
-            placements={unit: raw.decode() for unit, raw in placements},
+            placements={unit: raw.decode(errors="replace") for unit, raw in placements},
             assignments=assignments,
-            reasons={unit: raw.decode() for unit, raw in reasons},
+            reasons={unit: raw.decode(errors="replace") for unit, raw in reasons},
+            members=frozenset(machine for machine, _ in members),
+            broken_jobs=broken,
+            job_revisions=job_revisions,
+            running={unit: frozenset(machines) for unit, machines in running.items()},
+            machine_leases={
+                self.keys.name_under(self.keys.machines, kv.key): kv.lease for _, kv in responses[1]
+            },
         )
 
-    async def apply_engine_tasks(self, tasks: Sequence[EngineTask], leader_revision: int) -> None:
+    async def apply_engine_tasks(
+        self,
+        tasks: Sequence[EngineTask],
+        leader_revision: int,
+        job_revisions: Mapping[str, int] | None = None,
+    ) -> None:
         """Write the engine's tasks in guarded transactions, in order; Conflict if leadership or
         the data changed. etcd refuses a key twice in one transaction (an unschedule and the
-        schedule that follows it, say), so such a task starts the next transaction."""
+        schedule that follows it, say), so such a task starts the next transaction.
+
+        With `job_revisions` (each job's mod revision in the snapshot the plan came from), a
+        task that places or assigns a unit also compares its job: a plan from a stale snapshot
+        can never start a unit a user has stopped or destroyed since."""
+        job_revisions = job_revisions or {}
         guard = self.ops.create(self.keys.leader) == leader_revision
         compares: list = [guard]  # type: ignore[type-arg]
         ops: list = []  # type: ignore[type-arg]
         touched: set[bytes] = set()
+        compared: set[str] = set()
         for task in tasks:
             task_compares, task_ops = self._engine_ops(task)
             keys = {op.key for op in task_ops}
             if touched & keys or len(ops) + len(task_ops) > MAX_TXN_OPS:
                 await self._txn(compares, ops, "applying the engine's plan")
-                compares, ops, touched = [guard], [], set()
+                compares, ops, touched, compared = [guard], [], set(), set()
+            unit = placed_unit(task)
+            if unit in job_revisions and unit not in compared:
+                compares.append(self.ops.mod(self.keys.job(unit)) == job_revisions[unit])
+                compared.add(unit)
             compares += task_compares
             ops += task_ops
             touched |= keys
@@ -474,6 +643,10 @@ class Registry:
                 return [], [ops.put(keys.reason(unit), reason.encode())]
             case ClearPending(unit, _):
                 return [], [ops.delete(keys.reason(unit))]
+            case Remember(machine, ip):
+                return [], [ops.put(keys.member(machine), json.dumps({"ip": ip}).encode())]
+            case Forget(machine, _):
+                return [], [ops.delete(keys.member(machine))]
         raise TypeError(f"unknown engine task {task!r}")
 
     async def _txn(self, compares: list, ops: list, action: str) -> None:  # type: ignore[type-arg]
@@ -481,6 +654,14 @@ class Registry:
             succeeded, _ = await self.client.transaction(compare=compares, success=ops, failure=[])
         if not succeeded:
             raise Conflict(f"{action}: the registry changed meanwhile")
+
+
+def placed_unit(task: EngineTask) -> str | None:
+    """The unit a task places or assigns (the tasks that can start it somewhere)."""
+    match task:
+        case Schedule(unit, _, _) | Assign(_, unit, _, _):
+            return unit
+    return None
 
 
 def encode_job(job: JobRecord) -> bytes:

@@ -8,6 +8,13 @@ Signals: `Systemd.connect` adds two match rules (the manager's own signals, and 
 of the Unit interface on unit objects) and calls Manager.Subscribe, without which systemd emits no
 unit or job signals at all. One message handler fans the matching signals out to a queue per
 listener: `stop_unit` waits on its job's JobRemoved, `watch_states` turns them into unit states.
+
+Only signals sent by systemd itself count. Match rules filter broadcasts, but any client on the
+bus may send a signal addressed to fleetd's connection, with systemd's path and interface; the
+bus daemon delivers it whatever the rules say, and only the sender field (which the daemon sets,
+so it cannot be forged) tells it apart. The handler therefore drops every signal whose sender is
+not the unique name that owns org.freedesktop.systemd1: asked with GetNameOwner at connect, and
+followed through the bus daemon's NameOwnerChanged when systemd re-executes and reconnects.
 """
 
 from __future__ import annotations
@@ -34,16 +41,22 @@ UNIT_PATH_PREFIX = "/org/freedesktop/systemd1/unit/"
 
 NO_SUCH_UNIT = "org.freedesktop.systemd1.NoSuchUnit"
 NO_SUCH_PROCESS = "org.freedesktop.systemd1.NoSuchProcess"
+FILE_NOT_FOUND = "org.freedesktop.DBus.Error.FileNotFound"
 
 # Where a method call goes: systemd's manager object, or (for AddMatch) the bus daemon itself.
 MANAGER = {"destination": SYSTEMD, "path": MANAGER_PATH, "interface": MANAGER_INTERFACE}
+BUS_DAEMON_NAME = "org.freedesktop.DBus"  # the sender of the bus daemon's own signals
 BUS_DAEMON = {
-    "destination": "org.freedesktop.DBus",
+    "destination": BUS_DAEMON_NAME,
     "path": "/org/freedesktop/DBus",
-    "interface": "org.freedesktop.DBus",
+    "interface": BUS_DAEMON_NAME,
 }
 # The manager signals this module listens to (of many: JobNew, UnitFilesChanged, ...).
 MANAGER_SIGNALS = frozenset({"JobRemoved", "UnitNew", "UnitRemoved", "Reloading"})
+OWNER_RULE = (
+    f"type='signal',sender='{BUS_DAEMON_NAME}',interface='{BUS_DAEMON_NAME}',"
+    f"member='NameOwnerChanged',arg0='{SYSTEMD}'"
+)
 MATCH_RULES = (
     f"type='signal',sender='{SYSTEMD}',path='{MANAGER_PATH}',interface='{MANAGER_INTERFACE}'",
     f"type='signal',sender='{SYSTEMD}',interface='{PROPERTIES_INTERFACE}',"
@@ -134,6 +147,7 @@ class Systemd:
         self._bus = bus
         self._call_timeout = call_timeout
         self._listeners: set[asyncio.Queue[Message | None]] = set()
+        self._systemd_name: str | None = None  # the unique bus name systemd has now
         bus.add_message_handler(self._dispatch)
         self._disconnect = asyncio.ensure_future(bus.wait_for_disconnect())
         self._disconnect.add_done_callback(self._on_disconnect)
@@ -150,6 +164,12 @@ class Systemd:
             raise SystemdError(f"cannot connect to the system D-Bus: {error}") from error
         systemd = cls(bus, call_timeout)
         try:
+            # Follow the owner first, so that no change of owner falls between asking and
+            # following.
+            await systemd._call("AddMatch", "s", [OWNER_RULE], route=BUS_DAEMON)
+            (systemd._systemd_name,) = await systemd._call(
+                "GetNameOwner", "s", [SYSTEMD], route=BUS_DAEMON
+            )
             for rule in MATCH_RULES:
                 await systemd._call("AddMatch", "s", [rule], route=BUS_DAEMON)
             await systemd._call("Subscribe")
@@ -210,6 +230,18 @@ class Systemd:
         if names:
             changes = await self._call("DisableUnitFiles", "asb", [list(names), True])
             log.debug("disabled %s: %s", names, changes[0])
+
+    async def unit_file_state(self, name: str) -> str | None:
+        """What systemd's unit files say of `name` ("enabled", "static", "alias", "masked",
+        "linked-runtime", "transient", ...), or None when no unit directory has a file of that
+        name. A name systemd finds invalid raises SystemdError."""
+        try:
+            (state,) = await self._call("GetUnitFileState", "s", [name])
+        except SystemdError as error:
+            if error.error_name in (FILE_NOT_FOUND, NO_SUCH_UNIT):
+                return None
+            raise
+        return str(state)
 
     async def reload(self) -> None:
         """daemon-reload; returns once systemd has finished reloading (it replies only then)."""
@@ -362,8 +394,16 @@ class Systemd:
         return message
 
     def _dispatch(self, message: Message) -> None:
-        """dbus-fast's handler for every incoming message: hand systemd's signals on."""
+        """dbus-fast's handler for every incoming message: hand systemd's signals on, and only
+        those that systemd sent."""
         if message.message_type != MessageType.SIGNAL:
+            return
+        if message.sender == BUS_DAEMON_NAME and message.member == "NameOwnerChanged":
+            self._follow_owner(message)
+            return
+        if message.sender is None or message.sender != self._systemd_name:
+            if message.interface in (MANAGER_INTERFACE, PROPERTIES_INTERFACE):
+                log.debug("ignoring a %s signal from %s", message.member, message.sender)
             return
         wanted = (message.interface == MANAGER_INTERFACE and message.member in MANAGER_SIGNALS) or (
             message.interface == PROPERTIES_INTERFACE and message.body[0] == UNIT_INTERFACE
@@ -371,6 +411,13 @@ class Systemd:
         if wanted:
             for queue in self._listeners:
                 queue.put_nowait(message)
+
+    def _follow_owner(self, message: Message) -> None:
+        """NameOwnerChanged(name, old owner, new owner): systemd re-executed (or left)."""
+        name, _, new_owner = message.body
+        if name == SYSTEMD and new_owner != self._systemd_name:
+            log.info("systemd's bus name is now %s (was %s)", new_owner or "-", self._systemd_name)
+            self._systemd_name = new_owner or None
 
     def _on_disconnect(self, task: asyncio.Future[None]) -> None:
         if not task.cancelled() and task.exception() is not None:

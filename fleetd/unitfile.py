@@ -4,6 +4,8 @@ and their [X-Fleet] scheduling requirements.
 Pure. The parser follows the go-systemd lexer fleet uses, so that a file gives the same options,
 hence the same canonical text and the same SHA1, in Flotilla as in fleet. It is stricter where
 fleet silently dropped input (an option before any section, a nameless option, an empty file).
+One departure: a value ending in a backslash always keeps a line break after it, so that the
+canonical text of every parsed unit reads back as the same unit with the same hash.
 """
 
 from __future__ import annotations
@@ -129,7 +131,7 @@ def parse_unit_file(text: str, source: str = "<unit>") -> UnitFile:
     UnitFileError naming `source` and the line.
     """
     lines = _physical_lines(text)
-    _check_line_lengths(lines, source)
+    _check_lines(lines, source)
     options: list[UnitOption] = []
     section: str | None = None
     index = 0
@@ -158,9 +160,14 @@ def _physical_lines(text: str) -> list[str]:
     return lines
 
 
-def _check_line_lengths(lines: list[str], source: str) -> None:
+def _check_lines(lines: list[str], source: str) -> None:
     for number, line in enumerate(lines, start=1):
-        size = len(line.removesuffix("\r").encode("utf-8", "surrogatepass"))
+        try:
+            size = len(line.removesuffix("\r").encode())
+        except UnicodeEncodeError as error:
+            # A lone surrogate: the unit would have no canonical bytes, hence no hash.
+            reason = f"character {error.start + 1} is not text (it has no UTF-8 form)"
+            raise UnitFileError(source, reason, number) from None
         if size >= LINE_MAX:
             reason = f"line too long ({size} bytes; the limit is {LINE_MAX - 1} plus the newline)"
             reason += ": wrap it with a backslash at the end of a line"
@@ -223,8 +230,11 @@ def _read_value(lines: list[str], index: int, text: str) -> tuple[str, int]:
             break
         value += "\n"
         text = lines[index]
-    # go-systemd keeps the line break of a continuation that ran into a blank line.
-    if value.endswith("\n"):
+    # go-systemd keeps the line break of a continuation that ran into a blank line. A value
+    # ending in a backslash gets one too (go-systemd leaves it off at the end of the file, or
+    # when whitespace follows the backslash): in the canonical text the next line follows that
+    # backslash, so without it the text would read back as another unit with another hash.
+    if value.endswith("\n") or value.strip(GO_WHITESPACE).endswith("\\"):
         return value.strip(GO_WHITESPACE) + "\n", index
     return value.strip(GO_WHITESPACE), index
 

@@ -1,32 +1,42 @@
 """Unit names: parsed and validated the way fleet's API does it, with fleet's error messages.
 
-Pure. A name that passes `parse_unit_name` can be used as a file name as it is: it never contains
+Pure. fleet's rules are narrowed to the names a machine can really manage, each refused with a
+message in fleet's style:
+- at most 255 bytes, suffix included (systemd's limit, which is also a file name's);
+- only the unit types systemd 252 loads from a file (fleet's `busname` and `snapshot` are gone
+  from systemd, a `scope` only exists when a running process creates it);
+- no leading "." (systemd skips hidden files in its unit directories, and so did the agent);
+- no name a machine ships itself (fleetd, etcd, ssh, D-Bus, systemd's and the image's units):
+  a fleet unit of that name would be linked over the machine's own.
+
+A name that passes `parse_unit_name` can be used as a file name as it is: it never contains
 '/' and is never '.' or '..', so it cannot point outside the directory it is written to.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import string
 from dataclasses import dataclass
 
-MAX_NAME_BYTES = 256
+MAX_NAME_BYTES = 255  # systemd's UNIT_NAME_MAX - 1; fleet allowed 256, which no file can have
 UNIT_TYPES = frozenset(
     {
         "automount",
-        "busname",
         "device",
         "mount",
         "path",
-        "scope",
         "service",
         "slice",
-        "snapshot",
         "socket",
         "swap",
         "target",
         "timer",
     }
 )
+# fleet's types that no machine can load from a file; names with them are refused, but a file
+# an older agent wrote under such a name is still recognised (and cleaned up) as a unit file.
+RETIRED_UNIT_TYPES = frozenset({"busname", "scope", "snapshot"})
 # Only these types may be templates or instances (names with '@').
 TEMPLATE_TYPES = frozenset({"path", "service", "socket", "target", "timer"})
 NAME_CHARACTERS = frozenset(string.ascii_letters + string.digits + ":-_.\\@")
@@ -48,8 +58,36 @@ _GO_ESCAPES = {
 }
 
 
+# Units the machines ship (units/, imagebuild/rootfs.yaml, image.yaml, the image's and rootfs'
+# files) and those systemd runs the machine with, as globs on the name without its type, keyed
+# by the words the refusal uses: a fleet unit under one of these names would be linked into
+# /run/systemd/system, over the machine's own. On a machine, the agent also refuses any name
+# systemd has a unit file for, whatever this table says (tests/unit/test_unitname.py checks the
+# table against the image's units).
+MACHINE_UNITS = {
+    "fleetd itself": ("fleetd", "fleetd-*"),
+    "the machine's etcd member": ("etcd",),
+    "the SSH server": ("ssh", "sshd", "ssh-host-keys"),
+    "the system bus": ("dbus", "dbus-*"),
+    "part of systemd": ("systemd-*",),
+    "part of the Flotilla image": ("flotilla-*",),
+    "part of podman": ("podman", "podman-*"),
+    "one of Debian's units the machines mask": (
+        *("apt-daily", "apt-daily-upgrade", "console-getty", "dpkg-db-backup"),
+        *("e2scrub@*", "e2scrub_all", "e2scrub_reap", "fstrim"),
+    ),
+    # systemd.special(7): what the machine boots, shuts down and slices itself with.
+    "one of systemd's special units": (
+        *("-", "init", "system", "user", "user@*", "getty", "getty@*"),
+        *("basic", "default", "emergency", "graphical", "halt", "local-fs", "multi-user"),
+        *("network", "network-online", "poweroff", "reboot", "rescue", "shutdown"),
+        *("sockets", "sysinit", "timers"),
+    ),
+}
+
+
 class UnitNameError(ValueError):
-    """A unit name fleet's API would refuse; the message is fleet's own."""
+    """A unit name fleet's API would refuse; the message is fleet's own, or in its style."""
 
 
 @dataclass(frozen=True)
@@ -101,10 +139,11 @@ def parse_unit_name(name: str) -> UnitName:
 
 
 def check_unit_name(name: str) -> None:
-    """Raise UnitNameError unless `name` is a valid unit name; checks run in fleet's order."""
+    """Raise UnitNameError unless `name` is a valid unit name; fleet's checks run in fleet's
+    order, then ours (a leading ".", a name the machines ship)."""
     if not name:
         raise UnitNameError("unit name cannot be empty")
-    # fleet counts bytes, as systemd does, not characters.
+    # Bytes, as systemd and the file system count, not characters.
     if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
         raise UnitNameError(f"unit name exceeds maximum length ({MAX_NAME_BYTES})")
     stem, dot, suffix = name.rpartition(".")
@@ -122,6 +161,29 @@ def check_unit_name(name: str) -> None:
             raise UnitNameError(f"invalid character {quoted} in unit name")
     if name.startswith("@"):
         raise UnitNameError('unit name cannot start in "@"')
+    if name.startswith("."):
+        raise UnitNameError('unit name cannot start in "."')
+    if (owner := machine_unit(name)) is not None:
+        raise UnitNameError(
+            f"unit name {go_quote(name)} is reserved: the machines ship a unit of that name "
+            f"({owner}), which a fleet unit would replace"
+        )
+
+
+def machine_unit(name: str) -> str | None:
+    """Whose unit of that name the machines ship (the words of MACHINE_UNITS), or None."""
+    stem = name.rpartition(".")[0] if "." in name else name
+    for owner, patterns in MACHINE_UNITS.items():
+        if any(fnmatch.fnmatchcase(stem, pattern) for pattern in patterns):
+            return owner
+    return None
+
+
+def looks_like_unit_file(name: str) -> bool:
+    """Whether a file name in the agent's directory can be a unit it wrote, under today's rules
+    or an older agent's (a hidden name, a retired type); never one of its temporary files."""
+    stem, dot, suffix = name.rpartition(".")
+    return bool(dot and stem) and suffix in UNIT_TYPES | RETIRED_UNIT_TYPES
 
 
 def mangle_name(name: str) -> str:

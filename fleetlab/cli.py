@@ -16,7 +16,7 @@ from imagebuild.spec import SpecError
 from . import cgroups, network
 from .fleet import start_fleetd
 from .lab import Lab, LabError, MachineStatus, require_root
-from .layout import DEFAULT_STATE_ROOT
+from .layout import DEFAULT_STATE_ROOT, LAB_NAME, LAB_NETNS
 
 SOURCE_TREE = Path(__file__).resolve().parents[1]
 USER_ERRORS = (LabError, CommandError, SpecError, TimeoutError, RuntimeError)
@@ -35,12 +35,23 @@ def format_table(statuses: Sequence[MachineStatus]) -> str:
 
 
 def all_lab_names(state_root: Path) -> set[str]:
-    """Every lab that left anything behind: a state directory, a cgroup or a namespace."""
-    names = {p.name for p in state_root.iterdir()} if state_root.is_dir() else set()
+    """Every lab that left anything behind: a state directory, a cgroup or a namespace, each
+    only if fleetlab made it (a lab's name, and for a directory the files a lab keeps), so
+    that `down --all` never removes what another tool named alike."""
+    names = set()
+    if state_root.is_dir():
+        for path in state_root.iterdir():
+            made_by_a_lab = any((path / part).exists() for part in ("lab.json", "etcd", "machines"))
+            if LAB_NAME.fullmatch(path.name) and path.is_dir() and made_by_a_lab:
+                names.add(path.name)
     cgroup_root = cgroups.lab_cgroup_root()
     if cgroup_root.is_dir():
-        names |= {p.name for p in cgroup_root.iterdir() if p.is_dir()}
-    names |= {ns.split("-")[1] for ns in network.list_netns() if ns.startswith("fl-")}
+        names |= {
+            p.name for p in cgroup_root.iterdir() if p.is_dir() and LAB_NAME.fullmatch(p.name)
+        }
+    for netns in network.list_netns():
+        if found := LAB_NETNS.fullmatch(netns):
+            names.add(found.group(1))
     return names
 
 

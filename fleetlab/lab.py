@@ -224,6 +224,26 @@ class Lab:
             # Neighbour entries that failed during the partition take a moment to resolve again.
             machine.wait_until_reachable(pid, self.layout.gateway_ip, timeout)
 
+    def split(self, names: Sequence[str], from_etcd: bool = True) -> None:
+        """Cut the machines `names` off from the other machines (and from etcd): they still
+        reach each other, as one side of a split network."""
+        self._set_split(names, from_etcd, blocked=True)
+
+    def unsplit(self, names: Sequence[str], from_etcd: bool = True) -> None:
+        self._set_split(names, from_etcd, blocked=False)
+
+    def _set_split(self, names: Sequence[str], from_etcd: bool, blocked: bool) -> None:
+        records = self.require_state().machines
+        inside = [r for r in records if r.name in names]
+        outside = [r for r in records if r.name not in names]
+        for record in inside:
+            layout = self.machine_layout(record.name)
+            if from_etcd:
+                network.set_route_blocked(layout, self.layout.gateway_ip, blocked)
+            for other in outside:
+                network.set_route_blocked(layout, other.ip, blocked)
+                network.set_route_blocked(self.machine_layout(other.name), record.ip, blocked)
+
     # -- running things inside ---------------------------------------------------------------
 
     def exec(self, name: str, argv: Sequence[str]) -> int:

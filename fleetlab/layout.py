@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LAB_NAME = re.compile(r"[a-z][a-z0-9]{0,9}")
+LAB_NETNS = re.compile(r"fl-([a-z][a-z0-9]{0,9})(?:-m[0-9]+)?")  # a lab's and its machines'
 MACHINE_NAME = re.compile(r"m([1-9][0-9]?)")
 MAX_MACHINES = 64
 SUBNET_PREFIX = "10.77.0"
@@ -101,7 +102,8 @@ class LabLayout:
         return f"fl-{self.name}"
 
     def owns_netns(self, netns: str) -> bool:
-        return netns == self.netns or netns.startswith(self.netns + "-")
+        found = LAB_NETNS.fullmatch(netns)
+        return found is not None and found.group(1) == self.name
 
     @property
     def cgroup(self) -> Path:

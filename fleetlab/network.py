@@ -62,6 +62,13 @@ def set_powered(machine: MachineLayout, powered: bool) -> None:
     ip("link", "set", "eth0", "up" if powered else "down", netns=machine.netns)
 
 
+def set_route_blocked(machine: MachineLayout, address: str, blocked: bool) -> None:
+    """Drop the machine's traffic to one address and nothing else, as when one path of the
+    network breaks: a blackhole route in the machine's namespace."""
+    action = "add" if blocked else "del"
+    ip("route", action, "blackhole", f"{address}/32", netns=machine.netns)
+
+
 def is_connected(lab: LabLayout, machine: MachineLayout) -> bool:
     flags = ip("-o", "link", "show", machine.bridge_port, netns=lab.netns).split("<", 1)[1]
     return "UP" in flags.split(">", 1)[0].split(",")

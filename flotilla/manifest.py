@@ -36,25 +36,56 @@ class Manifest:
 
 
 def load_manifest(path: Path) -> Manifest:
-    try:
-        node = yaml.compose(path.read_text(), Loader=yaml.SafeLoader)
-    except (OSError, yaml.YAMLError) as error:
-        raise ManifestError(f"{path}: cannot read manifest: {error}") from error
-    if not isinstance(node, yaml.MappingNode):
+    """Read a YAML mapping and the line of each of its values; ManifestError names the file."""
+    node, data = read_yaml(path)
+    if not isinstance(node, yaml.MappingNode) or not isinstance(data, dict):
         raise ManifestError(f"{path}:1: expected a mapping of settings at the top level")
     lines: dict[Location, int] = {}
-    _record_lines(node, (), lines)
-    data = yaml.safe_load(path.read_text())
+    _record_lines(node, (), lines, set())
     return Manifest(path, data, lines)
 
 
-def _record_lines(node: yaml.Node, location: Location, lines: dict[Location, int]) -> None:
+def read_yaml(path: Path) -> tuple[yaml.Node | None, object]:
+    """Parse a YAML file once into its node tree (which knows lines) and its data.
+
+    Whatever the file holds, the only error is ManifestError naming the file.
+    """
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ManifestError(f"{path}: cannot read manifest: {error}") from error
+    try:
+        loader = yaml.SafeLoader(text)  # refuses control characters already
+        try:
+            node = loader.get_single_node()
+            data = None if node is None else loader.construct_document(node)
+        finally:
+            loader.dispose()
+    except RecursionError as error:
+        raise ManifestError(f"{path}: cannot read manifest: it is nested too deeply") from error
+    except Exception as error:
+        # Besides yaml.YAMLError, PyYAML's constructors fail on a bad tagged scalar with what
+        # Python gives them: ValueError (`!!int x`), IndexError (`!!float ''`), AttributeError
+        # (`!!timestamp x`). Parsing has no side effects, so each is only a bad manifest.
+        raise ManifestError(f"{path}: cannot read manifest: {error}") from error
+    return node, data
+
+
+def _record_lines(
+    node: yaml.Node, location: Location, lines: dict[Location, int], seen: set[int]
+) -> None:
     lines[location] = node.start_mark.line + 1
+    # An alias is the node of its anchor again: walking it once bounds the work by the size of
+    # the file (a node may even contain itself), and its values keep the anchor's lines.
+    if id(node) in seen:
+        return
+    seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
-            child = (*location, key_node.value)
-            _record_lines(value_node, child, lines)
-            lines[child] = key_node.start_mark.line + 1
+            if isinstance(key_node, yaml.ScalarNode):
+                child = (*location, key_node.value)
+                _record_lines(value_node, child, lines, seen)
+                lines[child] = key_node.start_mark.line + 1
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _record_lines(item, (*location, index), lines)
+            _record_lines(item, (*location, index), lines, seen)

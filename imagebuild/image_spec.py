@@ -192,7 +192,9 @@ def _with_cmdline(manifest: Manifest, spec: ImageSpec) -> ImageSpec:
     environment = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
     try:
         text = environment.from_string(manifest.data["cmdline"]).render(template_values(spec))
-    except jinja2.TemplateError as error:
+    except Exception as error:
+        # The template is the manifest's own code: whatever it raises (a TemplateError, or
+        # ZeroDivisionError from {{ 1/0 }}, TypeError from {{ name + 1 }}) is its mistake.
         raise manifest.error(("cmdline",), f"template: {error}") from error
     return ImageSpec(**{**spec.__dict__, "cmdline": " ".join(text.split())})
 
@@ -261,7 +263,8 @@ def _read_users(manifest: Manifest) -> tuple[UserSpec, ...]:
 def parse_size(manifest: Manifest, where: Location, value: object) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
-    match = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", str(value))
+    # At most 30 digits: int() refuses more than 4300, and no disk is that large anyway.
+    match = re.fullmatch(r"\s*([0-9]{1,30})\s*([A-Za-z]*)\s*", str(value))
     if not match or match[2] not in SIZE_UNITS or int(match[1]) == 0:
         raise manifest.error(where, f"{value!r} is not a size (like 512MiB or 2GiB)")
     return int(match[1]) * SIZE_UNITS[match[2]]

@@ -6,12 +6,12 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from flotilla.manifest import ManifestError, read_yaml
 
 DEFAULT_SPEC = Path(__file__).with_name("rootfs.yaml")
 
 
-class SpecError(ValueError):
+class SpecError(ManifestError):
     """The manifest is wrong; the message names the file and the key."""
 
 
@@ -32,13 +32,14 @@ class RootfsSpec:
 def load_spec(path: Path = DEFAULT_SPEC) -> RootfsSpec:
     """Read and check a manifest: unknown keys, missing keys and wrong types are errors."""
     try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise SpecError(f"{path}: cannot read manifest: {error}") from error
+        _, raw = read_yaml(path)
+    except ManifestError as error:
+        raise SpecError(str(error)) from error
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: expected a mapping of settings at the top level")
     fields = {f.name: f for f in dataclasses.fields(RootfsSpec)}
-    unknown = sorted(set(raw) - set(fields))
+    # Keys can be numbers or null as well as text; key=str orders them all.
+    unknown = sorted(set(raw) - set(fields), key=str)
     if unknown:
         raise SpecError(f"{path}: unknown key {unknown[0]!r} (known: {', '.join(fields)})")
     values: dict[str, object] = {}

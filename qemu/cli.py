@@ -15,6 +15,7 @@ import click
 from flotilla.process import CommandError, run
 
 from .command import OVMF_CODE, OVMF_VARS, ConfigError, Forward, VmConfig
+from .rundir import RunDirError, claim_run_dir
 from .vm import Vm, VmError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -151,6 +152,10 @@ def make_config(options: dict) -> tuple[VmConfig, Path]:
         raise ConfigError(f"no disk image at {image}: run `imagebuild build` or pass -I FILE")
     name = str(options["name"])
     run_dir = options["run_dir"] or RUN_ROOT / name
+    try:
+        claim_run_dir(run_dir)
+    except RunDirError as error:
+        raise ConfigError(str(error)) from error
     check_not_running(run_dir, name)
     keys = options["authorized_keys"]
     if not (keys or options["user_data"] or options["config_drive"]):

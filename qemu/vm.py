@@ -21,6 +21,7 @@ from qemu.qmp.legacy import QEMUMonitorProtocol
 from flotilla.process import CommandError, run
 
 from .command import RunFiles, VmConfig, parse_host_forwards, qemu_argv
+from .rundir import RunDirError, claim_run_dir
 
 SSH_OPTIONS = [
     "-o", "StrictHostKeyChecking=no",
@@ -223,7 +224,10 @@ def ssh_banner(port: int) -> bool:
 
 
 def prepare_run_dir(config: VmConfig, files: RunFiles) -> None:
-    files.directory.mkdir(parents=True, exist_ok=True)
+    try:
+        claim_run_dir(files.directory)
+    except RunDirError as error:
+        raise VmError(str(error)) from error
     for stale in (files.qmp, files.overlay, files.pid, files.console):
         stale.unlink(missing_ok=True)
     create_overlay(config.image, files.overlay, config.disk_size)

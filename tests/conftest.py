@@ -16,6 +16,7 @@ from fleetd.client import FleetClient
 from fleetd.keys import Keys
 from fleetd.registry import Registry
 from fleetlab.etcd import EtcdServer, loopback_etcd
+from fleetlab.fleet import enable_fleetd
 from fleetlab.lab import Lab
 from imagebuild.rootfs import build_rootfs
 from tests.cluster.fleet import FleetCluster
@@ -68,7 +69,7 @@ async def fleet(lab: Lab, request: pytest.FixtureRequest) -> AsyncIterator[Fleet
         state = lab.require_state()
         for record in state.machines:
             cluster.configure(record.name)
-            lab.run(record.name, ["systemctl", "start", "fleetd"])
+            enable_fleetd(lab, record.name)  # and on every later boot of the machine
             cluster.ids[record.name] = record.machine_id
         deadline = time.monotonic() + 20
         while len(await cluster.client.machines()) < len(state.machines):

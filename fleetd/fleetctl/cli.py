@@ -35,8 +35,8 @@ CONTEXT_SETTINGS = {"auto_envvar_prefix": "FLEETCTL", "help_option_names": ["-h"
 @click.option(
     "--endpoint",
     default=None,
-    help="fleet's API [unix:///var/run/fleet.sock] or, with --driver=etcd, etcd URLs "
-    "[http://127.0.0.1:2379].",
+    help="fleet's API [unix:///var/run/fleet.sock] or, with --driver=etcd, etcd URLs, "
+    "comma-separated; every member is used [http://127.0.0.1:2379].",
 )
 @click.option("--driver", type=click.Choice(["API", "etcd"]), default="API", show_default=True)
 @click.option("--request-timeout", type=float, default=3.0, show_default=True)
@@ -49,6 +49,13 @@ CONTEXT_SETTINGS = {"auto_envvar_prefix": "FLEETCTL", "help_option_names": ["-h"
 @click.option("--strict-host-key-checking", type=bool, default=True, show_default=True)
 @click.option("--known-hosts-file", default="~/.fleetctl/known_hosts", show_default=True)
 @click.option("--etcd-key-prefix", default=DEFAULT_PREFIX, show_default=True)
+@click.option(
+    "--etcd-username",
+    default="",
+    help="etcd user (--driver=etcd); the password comes from $FLEETCTL_ETCD_PASSWORD or "
+    "--etcd-password-file, never from the command line.",
+)
+@click.option("--etcd-password-file", default="", help="File whose first line is the password.")
 @click.version_option(VERSION, "--version", "-v", message="fleetctl version %(version)s")
 @click.pass_context
 def main(
@@ -65,6 +72,8 @@ def main(
     strict_host_key_checking: bool,
     known_hosts_file: str,
     etcd_key_prefix: str,
+    etcd_username: str,
+    etcd_password_file: str,
 ) -> None:
     """fleetctl: control a Flotilla (fleet) cluster."""
     if ctx.invoked_subcommand is None:  # a bare `fleetctl`: fleet prints its help, exit 0
@@ -76,6 +85,8 @@ def main(
         "driver": driver,
         "timeout": request_timeout,
         "prefix": etcd_key_prefix,
+        "etcd_username": etcd_username,
+        "etcd_password_file": etcd_password_file,
         "ssh": ssh,
         "tunnel": tunnel,
         "tls": (ca_file, cert_file, key_file),

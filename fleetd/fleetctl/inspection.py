@@ -13,7 +13,7 @@ from ..client import ClientError
 from ..status import is_global
 from ..unitfile import parse_unit_file
 from ..unitname import mangle_name
-from .remote import run_on, ssh_argv
+from .remote import AddressError, local_machine_id, machine_address, run_on, ssh_argv
 from .session import Driver, Failure, run
 from .tables import select_fields, table
 from .views import (
@@ -96,7 +96,14 @@ def on_unit_machines(ctx: click.Context, name: str, command: list[str], ssh_port
         return [(m, machines[m].ip if m in machines else "") for m in targets]
 
     ssh = replace(ctx.find_root().obj["ssh"], port=ssh_port)
-    return max(run_on(machine_id, ip, command, ssh) for machine_id, ip in run(ctx, where))
+    targets = run(ctx, where)
+    try:  # every address checked before the command runs anywhere
+        for machine_id, ip in targets:
+            if machine_id != local_machine_id():
+                machine_address(machine_id, ip)
+    except AddressError as error:
+        raise Failure(str(error)) from error
+    return max(run_on(machine_id, ip, command, ssh) for machine_id, ip in targets)
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -123,6 +130,8 @@ def ssh(
         raise Failure("Provide a machine or unit.")
     if machine or unit:
         command = (target, *command) if target else command
+    if command[:1] == ("--",):  # fleet trims it; ssh now gets its own `--` before the machine
+        command = command[1:]
     ip = run(ctx, lambda client: ssh_address(client, target, machine, unit))
     options = replace(ctx.find_root().obj["ssh"], port=ssh_port)
     argv = ssh_argv(ip, command, options, tty=not command, forward_agent=forward_agent)
@@ -156,9 +165,12 @@ async def ssh_address(client: Driver, target: str | None, machine: str, unit: st
         found = by_id[0]
     else:
         raise Failure("could not find matching unit or machine")
-    if found is None or not found.ip:
+    if found is None:
         raise Failure("Could not determine address of machine.")
-    return found.ip
+    try:
+        return machine_address(found.id, found.ip)
+    except AddressError as error:
+        raise Failure(str(error)) from error
 
 
 @click.command()

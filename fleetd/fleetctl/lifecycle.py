@@ -4,16 +4,17 @@ with fleet's lazy creation, --replace and waiting."""
 from __future__ import annotations
 
 import asyncio
+import errno
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import click
 
-from ..client import ClientError
+from ..client import ClientError, template_of
 from ..model import DesiredState
 from ..status import current_state, is_global
 from ..unitfile import parse_unit_file
-from ..unitname import mangle_name, parse_unit_name
+from ..unitname import mangle_name
 from .session import POLL_SECONDS, ROUND_SECONDS, Driver, Failure, T, run
 from .views import (
     legend_of,
@@ -29,12 +30,25 @@ def local_files(arguments: Sequence[str]) -> tuple[list[str], dict[str, str]]:
         name = mangle_name(argument)
         names.append(name)
         path = Path(argument)
-        if path.is_file():
-            files[name] = path.read_text()
-        template = parse_unit_name(name).template if "@" in name else None
-        if template and (path.parent / template).is_file():
-            files.setdefault(template, (path.parent / template).read_text())
+        if (text := read_unit_file(path)) is not None:
+            files[name] = text
+        template = template_of(name)  # a bad name is refused when it is created, not here
+        if template and (text := read_unit_file(path.parent / template)) is not None:
+            files.setdefault(template, text)
     return names, files
+
+
+def read_unit_file(path: Path) -> str | None:
+    """The file's text; None when there is no such file (or no file can have that name, as
+    one longer than the file system allows: the name's own check then says what is wrong)."""
+    try:
+        if not path.is_file():
+            return None
+        return path.read_text()
+    except OSError as error:
+        if error.errno == errno.ENAMETOOLONG:
+            return None
+        raise Failure(f"cannot read {path}: {error.strerror}") from error
 
 
 # Which desired states `--replace` may replace a unit in, per command (as fleet).
@@ -74,7 +88,7 @@ async def compare_with_registry(
             )
         else:
             # Replaced in place: the agent unloads the old file and loads the new one.
-            await client.replace(name, unit, jobs[name].desired)
+            await creating(client.replace(name, unit, jobs[name].desired))
     return new
 
 

@@ -1,11 +1,18 @@
 """fleetctl's reach into other machines, all through OpenSSH (which does the host-key checks):
 commands on a unit's machine (status, journal, ssh) and `--tunnel` to a cluster's API or etcd.
+
+A machine's address comes from its record in etcd, which anyone who can write to etcd controls;
+it reaches an ssh argv only once it parsed as an IP address (`machine_address`), and every argv
+ends its options with `--` before the destination, so that no value can be read as an option
+(OpenSSH also parses options after the destination unless `--` came first).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import selectors
+import shlex
 import socket
 import subprocess
 import sys
@@ -22,6 +29,23 @@ LOCAL_MACHINE_ID = Path("/etc/machine-id")
 
 class TunnelError(Exception):
     """The SSH tunnel could not be set up."""
+
+
+class AddressError(ValueError):
+    """A machine's recorded address is not an IP address; the message names the machine."""
+
+
+def machine_address(machine_id: str, ip: str) -> str:
+    """The IP address a machine record gives, checked; AddressError for anything else."""
+    if not ip:
+        raise AddressError("Could not determine address of machine.")  # fleet's words
+    try:
+        return str(ipaddress.ip_address(ip))
+    except ValueError as error:
+        raise AddressError(
+            f"Machine {machine_id} has no valid IP address in etcd ({ip!r});"
+            " refusing to pass it to ssh."
+        ) from error
 
 
 @dataclass(frozen=True)
@@ -74,6 +98,7 @@ def ssh_base(host: str, options: SshOptions, extra: Sequence[str] = ()) -> list[
         str(port),
         "-l",
         options.username,
+        "--",
         name,
     ]
 
@@ -91,8 +116,13 @@ def ssh_argv(
 
 
 def run_on(machine_id: str, ip: str, command: Sequence[str], options: SshOptions) -> int:
-    """Run command on that machine with this terminal; its exit status."""
-    argv = list(command) if machine_id == local_machine_id() else ssh_argv(ip, command, options)
+    """Run command on that machine with this terminal; its exit status. Over ssh the command's
+    words are quoted for the remote shell (they are ours: a unit name, journalctl's options)."""
+    if machine_id == local_machine_id():
+        argv = list(command)
+    else:
+        remote = [shlex.join(command)]
+        argv = ssh_argv(machine_address(machine_id, ip), remote, options)
     return subprocess.run(argv, check=False).returncode
 
 

@@ -4,6 +4,7 @@ an SSH tunnel), and turning its errors into one line for the user."""
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -18,6 +19,7 @@ from .api_driver import ApiClient, ApiUnavailable
 from .remote import TunnelError, tunnel
 
 T = TypeVar("T")
+PASSWORD_VARIABLE = "FLEETCTL_ETCD_PASSWORD"  # never a flag: argv is readable by every user
 POLL_SECONDS = 0.25
 DEFAULT_ENDPOINTS = {"API": "unix:///var/run/fleet.sock", "etcd": "http://127.0.0.1:2379"}
 Driver = FleetClient | ApiClient  # the same operations, over etcd or over fleet's API
@@ -33,6 +35,8 @@ def run(ctx: click.Context, action: Callable[[Driver], Awaitable[T]]) -> T:
     options = ctx.find_root().obj
     endpoint = options["endpoint"] or DEFAULT_ENDPOINTS[options["driver"]]
     if options["tunnel"]:
+        # One SSH forward reaches one address: through a tunnel, the first etcd member only.
+        endpoint = endpoint.split(",")[0]
         try:
             with tunnel(options["tunnel"], endpoint, options["ssh"]) as local:
                 return run_with(options, local, endpoint, action)
@@ -50,8 +54,10 @@ def run_with(
     async def with_driver() -> T:
         if options["driver"] == "etcd":
             tls = TlsFiles(*options["tls"])  # --ca-file, --cert-file, --key-file: for etcd too
+            username = options["etcd_username"]
+            password = etcd_password(options["etcd_password_file"]) if username else ""
             registry = Registry.open(
-                endpoint.split(",")[0], Keys(options["prefix"]), options["timeout"], tls=tls
+                endpoint, Keys(options["prefix"]), options["timeout"], username, password, tls
             )
             async with registry as opened:
                 return await action(FleetClient(opened))
@@ -63,15 +69,28 @@ def run_with(
     try:
         return asyncio.run(with_driver())
     except RegistryError as error:
-        raise Failure(f"error talking to etcd at {endpoint} (is etcd up?): {error}") from error
+        raise Failure(f"error talking to etcd at {shown} (is etcd up?): {error}") from error
     except ApiUnavailable as error:
-        raise Failure(
-            f"error talking to fleet at {endpoint} (is fleetd running?): {error}"
-        ) from error
+        raise Failure(f"error talking to fleet at {shown} (is fleetd running?): {error}") from error
     except ClientError as error:
         raise Failure(str(error)) from error
     except ValueError as error:  # a malformed endpoint
         raise Failure(str(error)) from error
+
+
+def etcd_password(path: str) -> str:
+    """The password: $FLEETCTL_ETCD_PASSWORD, else the first line of --etcd-password-file."""
+    if PASSWORD_VARIABLE in os.environ:
+        return os.environ[PASSWORD_VARIABLE]
+    if not path:
+        raise Failure(
+            f"--etcd-username needs a password: set {PASSWORD_VARIABLE} or --etcd-password-file"
+        )
+    try:
+        with open(path) as file:
+            return file.readline().rstrip("\r\n")
+    except OSError as error:
+        raise Failure(f"cannot read the etcd password file {path}: {error.strerror}") from error
 
 
 def tls_context(ca_file: str, cert_file: str, key_file: str) -> ssl.SSLContext | None:

@@ -16,6 +16,7 @@ from fleetlab.lab import Lab
 # Metadata per machine; tests rely on it.
 METADATA = {"m1": "region=us,disk=ssd", "m2": "region=eu,disk=hdd", "m3": "region=eu,disk=ssd"}
 SLEEPER = "[Service]\nExecStart=/bin/sleep infinity\n"
+RUNNING = {"active", "activating", "deactivating", "reloading"}
 
 
 def unit(x_fleet: str = "", service: str = SLEEPER) -> str:
@@ -42,11 +43,12 @@ class FleetCluster:
         return self.lab.run(machine, ["systemctl", *args], check=False).stdout.strip()
 
     def active_on(self, unit_name: str) -> list[str]:
-        """Machines where systemd itself says the unit is active (not what fleet reports)."""
+        """Machines where systemd itself says the unit runs (not what fleet reports): active,
+        or on its way up or down, since its processes may run in all of those states."""
         return [
             name
             for name in self.running_machines()
-            if self.systemctl(name, "is-active", unit_name) == "active"
+            if self.systemctl(name, "is-active", unit_name) in RUNNING
         ]
 
     def main_pid(self, machine: str, unit_name: str) -> str:

@@ -14,6 +14,9 @@ import aiohttp
 import pytest
 
 from fleetd.api_model import encode_token
+from fleetd.model import DesiredState
+from fleetd.registry import JobRecord
+from fleetd.unitfile import parse_unit_file
 
 from .certificates import make_certificates
 from .fleet import FleetCluster
@@ -276,3 +279,36 @@ async def test_tcp_api_requires_a_client_certificate(fleet: FleetCluster, tmp_pa
         refused.returncode == 1
         and "error talking to fleet at https://10.77.0.11:4002" in refused.stderr
     )
+
+
+async def test_names_the_machines_cannot_take_are_refused_and_old_ones_can_still_go(
+    fleet: FleetCluster, api: aiohttp.ClientSession
+) -> None:
+    """The API refuses what fleetctl's etcd driver refuses; a unit an older fleetd accepted
+    under such a name can still be stopped and destroyed (never given a new unit file)."""
+    before = await fleet.registry.client.get_prefix(fleet.registry.keys.jobs)
+    aliased = [*SLEEPER, {"section": "Install", "name": "Alias", "value": "sshd.service"}]
+    refused = {
+        ".hidden.service": (SLEEPER, 'unit name cannot start in "."'),
+        "a" * 248 + ".service": (SLEEPER, "unit name exceeds maximum length (255)"),
+        "fleetd.service": (SLEEPER, 'unit name "fleetd.service" is reserved: the machines ship'),
+        "web.service": (aliased, 'web.service: [Install] Alias=sshd.service: unit name "sshd'),
+    }
+    for name, (options, message) in refused.items():
+        status, body = await call(
+            api, "PUT", f"/units/{name}", {"desiredState": "launched", "options": options}
+        )
+        assert status == 400 and body["error"]["message"].startswith(message), (name, body)  # type: ignore[index]
+    after = await fleet.registry.client.get_prefix(fleet.registry.keys.jobs)
+    assert [kv.key for kv in after] == [kv.key for kv in before]
+
+    unit = parse_unit_file("[Service]\nExecStart=/bin/sleep infinity\n", ".old.service")
+    record = JobRecord(".old.service", unit.hash, DesiredState.LAUNCHED)
+    await fleet.registry.create_jobs([(record, unit.serialize())], replace=False)  # an old client
+    assert (await call(api, "PUT", "/units/.old.service", {"desiredState": "inactive"}))[0] == 204
+    assert (await fleet.registry.jobs())[".old.service"].desired == DesiredState.INACTIVE
+    status, body = await call(
+        api, "PUT", "/units/.old.service", {"desiredState": "launched", "options": SLEEPER}
+    )
+    assert (status, body["error"]["message"]) == (400, 'unit name cannot start in "."')  # type: ignore[index]
+    assert (await call(api, "DELETE", "/units/.old.service"))[0] == 204

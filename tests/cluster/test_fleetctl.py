@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,11 @@ import pytest
 from click.testing import CliRunner
 
 from fleetd.fleetctl.cli import main
+from fleetd.keys import Keys
+from fleetd.model import DesiredState
+from fleetd.registry import JobRecord, Registry
+from fleetd.unitfile import parse_unit_file
+from fleetlab.etcd import EtcdServer
 
 from .fleet import FleetCluster
 
@@ -290,3 +296,41 @@ async def test_ssh_and_tunnel(fleet: FleetCluster) -> None:
     assert unit_ssh.stdout.strip() == fleet.names[units["tun3.service"].machine]
     broken = fleetctl(*ssh, "--tunnel", "10.77.0.99", "--ssh-timeout", "2", "list-units")
     assert broken.returncode == 1 and "(tunnel via 10.77.0.99)" in broken.stderr
+
+
+async def test_a_hostile_machine_address_in_etcd_never_reaches_ssh(
+    etcd: EtcdServer, tmp_path: Path
+) -> None:
+    """Whoever can write to etcd writes machine records: an "IP" that is an ssh option must be
+    refused by ssh, status and journal before any ssh runs (before, ssh ran it as ProxyCommand
+    on the operator's machine)."""
+    marker = tmp_path / "pwned"
+    hostile = f"-oProxyCommand=touch {marker}"
+    machine_id = "0badc0de" + "0" * 24
+    unit_text = "[Service]\nExecStart=/bin/sleep infinity\n"
+    async with Registry.open(etcd.endpoint, Keys(), timeout=5.0) as registry:
+        await registry.client.put(
+            registry.keys.machine(machine_id),
+            json.dumps({"id": machine_id, "ip": hostile, "metadata": {}}).encode(),
+        )
+        unit = parse_unit_file(unit_text, "web.service")
+        job = JobRecord("web.service", unit.hash, DesiredState.LAUNCHED)
+        await registry.create_jobs([(job, unit.serialize())], replace=False)
+        await registry.client.put(registry.keys.placement("web.service"), machine_id.encode())
+    env = {**os.environ, "FLEETCTL_DRIVER": "etcd", "FLEETCTL_ENDPOINT": etcd.endpoint}
+    refusal = (
+        f"Machine {machine_id} has no valid IP address in etcd ({hostile!r});"
+        " refusing to pass it to ssh.\n"
+    )
+    ssh = ["--strict-host-key-checking=false", "--ssh-timeout", "2"]
+    for command in (
+        ["ssh", machine_id[:8], "hostname"],
+        ["ssh", "--unit", "web.service", "hostname"],
+        ["status", "web.service"],
+        ["journal", "web.service"],
+    ):
+        result = subprocess.run(
+            [FLEETCTL, *ssh, *command], capture_output=True, text=True, env=env, timeout=60
+        )
+        assert (result.returncode, result.stderr) == (1, refusal), command
+        assert not marker.exists(), command

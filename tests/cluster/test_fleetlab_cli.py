@@ -91,3 +91,25 @@ def test_down_cleans_up_after_an_up_that_was_killed_midway(rootfs: Path) -> None
     assert_one_line_error(fleetlab(name, "up"), "down` first")
     assert fleetlab(name, "down").returncode == 0
     assert lab_leftovers(lab) == []
+
+
+def test_down_all_removes_only_what_fleetlab_made(tmp_path: Path) -> None:
+    decoys = ["fl-decoy-x1", "flx-other"]  # another tool's namespaces, named alike
+    (tmp_path / "notes").mkdir()  # a directory a user keeps in the state root
+    (tmp_path / "notes" / "todo").write_text("keep me\n")
+    for netns in decoys:
+        subprocess.run(["ip", "netns", "add", netns], check=True)
+    try:
+        result = subprocess.run(
+            [FLEETLAB, "--state-root", str(tmp_path), "down", "--all"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert all(netns in names for netns in decoys)
+        assert (tmp_path / "notes" / "todo").read_text() == "keep me\n"
+    finally:
+        for netns in decoys:
+            subprocess.run(["ip", "netns", "delete", netns], check=False)

@@ -67,3 +67,56 @@ def test_durations() -> None:
     assert parse_duration("1h1m1s") == 3661.0
     with pytest.raises(ValueError):
         parse_duration("10 s")
+
+
+@pytest.mark.parametrize(
+    ("directory", "message"),
+    [
+        ("/etc/systemd/system", "is systemd's own unit directory /etc/systemd/system"),
+        ("/etc/systemd/system/", "is systemd's own unit directory /etc/systemd/system"),
+        ("/run/systemd/system", "is systemd's own unit directory /run/systemd/system"),
+        ("/lib/systemd/system", "is systemd's own unit directory /lib/systemd/system"),
+        ("/run/systemd/transient", "is systemd's own unit directory /run/systemd/transient"),
+        ("/run/systemd/x/../system", "is systemd's own unit directory /run/systemd/system"),
+        (
+            "/etc/systemd/system/multi-user.target.wants",
+            "is inside systemd's own unit directory /etc/systemd/system",
+        ),
+        ("/run", "contains systemd's own unit directory /run/systemd/system"),
+        ("/", "contains systemd's own unit directory"),
+        ("/usr/lib/systemd/system", "is under /usr, which is read-only on Flotilla machines"),
+        ("/usr/local/fleet", "is under /usr, which is read-only on Flotilla machines"),
+        ("run/fleet/units", "must be an absolute path"),
+    ],
+)
+def test_units_directory_is_never_one_of_systemds_own(directory: str, message: str) -> None:
+    """The agent unloads and deletes every unit file in units_directory the cluster did not
+    assign: pointed at systemd's own directory it would wipe the machine's units."""
+    with pytest.raises(ConfigError) as caught:
+        load_config({"units_directory": (directory, "fleet.conf:3")}, {}, {})
+    assert str(caught.value).startswith("fleet.conf:3: units_directory: ")
+    assert message in str(caught.value)
+    assert "/run/fleet/units/" in str(caught.value) or "absolute" in message  # what to do
+
+
+def test_units_directory_reached_through_a_symbolic_link_is_refused_too(tmp_path: Path) -> None:
+    (tmp_path / "units").symlink_to("/etc/systemd/system")
+    with pytest.raises(ConfigError, match="systemd's own unit directory /etc/systemd/system"):
+        load_config({}, {"FLEET_UNITS_DIRECTORY": str(tmp_path / "units")}, {})
+
+
+@pytest.mark.parametrize("directory", ["/run/fleet/units/", "/var/lib/fleet/units", "/run/fleet"])
+def test_a_directory_of_fleetds_own_is_fine(directory: str) -> None:
+    assert load_config({}, {}, {"units_directory": directory}).units_directory == directory
+
+
+@pytest.mark.parametrize("value", ["-oProxyCommand=sh", "10.0.0.300", "host.example", "10.0.0.1 x"])
+def test_public_ip_must_be_an_ip_address(value: str) -> None:
+    # fleetctl ssh/status/journal hand a machine's published address to ssh.
+    with pytest.raises(ConfigError, match="public_ip"):
+        load_config({}, {"FLEET_PUBLIC_IP": value}, {})
+
+
+@pytest.mark.parametrize("value", ["10.77.0.11", "fd00::1", ""])
+def test_public_ip_accepts_ipv4_ipv6_and_empty(value: str) -> None:
+    assert load_config({}, {}, {"public_ip": value}).public_ip == value

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from fleetd.machine_plan import (
     LoadUnit,
     LocalUnit,
@@ -9,7 +11,10 @@ from fleetd.machine_plan import (
     StartUnit,
     StopUnit,
     UnloadUnit,
+    install_aliases,
     plan_machine,
+    refusal,
+    units_to_load,
 )
 from fleetd.model import Assignment, DesiredState
 
@@ -76,3 +81,97 @@ def test_order_is_unload_load_reload_stop_start() -> None:
     current = {"gone.service": LocalUnit("h9", "active"), "stop.service": LocalUnit("h1", "active")}
     kinds = [type(t) for t in plan_machine(desired, current, {})]
     assert kinds == [UnloadUnit, LoadUnit, ReloadSystemd, StopUnit, StartUnit]
+
+
+# -- refused units: never loaded or started, still stopped and unloaded ------------------------
+
+
+def test_a_refused_unit_is_neither_loaded_nor_started_and_the_others_go_on() -> None:
+    desired = {"bad.service": LAUNCHED, "good.service": LAUNCHED}
+    tasks = plan_machine(desired, {}, {}, refused={"bad.service"})
+    assert tasks == [
+        LoadUnit("good.service", "h1", "assigned here"),
+        StartUnit("good.service", "h1", "desired state is launched"),
+    ]
+
+
+def test_a_refused_unit_this_machine_already_runs_is_still_stopped_and_unloaded() -> None:
+    # An older agent wrote it: it is stopped and unloaded like any other, never left behind.
+    running = {".hidden.service": LocalUnit("h1", "active")}
+    stopped = plan_machine({".hidden.service": LOADED}, running, {}, refused={".hidden.service"})
+    assert stopped == [StopUnit(".hidden.service", "desired state is loaded")]
+    gone = plan_machine({}, running, {}, refused={".hidden.service"})
+    assert gone == [UnloadUnit(".hidden.service", "not assigned here"), ReloadSystemd()]
+    # A new unit file for it unloads the old one and loads nothing.
+    changed = {".hidden.service": Assignment("h2", DesiredState.LAUNCHED)}
+    assert plan_machine(changed, running, {}, refused={".hidden.service"}) == [
+        UnloadUnit(".hidden.service", "unit file changed"),
+        ReloadSystemd(),
+    ]
+
+
+def test_units_to_load_are_the_assigned_files_not_here_yet() -> None:
+    desired = {
+        "new.service": LAUNCHED,
+        "same.service": LAUNCHED,
+        "changed.service": Assignment("h2", DesiredState.LOADED),
+        "off.service": Assignment("h1", DesiredState.INACTIVE),
+    }
+    current = {"same.service": "h1", "changed.service": "h1", "gone.service": "h1"}
+    assert units_to_load(desired, current) == {"new.service": "h1", "changed.service": "h2"}
+
+
+SLEEPER = "[Service]\nExecStart=/bin/sleep infinity\n"
+
+
+@pytest.mark.parametrize(
+    ("unit", "body", "why"),
+    [
+        ("web.service", SLEEPER, None),
+        ("web.service", SLEEPER + "[Install]\nAlias=www.service web2.service\n", None),
+        (".hidden.service", SLEEPER, 'unit name cannot start in "."'),
+        ("a" * 248 + ".service", SLEEPER, "unit name exceeds maximum length (255)"),
+        ("x.snapshot", SLEEPER, 'invalid unit type: "snapshot"'),
+        ("../x.service", SLEEPER, "invalid character '/' in unit name"),
+        ("fleetd.service", SLEEPER, 'unit name "fleetd.service" is reserved'),
+        ("web.service", None, "its unit file h1 is missing from etcd"),
+        (
+            "web.service",
+            SLEEPER + "[Install]\nAlias=www.service sshd.service\n",
+            '[Install] Alias: unit name "sshd.service" is reserved',
+        ),
+    ],
+)
+def test_refusal_says_why_a_units_file_must_not_be_written(
+    unit: str, body: str | None, why: str | None
+) -> None:
+    found = refusal(unit, body, "h1")
+    assert found == why if why is None else found is not None and found.startswith(why)
+
+
+def test_alias_specifiers_from_the_name_are_expanded_before_the_check() -> None:
+    # A unit named sshd@x.service with Alias=%p.service would be enabled as sshd.service.
+    body = SLEEPER + "[Install]\nAlias=%p.service %p-%i.service %j.socket 100%%.service\n"
+    assert install_aliases(body, "sshd@x.service") == [
+        "sshd.service",
+        "sshd-x.service",
+        "sshd.socket",
+        "100%.service",
+    ]
+    assert refusal("sshd@x.service", body, "h1") == (
+        '[Install] Alias: unit name "sshd.service" is reserved: the machines ship a unit of that'
+        " name (the SSH server), which a fleet unit would replace"
+    )
+    unknown = SLEEPER + "[Install]\nAlias=%H.service\n"  # the host name: not known here
+    assert refusal("web.service", unknown, "h1") == (
+        "[Install] Alias: invalid character '%' in unit name"
+    )
+
+
+def test_install_aliases_lists_every_alias() -> None:
+    body = (
+        SLEEPER
+        + "[Install]\nWantedBy=multi-user.target\nAlias=a.service b.service\nAlias=c.service\n"
+    )
+    assert install_aliases(body, "web.service") == ["a.service", "b.service", "c.service"]
+    assert install_aliases(SLEEPER, "web.service") == []

@@ -110,9 +110,11 @@ def test_keys_and_values_are_trimmed_like_systemd(
         # A continuation that runs into a blank line keeps its line break.
         ("[Service]\nA=foo \\\n\nB=2\n", ["foo \\\n", "2"]),
         ("[Service]\nA=foo \\\n", ["foo \\\n"]),
-        ("[Service]\nA=foo \\", ["foo \\"]),
-        # A space after the backslash means the line does not continue.
-        ("[Service]\nA=foo \\ \nB=2\n", ["foo \\", "2"]),
+        # A value ending in a backslash keeps a line break even where go-systemd drops it (at
+        # the end of the file; when a space after the backslash means the line does not
+        # continue): its canonical text must read back as the same value, not swallow B=2.
+        ("[Service]\nA=foo \\", ["foo \\\n"]),
+        ("[Service]\nA=foo \\ \nB=2\n", ["foo \\\n", "2"]),
     ],
 )
 def test_line_continuations_are_kept_as_fleet_keeps_them(text: str, values: list[str]) -> None:

@@ -1,11 +1,15 @@
-"""Unit names are validated with fleet's rules and messages, and can never escape a directory."""
+"""Unit names are validated with fleet's rules and messages, narrowed to what a machine can manage
+(systemd's length and types, no hidden names, none the machines ship), and can never escape a
+directory."""
 
 from __future__ import annotations
 
 import string
+from pathlib import Path
 
 import pytest
-from hypothesis import given
+import yaml
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from fleetd.unitname import (
@@ -13,9 +17,32 @@ from fleetd.unitname import (
     UnitName,
     UnitNameError,
     go_quote,
+    looks_like_unit_file,
+    machine_unit,
     mangle_name,
     parse_unit_name,
 )
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGE_UNIT_FILES = [
+    path
+    for tree in ("imagebuild/image-files", "imagebuild/rootfs-files", "units")
+    for path in (REPO / tree).rglob("*")
+    if path.suffix in {".service", ".socket", ".timer", ".target", ".path", ".mount"}
+    and "dracut" not in path.parts  # the initramfs' units never meet fleet's
+]
+# Units the image has that fleet may use a name of: none so far.
+NOT_RESERVED: frozenset[str] = frozenset()
+
+
+def image_manifest_units() -> set[str]:
+    """Units the manifests mask, enable or disable."""
+    found: set[str] = set()
+    for manifest in ("imagebuild/image.yaml", "imagebuild/rootfs.yaml"):
+        data = yaml.safe_load((REPO / manifest).read_text())
+        for key in ("masked_units", "enable_units", "disable_units"):
+            found |= set(data.get(key) or [])
+    return found
 
 
 @pytest.mark.parametrize(
@@ -28,10 +55,10 @@ from fleetd.unitname import (
         ("foo@bar@baz.service", "foo", "bar@baz", "service", "foo@bar@baz", "foo@.service"),
         ("foo.1@.service", "foo.1", "", "service", "foo.1@", None),
         ("foo.1@2.service", "foo.1", "2", "service", "foo.1@2", "foo.1@.service"),
-        ("ssh@.socket", "ssh", "", "socket", "ssh@", None),
-        ("ssh@1.socket", "ssh", "1", "socket", "ssh@1", "ssh@.socket"),
+        ("sock@.socket", "sock", "", "socket", "sock@", None),
+        ("sock@1.socket", "sock", "1", "socket", "sock@1", "sock@.socket"),
         ("a:b_c-d\\x2d.mount", "a:b_c-d\\x2d", None, "mount", "a:b_c-d\\x2d", None),
-        ("..service", ".", None, "service", ".", None),
+        ("a..service", "a.", None, "service", "a.", None),
     ],
 )
 def test_names_split_like_fleet(
@@ -69,9 +96,9 @@ def test_every_unit_type_is_accepted(suffix: str) -> None:
     ("name", "message"),
     [
         ("", "unit name cannot be empty"),
-        ("a" * 249 + ".service", "unit name exceeds maximum length (256)"),
-        # fleet counts bytes: 130 two-byte characters are too long before they are invalid.
-        ("é" * 130 + ".service", "unit name exceeds maximum length (256)"),
+        ("a" * 248 + ".service", "unit name exceeds maximum length (255)"),
+        # Bytes count: 130 two-byte characters are too long before they are invalid.
+        ("é" * 130 + ".service", "unit name exceeds maximum length (255)"),
         ("foo", 'unit name must contain "."'),
         ("foo.", 'unit name cannot end in "."'),
         ("foo.bar", 'invalid unit type: "bar"'),
@@ -87,6 +114,15 @@ def test_every_unit_type_is_accepted(suffix: str) -> None:
         ("nul\x00.service", "invalid character '\\x00' in unit name"),
         ("@foo.service", 'unit name cannot start in "@"'),
         ("@.service", 'unit name cannot start in "@"'),
+        # Ours: systemd knows no busname or snapshot units, and makes scopes only for processes.
+        ("foo.busname", 'invalid unit type: "busname"'),
+        ("foo.snapshot", 'invalid unit type: "snapshot"'),
+        ("foo.scope", 'invalid unit type: "scope"'),
+        # Ours: systemd skips hidden files, and so did the agent (a unit it could not unload).
+        (".hidden.service", 'unit name cannot start in "."'),
+        (".service", 'unit name cannot start in "."'),
+        ("..service", 'unit name cannot start in "."'),
+        (".x@1.service", 'unit name cannot start in "."'),
     ],
 )
 def test_bad_names_get_fleets_message(name: str, message: str) -> None:
@@ -95,10 +131,98 @@ def test_bad_names_get_fleets_message(name: str, message: str) -> None:
     assert str(caught.value) == message
 
 
-def test_the_length_limit_is_256_bytes_inclusive() -> None:
-    assert parse_unit_name("a" * 248 + ".service").full.endswith(".service")
-    with pytest.raises(UnitNameError, match="maximum length"):
-        parse_unit_name("a" * 249 + ".service")
+def test_the_length_limit_is_systemds_255_bytes_suffix_included() -> None:
+    # systemd refuses a name of 256 bytes (UNIT_NAME_MAX), and no file system takes one: fleet's
+    # limit of 256 let a name through that the agent could never write.
+    assert parse_unit_name("a" * 247 + ".service").full.endswith(".service")
+    assert parse_unit_name("a" * 236 + "@" + "b" * 10 + ".service").is_instance
+    for name in ("a" * 248 + ".service", "a" * 237 + "@" + "b" * 10 + ".service"):
+        with pytest.raises(UnitNameError, match=r"maximum length \(255\)"):
+            parse_unit_name(name)
+
+
+@pytest.mark.parametrize(
+    ("name", "owner"),
+    [
+        ("fleetd.service", "fleetd itself"),
+        ("fleetd.socket", "fleetd itself"),
+        ("fleetd-backstop.service", "fleetd itself"),
+        ("etcd.service", "the machine's etcd member"),
+        ("ssh.service", "the SSH server"),
+        ("ssh.socket", "the SSH server"),
+        ("sshd.service", "the SSH server"),
+        ("ssh-host-keys.service", "the SSH server"),
+        ("dbus.service", "the system bus"),
+        ("dbus.socket", "the system bus"),
+        ("dbus-broker.service", "the system bus"),
+        ("fstrim.timer", "one of Debian's units the machines mask"),
+        ("systemd-journald.service", "part of systemd"),
+        ("systemd-networkd.socket", "part of systemd"),
+        ("flotilla-ssh-keys.service", "part of the Flotilla image"),
+        ("flotilla-container-cleanup.service", "part of the Flotilla image"),
+        ("podman.socket", "part of podman"),
+        ("podman-auto-update.timer", "part of podman"),
+        ("multi-user.target", "one of systemd's special units"),
+        ("default.target", "one of systemd's special units"),
+        ("-.slice", "one of systemd's special units"),
+        ("system.slice", "one of systemd's special units"),
+        ("getty@tty1.service", "one of systemd's special units"),
+        ("user@1000.service", "one of systemd's special units"),
+    ],
+)
+def test_names_the_machines_ship_are_reserved(name: str, owner: str) -> None:
+    with pytest.raises(UnitNameError) as caught:
+        parse_unit_name(name)
+    assert str(caught.value) == (
+        f'unit name "{name}" is reserved: the machines ship a unit of that name ({owner}),'
+        " which a fleet unit would replace"
+    )
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "etcd-backup.service",
+        "myfleetd.service",
+        "web-ssh.service",
+        "sshfs@x.service",
+        # ssh.socket's per-connection instances have names nobody can guess; the agent refuses
+        # an instance of a template the machine has anyway (it asks systemd).
+        "ssh@2.service",
+        "systemd.service",  # systemd's units are systemd-*: this one is not systemd's
+        "dbus2.service",
+        "my-multi-user.target",
+        "hello-web.service",
+    ],
+)
+def test_names_near_a_reserved_one_are_accepted(name: str) -> None:
+    assert parse_unit_name(name).full == name
+
+
+def test_every_shipped_unit_of_the_image_is_reserved() -> None:
+    """The image's own units (its files and its manifests) can never be a fleet unit's name."""
+    shipped = {path.name for path in IMAGE_UNIT_FILES}
+    shipped |= {"fleetd.service", *image_manifest_units()}
+    assert shipped  # the globs found the files
+    unreserved = sorted(name for name in shipped if machine_unit(name) is None)
+    assert unreserved == sorted(NOT_RESERVED)
+
+
+@pytest.mark.parametrize(
+    ("name", "unit_file"),
+    [
+        ("web.service", True),
+        (".hidden.service", True),  # an older agent may have written one: it is still cleaned up
+        ("old.snapshot", True),
+        ("x.scope", True),
+        (".4kx9_q2z.partial", False),  # the agent's partial files
+        (".web.service.partial", False),  # an older agent's
+        ("README", False),
+        (".service", False),
+    ],
+)
+def test_which_files_in_the_units_directory_are_unit_files(name: str, unit_file: bool) -> None:
+    assert looks_like_unit_file(name) is unit_file
 
 
 @pytest.mark.parametrize(
@@ -146,6 +270,7 @@ def test_a_name_containing_a_slash_is_never_accepted(head: str, tail: str, suffi
     st.sampled_from(sorted(UNIT_TYPES)),
 )
 def test_valid_names_round_trip(stem: str, suffix: str) -> None:
+    assume(machine_unit(f"{stem}.{suffix}") is None)
     parsed = parse_unit_name(f"{stem}.{suffix}")
     assert f"{parsed.without_suffix}.{parsed.suffix}" == parsed.full
     assert parsed.prefix == stem
