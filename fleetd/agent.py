@@ -380,12 +380,26 @@ class Agent:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.current_pass
 
+    def fenceable(self) -> list[str]:
+        """The units a fence stops: every loaded one that is not global."""
+        return [u for u in self.loaded if not is_global(self.assigned.get(u))]
+
+    def restart_fenced(self) -> list[str]:
+        """Something outside the agent (the backstop) may have stopped the fenceable units:
+        forget that the agent started them, so the next pass starts those still assigned here
+        (it never restarts a unit that stopped on its own). Returns the units forgotten."""
+        forgotten = sorted(unit for unit in self.fenceable() if self.started.pop(unit, None))
+        if forgotten:
+            self.planned_at = None
+            self.wakeup.set()
+        return forgotten
+
     async def fence(self, deadline: float, reason: str) -> None:
         """Stop every non-global unit before `deadline` (monotonic): this machine is cut off
         and its units are about to be started elsewhere. Nothing waits for a running pass."""
         self.fenced = True
         await self.cancel_pass()
-        units = [u for u in self.loaded if not is_global(self.assigned.get(u))]
+        units = self.fenceable()
         log.warning("fencing: %s; stopping %d units: %s", reason, len(units), " ".join(units))
         for unit in units:
             self.started.pop(unit, None)

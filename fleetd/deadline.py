@@ -19,12 +19,12 @@ unmoved by changes of the wall clock. With TTL = agent_ttl:
   last_contact + TTL. A healthy fleetd renews every TTL/5, so the deadline stays at least
   0.65·TTL ahead of it.
 * While the guard finds that nobody could take our units over (etcd down for everyone, or no
-  peers), it pushes the deadline to p + 0.4·TTL, p being when it asked the peers, and asks again
-  on its next tick (every TTL/10). Why that is early enough: peers keep alive every TTL/5 and
-  reconnect within 0.5 s, so etcd came back at the earliest at p - (0.2·TTL + 0.5 s) if no peer
-  had heard from it at p, and (etcd renews every lease when it elects a leader) our lease cannot
-  expire before that plus TTL: p + 0.8·TTL - 0.5 s, after the kill at p + 0.5·TTL whenever
-  TTL > 1.7 s.
+  peers in a peer list it has read from etcd), it pushes the deadline to p + 0.4·TTL, p being
+  when it asked the peers, and asks again on its next tick (every TTL/10). Why that is early
+  enough: peers keep alive every TTL/5 and reconnect within 0.5 s, so etcd came back at the
+  earliest at p - (0.2·TTL + 0.5 s) if no peer had heard from it at p, and (etcd renews every
+  lease when it elects a leader) our lease cannot expire before that plus TTL: p + 0.8·TTL -
+  0.5 s, after the kill at p + 0.5·TTL whenever TTL > 1.7 s.
 * A deadline never moves backwards: an extension keeps a later renewal's deadline.
 
 The backstop acts once per deadline: it stops the units that still run when `stop_at` passes,
@@ -45,7 +45,8 @@ from .unitname import parse_unit_name
 KILL_FRACTION = 0.95  # of the TTL after the last contact: SIGKILL what has not stopped
 EXTEND_FRACTION = 0.4  # how far a "nobody can take over" verdict pushes the deadline
 # systemd's watchdog restarts a wedged fleetd this far into the TTL: with RestartSec=1s and
-# about a second to start, the new fleetd renews the lease before the backstop stops anything.
+# about a second to start, the new fleetd renews the lease before the backstop stops anything
+# (at the default TTL; a slower start leaves it to the backstop).
 WATCHDOG_FRACTION = 0.4
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import deadline as dl
-from .agent import Agent, is_global
+from .agent import Agent
 from .heart import Heart
 
 log = logging.getLogger(__name__)
@@ -70,17 +70,13 @@ class DeadlineKeeper:
         """The deadline passed, so the backstop may have stopped our units: the agent starts
         again those still assigned here (it does not restart a unit it started that has
         stopped, taking that for the unit's own doing)."""
-        agent = self.agent
-        fenced = [unit for unit in agent.loaded if not is_global(agent.assigned.get(unit))]
-        forgotten = sorted(unit for unit in fenced if agent.started.pop(unit, None))
+        forgotten = self.agent.restart_fenced()
         if forgotten:
             log.info(
                 "the lease deadline passed; the backstop may have stopped %s: starting them again "
                 "where they are still assigned here",
                 " ".join(forgotten),
             )
-            agent.planned_at = None
-            agent.wakeup.set()
 
     def retire(self) -> None:
         """fleetd left the cluster: no deadline to keep (the backstop does nothing)."""

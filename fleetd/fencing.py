@@ -32,6 +32,7 @@ TTL, leaving the rest as a margin for clock rates and systemd.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 SUSPECT_FRACTION = 0.4  # two missed keepalives at one every ttl/5
@@ -80,10 +81,13 @@ def decide(
         return Verdict(
             True, f"only {len(reports)} of {known_peers} peers answer: this machine is cut off"
         )
-    if now - last_contact >= LONG_OUTAGE_SECONDS:
+    # A fleetd started during the outage never had contact: its clock starts at its first
+    # failure (a restart gives the machine that much longer; the engine's window allows it).
+    silent_since = last_contact if math.isfinite(last_contact) else failing_since
+    if now - silent_since >= LONG_OUTAGE_SECONDS:
         return Verdict(
             True,
-            f"etcd unreachable for {now - last_contact:.0f}s (limit {LONG_OUTAGE_SECONDS:.0f}s):"
+            f"etcd unreachable for {now - silent_since:.0f}s (limit {LONG_OUTAGE_SECONDS:.0f}s):"
             " the cluster will stop counting this machine",
         )
     return Verdict(False, "no peer reaches etcd either: etcd is down, nothing can move")

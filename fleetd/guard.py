@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import peers
 from . import systemd as sd
-from .agent import Agent, is_global
+from .agent import Agent
 from .deadline_keeper import DeadlineKeeper
 from .fencing import (
     PeerReport,
@@ -129,7 +129,7 @@ class FenceGuard:
         (a D-Bus call that failed, a unit that would not die)."""
         try:
             await self.agent.fence(stop_deadline(self.heart.last_contact, self.ttl), reason)
-            units = [u for u in self.agent.loaded if not is_global(self.agent.assigned.get(u))]
+            units = self.agent.fenceable()
             states = await self.agent.systemd.unit_states(units)
         except (sd.SystemdError, OSError) as error:
             log.warning("fencing did not complete: %s; trying again", error)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from fleetd import deadline as dl
 from fleetd.client import FleetClient
+from fleetd.fencing import STOP_DEADLINE_FRACTION
 from fleetd.registry import Registry, RegistryError, translated_errors
 
 from . import machine as lab_machine
@@ -218,6 +219,7 @@ class StressReport:
         spread = sorted(self.per_machine.values())
         lease_left = min(watch.lease_left.values(), default=None)
         backstop_left = min(watch.backstop_left.values(), default=None)
+        stop = STOP_DEADLINE_FRACTION * s.ttl
         return [
             f"{s.units} units on {self.machines} machines, agent_ttl {s.ttl:g}s, etcd disk"
             f" {s.write_iops} writes/s, held {s.hold:.0f}s after all ran",
@@ -227,7 +229,12 @@ class StressReport:
             f"least lease TTL etcd had left: {lease_left}s of {s.ttl:g}s"
             f" ({watch.unanswered} samples unanswered)",
             "least time left before a backstop would fence: "
-            + ("n/a" if backstop_left is None else f"{backstop_left:.1f}s of {0.85 * s.ttl:.1f}s"),
+            + (
+                "n/a (no lease deadline file)"
+                if backstop_left is None
+                else f"{backstop_left:.1f}s of {stop:.1f}s (the oldest acknowledged keepalive"
+                f" was {stop - backstop_left:.1f}s old)"
+            ),
             "journal: "
             + ", ".join(f"{label} {len(lines)}" for label, lines in sorted(self.journal.items())),
             f"false failovers: {len(self.false_failovers())}",

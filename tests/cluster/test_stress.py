@@ -12,7 +12,7 @@ from fleetlab.stress import StressSettings, run_stress
 from .fleet import FleetCluster
 
 pytestmark = pytest.mark.cluster
-UNITS = 300
+UNITS = 1000
 WRITE_IOPS = 30  # etcd's disk: a fdatasync takes tens of milliseconds instead of a fraction of one
 
 

@@ -137,3 +137,11 @@ def test_a_unit_whose_file_cannot_be_read_stays_where_it_runs() -> None:
     assert state.assignments[where][unit] == Assignment(
         state.jobs[unit].hash, DesiredState.LAUNCHED
     )
+
+
+def test_a_fleetd_started_during_an_etcd_outage_does_not_fence_at_once() -> None:
+    answers = [PeerReport("b", 99.0), PeerReport("c", 99.0)]
+    verdict = decide(200.0, float("-inf"), 195.0, 10.0, 2, answers)
+    assert not verdict.fence and "etcd is down" in verdict.reason
+    late = decide(195.0 + LONG_OUTAGE_SECONDS, float("-inf"), 195.0, 10.0, 2, answers)
+    assert late.fence
