@@ -8,6 +8,7 @@ was *sent*, which is what the fencing timing argument is built on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -42,6 +43,7 @@ class Heart:
         self.lost_lease = False  # this process's lease expired under it at least once
         self.logged_failure = float("-inf")
         self.leaving = False  # a graceful leave revoked the lease: never register again
+        self.granted: int | None = None  # granted, not yet holding the machine key
         self.registered = asyncio.Event()
         self.on_new_lease: list[Callable[[int, bool], Awaitable[None]]] = []
         self.on_contact: list[Callable[[], Awaitable[None]]] = []
@@ -108,15 +110,15 @@ class Heart:
             await callback()
 
     async def register(self) -> None:
-        reused = await self.reusable_lease()
-        lease = reused or await self.registry.grant_lease(self.ttl)
-        await self.registry.publish_machine(self.machine, lease)
+        """Claim the machine key under a lease: the previous fleetd's if it lives, else the
+        one granted by an earlier attempt that failed half-way (never a second one), else a
+        new one. A lease with another TTL (agent_ttl changed) is replaced only once the new
+        one holds the machine key, so the machine never vanishes while its units run."""
+        reused, outdated = await self.reusable_lease()
+        lease = reused or await self.still_granted() or await self.grant()
+        await self.registry.claim_machine(self.machine, lease, outdated)
+        self.granted = None
         self.lease = lease
-        try:
-            self.lease_file.parent.mkdir(parents=True, exist_ok=True)
-            self.lease_file.write_text(f"{lease}\n")
-        except OSError as error:  # only costs the lease's reuse after a restart
-            log.warning("cannot remember the lease in %s: %s", self.lease_file, error)
         log.info(
             "registered machine %s (%s) with lease %x, ttl %.0fs",
             self.machine.id,
@@ -126,24 +128,53 @@ class Heart:
         )
         for callback in self.on_new_lease:
             await callback(lease, self.lost_lease)
+        if outdated is not None:  # after the unit states moved over to the new lease
+            with contextlib.suppress(RegistryError):  # it expires by itself anyway
+                await self.registry.revoke_lease(outdated)
         self.registered.set()
 
-    async def reusable_lease(self) -> int | None:
-        """The lease of a fleetd that ran here before us (killed, say), if it is still alive:
-        keeping it keeps this machine's keys, and its engine leadership, without a gap."""
+    async def still_granted(self) -> int | None:
+        """The lease an earlier, failed attempt was granted, while it lives."""
+        if self.granted is None:
+            return None
+        try:
+            await self.registry.keep_alive(self.granted)
+        except LeaseExpired:
+            self.granted = None
+        return self.granted
+
+    async def grant(self) -> int:
+        lease = await self.registry.grant_lease(self.ttl)
+        self.granted = lease
+        self.remember(lease)  # a restart from here on reuses it too
+        return lease
+
+    def remember(self, lease: int) -> None:
+        try:
+            self.lease_file.parent.mkdir(parents=True, exist_ok=True)
+            self.lease_file.write_text(f"{lease}\n")
+        except OSError as error:  # only costs the lease's reuse after a restart
+            log.warning("cannot remember the lease in %s: %s", self.lease_file, error)
+
+    async def reusable_lease(self) -> tuple[int | None, int | None]:
+        """(the lease of a fleetd that ran here before us, if it is still alive and has our
+        TTL; keeping it keeps this machine's keys and its engine leadership without a gap,
+        a live lease with another TTL, to be revoked once a new one holds the machine)."""
         try:
             lease = int(self.lease_file.read_text())
         except (OSError, ValueError):
-            return None
+            return None, None
+        if lease == self.granted:
+            return None, None  # ours, from an attempt that failed half-way: reused as such
         try:
             granted = await self.registry.keep_alive(lease)
         except LeaseExpired:
-            return None
+            return None, None
         if granted != lease_seconds(self.ttl):  # agent_ttl changed: fencing assumes ours
-            await self.registry.revoke_lease(lease)
-            return None
+            log.info("lease %x has a TTL of %ds; moving to a lease of %s", lease, granted, self.ttl)
+            return None, lease
         log.info("reusing lease %x of the previous fleetd on this machine", lease)
-        return lease
+        return lease, None
 
     async def stop(self) -> None:
         """Graceful leave: revoking the lease removes this machine and its keys at once."""

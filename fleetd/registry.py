@@ -64,6 +64,10 @@ class LeaseExpired(RegistryError):
     """The lease is gone: everything attached to it was deleted by etcd."""
 
 
+class DuplicateMachine(RegistryError):
+    """Another live fleetd holds this machine id."""
+
+
 class Conflict(RegistryError):
     """A guarded write found the registry changed (or leadership lost); re-read and retry."""
 
@@ -271,6 +275,37 @@ class Registry:
                     raise
 
     # -- machines and unit states (writer: the machine itself) -------------------------------
+
+    async def claim_machine(
+        self, machine: Machine, lease: int, previous: int | None = None
+    ) -> None:
+        """Register the machine under `lease`, unless its key is held by another live lease:
+        then another fleetd runs with the same machine id (a cloned disk, say), and two
+        machines under one id would each run the other's units (DuplicateMachine).
+        `previous`: a lease of this machine's own being replaced (agent_ttl changed)."""
+        key = self.keys.machine(machine.id)
+        with translated_errors(f"registering machine {machine.id}"):
+            found = await self.client.get(key)
+            if found is not None and found.lease not in (0, lease, previous):
+                holder = decoded(decode_machine, found.value, f"machine record {machine.id}")
+                where = holder.ip if holder is not None else "an unreadable record"
+                raise DuplicateMachine(
+                    f"machine id {machine.id} is already registered by a live fleetd at {where}"
+                    f" (lease {found.lease:x}); give every machine its own /etc/machine-id."
+                    " Trying again until that lease ends"
+                )
+            unchanged = (
+                self.ops.version(key) == 0
+                if found is None
+                else self.ops.mod(key) == found.mod_revision
+            )
+            succeeded, _ = await self.client.transaction(
+                compare=[unchanged],
+                success=[self.ops.put(key, encode_machine(machine), lease=lease)],
+                failure=[],
+            )
+        if not succeeded:
+            raise Conflict(f"registering machine {machine.id}: its record changed meanwhile")
 
     async def publish_machine(self, machine: Machine, lease: int) -> None:
         with translated_errors(f"registering machine {machine.id}"):

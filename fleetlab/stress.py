@@ -150,7 +150,7 @@ class LeaseWatch:
     lease_left: dict[str, int] = field(default_factory=dict)  # machine -> least TTL seen
     backstop_left: dict[str, float] = field(default_factory=dict)  # machine -> least seconds
     expired: list[str] = field(default_factory=list)
-    unanswered: int = 0  # samples etcd did not answer
+    unanswered: int = 0  # the host's reads etcd did not answer in time
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[LeaseWatch]:
@@ -227,7 +227,7 @@ class StressReport:
             f"..{spread[-1] if spread else 0}",
             *self.load.lines(),
             f"least lease TTL etcd had left: {lease_left}s of {s.ttl:g}s"
-            f" ({watch.unanswered} samples unanswered)",
+            f" ({watch.unanswered} reads from the host unanswered in time)",
             "least time left before a backstop would fence: "
             + (
                 "n/a (no lease deadline file)"
@@ -241,11 +241,18 @@ class StressReport:
         ]
 
 
-async def wait_all_active(client: FleetClient, names: Sequence[str], timeout: float) -> bool:
-    """Whether fleet reports every unit active on one machine within `timeout`."""
+async def wait_all_active(
+    client: FleetClient, names: Sequence[str], timeout: float, watch: LeaseWatch
+) -> bool:
+    """Whether fleet reports every unit active on one machine within `timeout`. A read that
+    etcd does not answer in time (its disk is slow) is counted and tried again."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        units = await client.units()
+        try:
+            units = await client.units()
+        except RegistryError:
+            watch.unanswered += 1
+            continue
         if all(name in units and len(units[name].active_on()) == 1 for name in names):
             return True
         await asyncio.sleep(1.0)
@@ -262,7 +269,7 @@ async def run_stress(lab: Lab, client: FleetClient, settings: StressSettings) ->
         async with LeaseWatch(lab, client.registry).running() as watch:
             started = time.monotonic()
             await client.start(names, dict.fromkeys(names, SLEEPER))
-            ran = await wait_all_active(client, names, settings.start_timeout)
+            ran = await wait_all_active(client, names, settings.start_timeout, watch)
             to_active = time.monotonic() - started if ran else None
             first, problems = running_once(names, await asyncio.to_thread(census, lab, machines))
             await asyncio.sleep(settings.hold)

@@ -103,3 +103,21 @@ async def test_machines_that_leave_gracefully_do_not_count_as_vanished(
     assert all(units[n].reason is None for n in names)
     members = await fleet.registry.client.get_prefix(fleet.registry.keys.members)
     assert [kv.key.decode().rsplit("/", 1)[1] for kv in members.kvs] == [last]
+
+
+async def test_a_second_fleetd_with_a_machine_id_in_use_is_refused(fleet: FleetCluster) -> None:
+    await fleet.client.start(
+        ["mine.service"], {"mine.service": unit("MachineID=" + fleet.ids["m1"])}
+    )
+    await fleet.client.wait_until(lambda u: u["mine.service"].active_on(), 20)
+    clone = "/etc/fleet/cloned-machine-id"  # m2 pretends to be m1, as a cloned disk would
+    fleet.lab.run("m2", ["sh", "-c", f"echo {fleet.ids['m1']} > {clone}"])
+    fleet.configure("m2", machine_id_file=clone)
+    fleet.systemctl("m2", "restart", "fleetd.service")
+    await asyncio.sleep(2 * fleet.ttl)
+    machines = await fleet.client.machines()
+    assert machines[fleet.ids["m1"]].ip == fleet.lab.require_state().machine("m1").ip
+    assert fleet.ids["m2"] not in machines
+    assert fleet.active_on("mine.service") == ["m1"]
+    journal = fleet.lab.journal_text("m2", ["-u", "fleetd"])
+    assert "is already registered by a live fleetd" in journal

@@ -3,13 +3,25 @@ collected while a client stores them again."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
+from fleetd.heart import Heart
 from fleetd.keys import Keys
 from fleetd.model import Assign, Assignment, DesiredState, Machine, Schedule
-from fleetd.registry import Conflict, JobRecord, Registry, encode_job, encode_machine
+from fleetd.registry import (
+    Conflict,
+    DuplicateMachine,
+    JobRecord,
+    LeaseExpired,
+    Registry,
+    RegistryError,
+    encode_job,
+    encode_machine,
+)
 from fleetlab.etcd import EtcdServer
 
 pytestmark = pytest.mark.cluster
@@ -93,3 +105,62 @@ async def test_a_plan_from_a_stale_snapshot_cannot_start_a_unit_stopped_since(
         await registry.apply_engine_tasks(plan, leader, snapshot.job_revisions)
     assert await etcd.get(keys.assignment("m1", "web.service")) is None
     assert await etcd.get(keys.placement("web.service")) is None
+
+
+async def test_a_second_fleetd_with_the_same_machine_id_is_refused(registry: Registry) -> None:
+    first, second = await registry.grant_lease(30), await registry.grant_lease(30)
+    await registry.claim_machine(Machine("same", "10.0.0.1"), first)
+    with pytest.raises(DuplicateMachine, match=r"registered by a live fleetd at 10\.0\.0\.1"):
+        await registry.claim_machine(Machine("same", "10.0.0.2"), second)
+    assert (await registry.machines())["same"].ip == "10.0.0.1"
+    await registry.claim_machine(Machine("same", "10.0.0.3"), first)  # its own: a new address
+    await registry.revoke_lease(first)
+    await registry.claim_machine(Machine("same", "10.0.0.2"), second)  # once the first is gone
+
+
+async def test_a_failed_registration_never_leaves_a_second_lease(
+    registry: Registry, tmp_path: Path
+) -> None:
+    heart = Heart(registry, Machine("m", "10.0.0.1"), 5.0, tmp_path / "lease")
+    claim, grants = registry.claim_machine, []
+    grant = registry.grant_lease
+
+    async def counted_grant(ttl: float) -> int:
+        grants.append(await grant(ttl))
+        return grants[-1]
+
+    async def lost_reply(*args: object) -> None:
+        await claim(*args)  # type: ignore[arg-type]
+        raise RegistryError("registering machine m: the reply was lost")
+
+    registry.grant_lease = counted_grant  # type: ignore[method-assign]
+    registry.claim_machine = lost_reply  # type: ignore[method-assign]
+    with pytest.raises(RegistryError):
+        await heart.beat()
+    registry.claim_machine = claim  # type: ignore[method-assign]
+    await heart.beat()
+    assert len(grants) == 1 and heart.lease == grants[0]
+
+
+async def test_a_new_agent_ttl_moves_the_machine_to_a_new_lease_without_a_gap(
+    registry: Registry, tmp_path: Path
+) -> None:
+    machine = Machine("m", "10.0.0.1")
+    before = Heart(registry, machine, 5.0, tmp_path / "lease")
+    await before.beat()
+    key = registry.keys.machine("m")
+    events = await registry.client.watch(key)
+    after = Heart(registry, machine, 3.0, tmp_path / "lease")  # fleetd restarted, new agent_ttl
+    await after.beat()
+    assert after.lease != before.lease
+    assert (await registry.client.get(key)).lease == after.lease
+    seen = []
+    async with asyncio.timeout(1):
+        async for event in events:
+            seen.append(event.kind)
+            if event.kind != "PUT":
+                break
+            await events.cancel()
+    assert seen == ["PUT"], "the machine key was deleted while the lease changed"
+    with pytest.raises(LeaseExpired):
+        await registry.keep_alive(before.lease)  # revoked once the new one held the machine
