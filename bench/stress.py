@@ -24,8 +24,8 @@ SHOWN_FAILOVERS = 40
 
 async def main(machines: int, settings: StressSettings) -> int:
     started = time.monotonic()
-    async with fleet_lab("benchload", machines, settings.ttl) as (lab, client):
-        report = await run_stress(lab, client, settings)
+    async with fleet_lab("benchload", machines, settings.ttl) as (lab, _):
+        report = await run_stress(lab, settings)
     print("stress: " + "\n  ".join(report.lines()))
     print(f"  took {time.monotonic() - started:.0f}s with the lab's setup and teardown")
     found = report.false_failovers()

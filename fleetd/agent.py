@@ -19,12 +19,12 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from itertools import groupby
 from pathlib import Path
+
+from flotilla.files import write_atomically
 
 from . import metrics
 from . import systemd as sd
@@ -55,7 +55,6 @@ FULL_PASS_SECONDS = 60.0  # reconcile even when nothing seems to change, at leas
 MAX_CONCURRENT_CALLS = 32  # the system bus allows 128 pending replies per connection
 WAKE_SETTLE_SECONDS = 0.05  # let a burst of assignments land before a pass
 HOLD_AFTER_NEW_LEASE = 2.0  # let the engine see this machine again before acting on old keys
-PARTIAL_SUFFIX = ".partial"  # a file being written; never a unit type, so never a unit file
 
 
 class Agent:
@@ -465,25 +464,6 @@ def journal_fields(unit: str | None) -> dict[str, str]:
 
 def describe(task: AgentTask) -> str:
     return " ".join(f"{name}={value}" for name, value in vars(task).items())
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write `path` whole or not at all, through a partial file beside it.
-
-    The partial file's name is short and never a unit's (".<random>.partial"), so any name up to
-    systemd's 255 bytes still fits the file system's NAME_MAX, and `unit_files` never takes a
-    partial file (left by a crash) for a unit."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, partial = tempfile.mkstemp(prefix=".", suffix=PARTIAL_SUFFIX, dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w") as file:
-            file.write(text)
-        os.chmod(partial, 0o644)
-        os.replace(partial, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(partial)
-        raise
 
 
 def known_to_systemd(states: Mapping[str, sd.UnitState], new: list[str]) -> set[str]:

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from flotilla.files import PARTIAL_SUFFIX
 from flotilla.process import CommandError, run
 
 from . import deadline as dl
@@ -32,7 +33,6 @@ log = logging.getLogger("fleetd-backstop")
 DEADLINE_FILE = Path("/run/fleet/deadline")
 POLL_SECONDS = 0.2  # how soon a new deadline is seen; actions are timed to the deadline itself
 SYSTEMCTL_TIMEOUT = 5.0  # a PID 1 that does not answer is asked again on the next check
-PARTIAL_SUFFIX = ".partial"  # the agent's files being written (agent.write_atomically)
 
 
 class Backstop:

@@ -30,6 +30,7 @@ from pathlib import Path
 from fleetd import deadline as dl
 from fleetd.client import FleetClient
 from fleetd.fencing import STOP_DEADLINE_FRACTION
+from fleetd.keys import Keys
 from fleetd.registry import Registry, RegistryError, translated_errors
 
 from . import machine as lab_machine
@@ -39,17 +40,19 @@ from .load import LoadFigures, LoadMeter, cpu_hogs, slow_etcd_disk
 UNIT_PREFIX = "stress-unit-"
 SLEEPER = "[Service]\nExecStart=/bin/sleep infinity\n"
 RUNNING = {"active", "activating", "deactivating", "reloading"}
+HOST_TIMEOUT = 30.0  # seconds for one of the host's own etcd requests
 FLEETD_UNITS = ["-u", "fleetd.service", "-u", "fleetd-backstop.service"]
 # Each is a false failover when every machine and etcd are up.
 FAILOVER_SIGNS = {
     "lease expired": re.compile(r"machine lease \S+ expired"),
-    "fenced": re.compile(r"fencing:"),
+    "fenced": re.compile(r"\]: fencing:"),  # not "etcd is silent; not fencing: ..."
     "machine taken for gone": re.compile(r"engine task=Unschedule .*went away|engine: not moving"),
 }
 # Symptoms of the load, counted but not failures in themselves.
 SYMPTOMS = {
     "etcd unreachable": re.compile(r"cannot reach etcd"),
     "slow engine pass": re.compile(r"engine pass took"),
+    "etcd suspected": re.compile(r"etcd is silent"),
     "took the lead": re.compile(r"engine: this machine leads now"),
     "registered": re.compile(r"registered machine "),
 }
@@ -201,14 +204,14 @@ class StressReport:
     to_active: float | None  # seconds until every unit ran once; None: not within the timeout
     per_machine: dict[str, int]
     unit_problems: list[str]
-    journal: dict[str, list[str]]
     watch: LeaseWatch
-    load: LoadFigures
+    journal: dict[str, list[str]] = field(default_factory=dict)  # after the run
+    load: LoadFigures | None = None  # after the load
 
     def false_failovers(self) -> list[str]:
         found = list(self.unit_problems) + self.watch.expired
         for label in FAILOVER_SIGNS:
-            found += [f"{label}: {line}" for line in self.journal[label]]
+            found += [f"{label}: {line}" for line in self.journal.get(label, [])]
         if self.to_active is None:
             found.insert(0, f"not every unit ran within {self.settings.start_timeout:.0f}s")
         return found
@@ -225,7 +228,7 @@ class StressReport:
             f" {s.write_iops} writes/s, held {s.hold:.0f}s after all ran",
             f"all units active after {to_active}; per machine {spread[0] if spread else 0}"
             f"..{spread[-1] if spread else 0}",
-            *self.load.lines(),
+            *(self.load.lines() if self.load else []),
             f"least lease TTL etcd had left: {lease_left}s of {s.ttl:g}s"
             f" ({watch.unanswered} reads from the host unanswered in time)",
             "least time left before a backstop would fence: "
@@ -252,35 +255,43 @@ async def wait_all_active(
             units = await client.units()
         except RegistryError:
             watch.unanswered += 1
-            continue
-        if all(name in units and len(units[name].active_on()) == 1 for name in names):
+            units = {}
+        if units and all(name in units and len(units[name].active_on()) == 1 for name in names):
             return True
         await asyncio.sleep(1.0)
     return False
 
 
-async def run_stress(lab: Lab, client: FleetClient, settings: StressSettings) -> StressReport:
-    """Load the lab, start the units, hold, and report what the load did to them."""
+async def run_stress(lab: Lab, settings: StressSettings) -> StressReport:
+    """Load the lab, start the units, hold, and report what the load did to them. The host's
+    own requests get a long timeout: a slow etcd must fail fleetd, if anything, not the test."""
     machines = lab.running_machines()
     names = unit_names(settings.units)
-    with cpu_hogs(lab, machines) as hogs, slow_etcd_disk(lab, settings.write_iops) as throttle:
-        meter = LoadMeter(lab, hogs, throttle)
-        meter.start()
-        async with LeaseWatch(lab, client.registry).running() as watch:
-            started = time.monotonic()
-            await client.start(names, dict.fromkeys(names, SLEEPER))
-            ran = await wait_all_active(client, names, settings.start_timeout, watch)
-            to_active = time.monotonic() - started if ran else None
-            first, problems = running_once(names, await asyncio.to_thread(census, lab, machines))
-            await asyncio.sleep(settings.hold)
-            after = await asyncio.to_thread(census, lab, machines)
-            second, later_problems = running_once(names, after)
-        load = meter.stop()
+    async with Registry.open(lab.host_etcd_endpoint, Keys(), timeout=HOST_TIMEOUT) as registry:
+        client = FleetClient(registry)
+        with cpu_hogs(lab, machines) as hogs, slow_etcd_disk(lab, settings.write_iops) as disk:
+            meter = LoadMeter(lab, hogs, disk)
+            meter.start()
+            async with LeaseWatch(lab, registry).running() as watch:
+                report = await start_and_hold(lab, client, names, settings, watch)
+            report.load = meter.stop()
+    report.journal = await asyncio.to_thread(scan_journals, lab, machines)
+    return report
+
+
+async def start_and_hold(
+    lab: Lab, client: FleetClient, names: list[str], settings: StressSettings, watch: LeaseWatch
+) -> StressReport:
+    machines = lab.running_machines()
+    started = time.monotonic()
+    await client.start(names, dict.fromkeys(names, SLEEPER))
+    ran = await wait_all_active(client, names, settings.start_timeout, watch)
+    to_active = time.monotonic() - started if ran else None
+    first, problems = running_once(names, await asyncio.to_thread(census, lab, machines))
+    await asyncio.sleep(settings.hold)
+    second, later_problems = running_once(names, await asyncio.to_thread(census, lab, machines))
     per_machine: dict[str, int] = dict.fromkeys(machines, 0)
     for run in first.values():
         per_machine[run.machine] += 1
     problems += [p for p in later_problems if p not in problems] + changes(first, second)
-    journal = await asyncio.to_thread(scan_journals, lab, machines)
-    return StressReport(
-        settings, len(machines), to_active, per_machine, problems, journal, watch, load
-    )
+    return StressReport(settings, len(machines), to_active, per_machine, problems, watch)

@@ -6,15 +6,14 @@ leaves the output directory as it was.
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
 import click
 
+from flotilla.files import write_atomically
 from flotilla.manifest import ManifestError
 
 from .render import RenderedUnit, render_unit
@@ -119,17 +118,3 @@ def fail(errors: list[str]) -> NoReturn:
     for error in errors:
         click.echo(error, err=True)
     sys.exit(EXIT_BAD_SPEC)
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Readers (fleetctl, an editor) see the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-        os.chmod(partial, 0o644)
-        os.replace(partial, path)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
