@@ -64,7 +64,7 @@ class StressSettings:
     ttl: float
     hold: float  # seconds under load after every unit runs
     write_iops: int  # etcd's disk writes a second
-    start_timeout: float = 600.0
+    start_timeout: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -153,6 +153,7 @@ class LeaseWatch:
     lease_left: dict[str, int] = field(default_factory=dict)  # machine -> least TTL seen
     backstop_left: dict[str, float] = field(default_factory=dict)  # machine -> least seconds
     expired: list[str] = field(default_factory=list)
+    gone: set[str] = field(default_factory=set)  # machines whose sampled lease expired
     unanswered: int = 0  # the host's reads etcd did not answer in time
 
     @asynccontextmanager
@@ -182,9 +183,11 @@ class LeaseWatch:
         except RegistryError:
             self.unanswered += 1
             return
-        if info.TTL < 0:
+        if info.TTL >= 0:
+            self.lease_left[machine] = min(self.lease_left.get(machine, info.TTL), info.TTL)
+        elif machine not in self.gone:
+            self.gone.add(machine)
             self.expired.append(f"{time.strftime('%X')} lease {lease:x} of {machine} is gone")
-        self.lease_left[machine] = min(self.lease_left.get(machine, info.TTL), info.TTL)
 
     def sample_deadline(self, machine: str) -> None:
         pid = lab_machine.init_pid(self.lab.layout.machine(machine))
@@ -229,8 +232,8 @@ class StressReport:
             f"all units active after {to_active}; per machine {spread[0] if spread else 0}"
             f"..{spread[-1] if spread else 0}",
             *(self.load.lines() if self.load else []),
-            f"least lease TTL etcd had left: {lease_left}s of {s.ttl:g}s"
-            f" ({watch.unanswered} reads from the host unanswered in time)",
+            f"least lease TTL etcd had left: {lease_left}s of {s.ttl:g}s; leases gone:"
+            f" {len(watch.gone)} ({watch.unanswered} reads from the host unanswered in time)",
             "least time left before a backstop would fence: "
             + (
                 "n/a (no lease deadline file)"
