@@ -109,6 +109,12 @@ def translated_errors(action: str) -> Iterator[None]:
         yield
     except aetcd.exceptions.ClientError as error:
         raise RegistryError(f"{action}: {error or type(error).__name__}") from error
+    except asyncio.CancelledError as error:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # this task is being cancelled: let it end
+        # The client closed the channel under the call (it moved to another etcd member).
+        raise RegistryError(f"{action}: the connection to etcd was closed") from error
 
 
 def encode_assignment(assignment: Assignment) -> bytes:
@@ -648,7 +654,10 @@ class Registry:
         for task in tasks:
             task_compares, task_ops = self._engine_ops(task)
             keys = {op.key for op in task_ops}
-            if touched & keys or len(ops) + len(task_ops) > MAX_TXN_OPS:
+            # etcd bounds compares and operations alike (128 each by default); a task adds up
+            # to two compares (its own and its job's mod revision) besides its operations.
+            full = max(len(ops) + len(task_ops), len(compares) + len(task_compares) + 1)
+            if touched & keys or full > MAX_TXN_OPS:
                 await self._txn(compares, ops, "applying the engine's plan")
                 compares, ops, touched, compared = [guard], [], set(), set()
             unit = placed_unit(task)

@@ -99,9 +99,12 @@ def census(lab: Lab, machines: Sequence[str]) -> dict[str, list[Run]]:
     return found
 
 
-def running_once(names: Sequence[str], seen: dict[str, list[Run]]) -> tuple[dict[str, Run], list]:
+def running_once(
+    names: Sequence[str], seen: dict[str, list[Run]]
+) -> tuple[dict[str, Run], list[str]]:
     """The one run of each unit, and what is wrong where a unit runs nowhere or twice."""
-    once, problems = {}, []
+    once: dict[str, Run] = {}
+    problems: list[str] = []
     for name in names:
         runs = [run for run in seen.get(name, []) if run.state in RUNNING]
         if len(runs) == 1:
@@ -131,8 +134,8 @@ def changes(before: dict[str, Run], after: dict[str, Run]) -> list[str]:
 
 def scan_journals(lab: Lab, machines: Sequence[str]) -> dict[str, list[str]]:
     """Lines of fleetd's and its backstop's journals by sign or symptom, machine-prefixed."""
-    found: dict[str, list[str]] = {label: [] for label in {**FAILOVER_SIGNS, **SYMPTOMS}}
     patterns = {**FAILOVER_SIGNS, **SYMPTOMS}
+    found: dict[str, list[str]] = {label: [] for label in patterns}
     for machine in machines:
         text = lab.journal_text(machine, [*FLEETD_UNITS, "-o", "short-monotonic"])
         for line in text.splitlines():
@@ -191,6 +194,8 @@ class LeaseWatch:
 
     def sample_deadline(self, machine: str) -> None:
         pid = lab_machine.init_pid(self.lab.layout.machine(machine))
+        if pid is None:
+            return
         try:
             text = Path(f"/proc/{pid}/root/run/fleet/deadline").read_text()
             deadline = dl.decode(text)

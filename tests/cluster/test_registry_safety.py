@@ -164,3 +164,19 @@ async def test_a_new_agent_ttl_moves_the_machine_to_a_new_lease_without_a_gap(
     assert seen == ["PUT"], "the machine key was deleted while the lease changed"
     with pytest.raises(LeaseExpired):
         await registry.keep_alive(before.lease)  # revoked once the new one held the machine
+
+
+async def test_a_plan_of_hundreds_of_placements_fits_etcds_transaction_limits(
+    registry: Registry,
+) -> None:
+    keys, etcd = registry.keys, registry.client
+    await etcd.put(keys.leader, b"me")
+    leader = (await etcd.get(keys.leader)).create_revision
+    names = [f"u{i}.service" for i in range(300)]
+    for name in names:
+        await etcd.put(keys.job(name), encode_job(JobRecord(name, "h", LAUNCHED)))
+    snapshot = await registry.snapshot()
+    plan = [Schedule(name, "m1", "least loaded") for name in names]
+    plan += [Assign("m1", n, Assignment("h", LAUNCHED), "newly placed here") for n in names]
+    await registry.apply_engine_tasks(plan, leader, snapshot.job_revisions)
+    assert len((await registry.snapshot()).placements) == 300
