@@ -48,6 +48,8 @@ from .vm import (
 STATE_ROOT = Path("/var/lib/flotilla/clusters")
 SSH_PORT = 22
 ETCD_PORT = 2379
+# A killed QEMU is gone once its last thread is: one in a disk flush on a loaded host can take long.
+KILL_TIMEOUT = 60
 
 
 class ClusterError(RuntimeError):
@@ -246,7 +248,8 @@ class Cluster:
         """SIGKILL the node's QEMU: a crash, with no shutdown of anything inside."""
         pid = self.require_running(name)
         os.kill(pid, signal.SIGKILL)
-        wait_gone(pid, 10)
+        if not wait_gone(pid, KILL_TIMEOUT):
+            raise ClusterError(f"{name}: QEMU (pid {pid}) still runs {KILL_TIMEOUT}s after SIGKILL")
 
     def stop(self, name: str, timeout: float = 90) -> bool:
         """A clean shutdown through ACPI (the guest's systemd powers off); SIGKILL if the guest
@@ -258,7 +261,8 @@ class Cluster:
         if wait_gone(pid, timeout):
             return True
         os.kill(pid, signal.SIGKILL)
-        wait_gone(pid, 10)
+        if not wait_gone(pid, KILL_TIMEOUT):
+            raise ClusterError(f"{name}: QEMU (pid {pid}) still runs {KILL_TIMEOUT}s after SIGKILL")
         return False
 
     def down(self) -> None:
@@ -273,7 +277,7 @@ class Cluster:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             for pid in pids:
-                wait_gone(pid, 10)
+                wait_gone(pid, KILL_TIMEOUT)
         delete_network(self.netns)
         shutil.rmtree(self.directory, ignore_errors=True)
 
@@ -376,12 +380,21 @@ def runs_under(pid: int, directory: Path) -> bool:
 
 
 def is_alive(pid: int) -> bool:
-    """Running, and not a zombie waiting for its parent."""
+    """Some thread of the process still runs. The leader alone is not enough: after a SIGKILL it
+    is a zombie at once, while a thread stuck in the kernel (QEMU's, in an fdatasync of the disk)
+    keeps the process's files, and so its forwarded ports, open until it returns."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
+        threads = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
         return False
-    return state != "Z"
+    return any(thread_state(thread) not in ("Z", "X", None) for thread in threads)
+
+
+def thread_state(task: Path) -> str | None:
+    try:
+        return (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
 
 
 def wait_gone(pid: int, timeout: float) -> bool:
