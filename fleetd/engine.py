@@ -17,8 +17,8 @@ from .body_gc import BodyCollector
 from .cluster_plan import WAITING, plan_cluster
 from .heart import Heart
 from .membership import KEPT, Membership, MembershipChange
-from .model import ClusterSnapshot, EngineTask, Forget, Job, Machine, Remember
-from .registry import Conflict, JobRecord, RawSnapshot, Registry, RegistryError
+from .model import ClusterSnapshot, EngineTask, Forget, Job, JobRecord, Machine, Remember
+from .registry import Conflict, RawSnapshot, Registry, RegistryError
 from .unitfile import Requirements, UnitFileError, parse_unit_file, requirements
 from .unitname import UnitNameError, parse_unit_name
 from .wakeup import wait_for_wakeup, watch_forever

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from fleetd.client import FleetClient, UnitStatus
+from fleetd.client import FleetClient
+from fleetd.model import UnitStatus
 from fleetd.registry import Registry
 from fleetlab.fleet import configure_fleetd
 from fleetlab.lab import Lab
