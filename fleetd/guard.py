@@ -60,6 +60,7 @@ class FenceGuard:
         # peers" from a fleetd cut off before its first read is not a one-machine cluster.
         self.peers_known = peers_file.exists()
         self.refreshed = float("-inf")
+        self.refreshing: asyncio.Task[None] | None = None
         self.last_verdict = ""
         self.fence_complete = False  # every fenced unit was seen stopped
 
@@ -76,8 +77,12 @@ class FenceGuard:
         if self.heart.failing_since is None:
             self.last_verdict = ""
             self.fence_complete = False
-            if now - self.refreshed >= (PEER_REFRESH_SECONDS if self.peer_ips else 1.0):
-                await self.refresh_peers(now)
+            due = now - self.refreshed >= (PEER_REFRESH_SECONDS if self.peer_ips else 1.0)
+            if due and (self.refreshing is None or self.refreshing.done()):
+                # Beside the ticks, not in one: etcd may have just gone silent, and a tick
+                # spent waiting for it is one the guard cannot ask the peers in, with the
+                # backstop's deadline near.
+                self.refreshing = asyncio.create_task(self.refresh_peers(now))
             return
         if self.agent.fenced:
             if not self.fence_complete:

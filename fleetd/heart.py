@@ -45,6 +45,7 @@ class Heart:
         self.leaving = False  # a graceful leave revoked the lease: never register again
         self.granted: int | None = None  # granted, not yet holding the machine key
         self.registered = asyncio.Event()
+        self.beating = asyncio.Lock()
         self.on_new_lease: list[Callable[[int, bool], Awaitable[None]]] = []
         self.on_contact: list[Callable[[], Awaitable[None]]] = []
 
@@ -91,6 +92,12 @@ class Heart:
         return True
 
     async def beat(self) -> None:
+        # The guard's out-of-turn keepalive (try_now) and the heart's own must not interleave:
+        # both could find the lease expired and register twice.
+        async with self.beating:
+            await self.beat_once()
+
+    async def beat_once(self) -> None:
         if self.leaving:
             return  # registering again would undo the leave
         sent = self.clock()

@@ -22,6 +22,7 @@ import aetcd.exceptions
 
 from .etcdclient import EtcdClient, TlsFiles, parse_endpoints
 from .keys import Keys
+from .machine_plan import RUNNING_STATES
 from .model import (
     Assign,
     Assignment,
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_TXN_OPS = 100
 SET_DESIRED_ATTEMPTS = 5
-RUNNING = frozenset({"active", "activating", "deactivating", "reloading"})  # systemd ActiveState
+
 FEW_BODIES = 20  # above this many, one ranged read of every body beats a request per body
 # gRPC backs off up to two minutes between reconnects by default; after an etcd outage every
 # machine must be back within a fraction of its TTL, or its lease (and its units) would go.
@@ -587,7 +588,7 @@ class Registry:
         for key, raw in states:
             unit, _, machine = key.rpartition("/")
             state = decoded(decode_state, raw, f"unit state {key}")
-            if state is not None and state.active in RUNNING:
+            if state is not None and state.active in RUNNING_STATES:
                 running.setdefault(unit, set()).add(machine)
         job_revisions = {
             self.keys.name_under(self.keys.jobs, kv.key): kv.mod_revision for _, kv in responses[0]

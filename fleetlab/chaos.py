@@ -25,12 +25,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from fleetd.client import ClientError, FleetClient
+from fleetd.machine_plan import RUNNING_STATES as RUNNING
 from fleetd.model import DesiredState
 from fleetd.registry import RegistryError
 
 from .lab import Lab
 
-RUNNING = {"active", "activating", "deactivating", "reloading"}
 UNIT_PREFIX = "chaos-"
 SLEEPER = "[Service]\nExecStart=/bin/sleep infinity\n"
 SETTLE_MARGIN = 5.0  # the "+ 5 s" of the liveness promise

@@ -31,6 +31,7 @@ from fleetd import deadline as dl
 from fleetd.client import FleetClient
 from fleetd.fencing import STOP_DEADLINE_FRACTION
 from fleetd.keys import Keys
+from fleetd.machine_plan import RUNNING_STATES as RUNNING
 from fleetd.registry import Registry, RegistryError, translated_errors
 
 from . import machine as lab_machine
@@ -39,7 +40,7 @@ from .load import LoadFigures, LoadMeter, cpu_hogs, slow_etcd_disk
 
 UNIT_PREFIX = "stress-unit-"
 SLEEPER = "[Service]\nExecStart=/bin/sleep infinity\n"
-RUNNING = {"active", "activating", "deactivating", "reloading"}
+
 HOST_TIMEOUT = 30.0  # seconds for one of the host's own etcd requests
 FLEETD_UNITS = ["-u", "fleetd.service", "-u", "fleetd-backstop.service"]
 # Each is a false failover when every machine and etcd are up.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import secrets
@@ -75,7 +76,20 @@ async def fleet(lab: Lab, request: pytest.FixtureRequest) -> AsyncIterator[Fleet
         while len(await cluster.client.machines()) < len(state.machines):
             assert time.monotonic() < deadline, "fleetd did not register every machine"
             await asyncio.sleep(0.1)
+        while not all(knows_its_peers(lab, r.name, len(state.machines)) for r in state.machines):
+            # Until then a machine cut off from etcd cannot judge, so the backstop fences.
+            assert time.monotonic() < deadline, "fleetd did not learn its peers everywhere"
+            await asyncio.sleep(0.1)
         yield cluster
+
+
+def knows_its_peers(lab: Lab, machine: str, machines: int) -> bool:
+    """Whether the machine's fence guard has read the peer list (kept in /run/fleet/peers)."""
+    found = lab.run(machine, ["cat", "/run/fleet/peers"], check=False).stdout
+    try:
+        return len(json.loads(found)) == machines - 1
+    except ValueError:
+        return False
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from fleetd.client import FleetClient
+from fleetd.machine_plan import RUNNING_STATES as RUNNING
 from fleetd.model import UnitStatus
 from fleetd.registry import Registry
 from fleetlab.fleet import configure_fleetd
@@ -17,7 +18,6 @@ from fleetlab.lab import Lab
 # Metadata per machine; tests rely on it.
 METADATA = {"m1": "region=us,disk=ssd", "m2": "region=eu,disk=hdd", "m3": "region=eu,disk=ssd"}
 SLEEPER = "[Service]\nExecStart=/bin/sleep infinity\n"
-RUNNING = {"active", "activating", "deactivating", "reloading"}
 
 
 def unit(x_fleet: str = "", service: str = SLEEPER) -> str:

@@ -13,11 +13,12 @@ from contextlib import contextmanager
 import pytest
 
 from fleetd.guard import PEER_REFRESH_SECONDS
+from fleetd.machine_plan import RUNNING_STATES as RUNNING
 
 from .fleet import FleetCluster, never_twice, unit
 
 pytestmark = pytest.mark.cluster
-RUNNING = ("active", "activating", "deactivating", "reloading")
+
 SAMPLE_EVERY = 0.25  # never_twice's period where a double run would be short
 
 
