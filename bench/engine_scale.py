@@ -17,10 +17,9 @@ from pathlib import Path
 
 from fleetd.cluster_plan import plan_cluster
 from fleetd.keys import Keys
-from fleetd.model import Assign, ClusterSnapshot, DesiredState, Job, Machine, Schedule
+from fleetd.model import Assign, ClusterSnapshot, DesiredState, Job, JobRecord, Machine, Schedule
 from fleetd.registry import (
     MAX_TXN_OPS,
-    JobRecord,
     Registry,
     chunks,
     encode_assignment,

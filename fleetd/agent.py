@@ -1,10 +1,11 @@
 """The agent: make this machine's systemd run exactly what the engine assigned to it.
 
 A pass reads the assignments (one ranged read), the unit files in units_directory and their
-systemd states (one D-Bus call), plans with the pure `plan_machine` and runs the tasks in
-order, a batch per kind. Everything is rebuilt from disk and systemd at start-up, so a killed
-and restarted fleetd restarts nothing. Fencing cancels a running pass and stops units by a
-deadline; shutdown unloads everything.
+systemd states (one D-Bus call), plans with the pure `plan_machine` and has the executor
+(executor.py) run the tasks in order, a batch per kind. Passes run in the shared reconcile loop
+(reconcile.py), woken by a watch on this machine's assignments. Everything is rebuilt from
+disk and systemd at start-up, so a killed and restarted fleetd restarts nothing. Fencing
+cancels a running pass and stops units by a deadline; shutdown unloads everything.
 
 One bad unit never holds up the others. A unit the agent cannot manage is refused before the
 plan (its name fails the validator, its unit file is missing from etcd, or the machine has a
@@ -17,27 +18,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
-import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from itertools import groupby
-from pathlib import Path
-
-from flotilla.files import write_atomically
 
 from . import metrics
 from . import systemd as sd
+from .executor import MAX_CONCURRENT_CALLS, TaskExecutor, each_unit, journal_fields
 from .heart import Heart
 from .machine_plan import (
     RUNNING_STATES,
     AgentTask,
-    LoadUnit,
     LocalUnit,
-    ReloadSystemd,
-    StartUnit,
-    StopUnit,
-    UnloadUnit,
     install_aliases,
     machine_has,
     plan_machine,
@@ -46,38 +38,44 @@ from .machine_plan import (
 )
 from .model import Assignment
 from .publisher import StatePublisher
+from .reconcile import MONOTONIC, Clock, ReconcileLoop
 from .registry import Registry, RegistryError
-from .unitname import looks_like_unit_file
-from .wakeup import wait_for_wakeup, watch_forever
+from .wakeup import watch_forever
 
 log = logging.getLogger(__name__)
 FULL_PASS_SECONDS = 60.0  # reconcile even when nothing seems to change, at least this often
-MAX_CONCURRENT_CALLS = 32  # the system bus allows 128 pending replies per connection
 WAKE_SETTLE_SECONDS = 0.05  # let a burst of assignments land before a pass
 HOLD_AFTER_NEW_LEASE = 2.0  # let the engine see this machine again before acting on old keys
 
 
 class Agent:
+    """The machine's reconcile loop. Its collaborators are built and wired in daemon.py: the
+    executor runs the tasks and owns what is loaded and started here, the publisher writes the
+    unit states (and runs as a component of its own)."""
+
     def __init__(
         self,
         registry: Registry,
         systemd: sd.Systemd,
         heart: Heart,
-        units_directory: Path,
+        executor: TaskExecutor,
+        publisher: StatePublisher,
         interval: float,
+        clock: Clock = MONOTONIC,
     ) -> None:
         self.registry = registry
         self.systemd = systemd
         self.heart = heart
-        self.units_directory = units_directory
+        self.executor = executor
+        self.publisher = publisher
         self.interval = interval
+        self.clock = clock
+        self.loop = ReconcileLoop(
+            self.step, interval, WAKE_SETTLE_SECONDS, heart.registered.wait, clock
+        )
         self.machine_id = heart.machine.id
-        self.wakeup = asyncio.Event()
-        self.started: dict[str, str] = {}  # unit -> hash this agent started
         self.assigned: dict[str, Assignment] = {}  # as of the last pass
-        self.loaded = self.unit_files()  # unit -> hash of the file this agent wrote
         self.bodies: dict[str, str] = {}  # hash -> unit body (bodies never change)
-        self.publisher = StatePublisher(registry, systemd, heart, lambda: self.loaded)
         self.fenced = False
         self.planned_at: tuple[int, float] | None = None  # (revision, time) of a no-op pass
         self.current_pass: asyncio.Task[None] | None = None
@@ -88,27 +86,11 @@ class Agent:
 
     async def run(self) -> None:
         prefix = self.registry.keys.assigned_to(self.machine_id)
-        watch = asyncio.create_task(watch_forever(self.registry, prefix, self.wakeup))
-        publisher = asyncio.create_task(self.publisher.run())
-        try:
-            while True:
-                if publisher.done():
-                    publisher.result()  # the systemd connection is gone: let fleetd restart
-                await self.heart.registered.wait()
-                await self.step()
-                await wait_for_wakeup(self.wakeup, self.interval)
-                await asyncio.sleep(WAKE_SETTLE_SECONDS)
-        finally:
-            watch.cancel()
-            publisher.cancel()
-
-    def failure_level(self) -> int:
-        """While the heart already reports an etcd outage, a failed pass is no news."""
-        return logging.DEBUG if self.heart.failing_since is not None else logging.WARNING
+        await self.loop.run(watch_forever(self.registry, prefix, self.loop.wake))
 
     async def step(self) -> None:
-        if (hold := self.hold_until - time.monotonic()) > 0:
-            await asyncio.sleep(hold)
+        if (hold := self.hold_until - self.clock.now()) > 0:
+            await self.clock.sleep(hold)
         if self.fenced:
             return
         self.current_pass = asyncio.create_task(self.reconcile())
@@ -118,7 +100,7 @@ class Agent:
             if asyncio.current_task().cancelling():  # type: ignore[union-attr]
                 raise  # fleetd is stopping; a fence only cancels the pass itself
         except (RegistryError, sd.SystemdError, OSError) as error:
-            log.log(self.failure_level(), "agent pass failed: %s", error)
+            log.log(self.heart.failure_level(), "agent pass failed: %s", error)
         except Exception:
             log.exception("agent pass failed unexpectedly; the next pass starts afresh")
         finally:
@@ -130,7 +112,7 @@ class Agent:
             return False
         if revision != self.planned_at[0]:
             return False
-        return time.monotonic() - self.planned_at[1] < FULL_PASS_SECONDS
+        return self.clock.now() - self.planned_at[1] < FULL_PASS_SECONDS
 
     async def reconcile(self) -> None:
         revision = await self.registry.revision_of(self.registry.keys.machine(self.machine_id))
@@ -150,23 +132,23 @@ class Agent:
         # takes lists, concurrent calls where it does not). A unit that fails is logged and
         # retried next pass without holding up the others (a unit that failed to load is not
         # started); a failed reload ends the pass.
-        started = time.monotonic()
+        started = self.clock.now()
         failed: set[str] = set()
         for kind, batch in groupby(tasks, key=type):
             batch = [task for task in batch if getattr(task, "unit", None) not in failed]
-            failed |= await self.run_batch(kind, batch)
+            failed |= await self.executor.run_batch(kind, batch, self.bodies)
             metrics.TASKS.labels("agent", kind.__name__).inc(len(batch))
         if tasks:
-            metrics.RECONCILE_SECONDS.labels("agent").observe(time.monotonic() - started)
-        self.publisher.publish_all(await self.systemd.unit_states(list(self.loaded)))
+            metrics.RECONCILE_SECONDS.labels("agent").observe(self.clock.now() - started)
+        self.publisher.publish_all(await self.systemd.unit_states(list(self.executor.loaded)))
         if not tasks and revision is not None:
-            self.planned_at = (revision, time.monotonic())
+            self.planned_at = (revision, self.clock.now())
 
     async def plan(self) -> list[AgentTask]:
         """Read the assignments, the unit files here and their systemd states; the tasks."""
         self.assigned = await self.registry.assignments(self.machine_id)
-        self.loaded = self.unit_files()
-        to_load = units_to_load(self.assigned, self.loaded)
+        loaded = self.executor.rescan()
+        to_load = units_to_load(self.assigned, loaded)
         await self.fetch_bodies(set(to_load.values()))
         refused = {
             unit: why
@@ -174,14 +156,14 @@ class Agent:
             if (why := refusal(unit, self.bodies.get(unit_hash), unit_hash)) is not None
         }
         # One ListUnitsByNames for the units we loaded and those we are about to load.
-        new = [unit for unit in self.assigned if unit not in self.loaded and unit not in refused]
-        states = await self.systemd.unit_states([*self.loaded, *new])
+        new = [unit for unit in self.assigned if unit not in loaded and unit not in refused]
+        states = await self.systemd.unit_states([*loaded, *new])
         refused |= await self.machine_units({u: h for u, h in to_load.items() if u in new}, states)
         self.note_refusals(refused)
         return plan_machine(
             self.assigned,
             self.local_units(states),
-            self.started,
+            self.executor.started,
             known_to_systemd(states, new),
             refused,
         )
@@ -189,21 +171,7 @@ class Agent:
     def local_units(self, states: Mapping[str, sd.UnitState]) -> dict[str, LocalUnit]:
         return {
             name: LocalUnit(unit_hash, states[name].active_state if name in states else "inactive")
-            for name, unit_hash in self.loaded.items()
-        }
-
-    def unit_files(self) -> dict[str, str]:
-        """Units loaded by this agent: the files in units_directory and the hash of each.
-
-        Every file named like a unit counts, a hidden one or a retired type too (an older agent
-        may have written it), so that it is unloaded when no longer assigned; only the agent's
-        own partial files (see write_atomically) are not units."""
-        if not self.units_directory.is_dir():
-            return {}
-        return {
-            path.name: hashlib.sha1(path.read_bytes()).hexdigest()
-            for path in self.units_directory.iterdir()
-            if looks_like_unit_file(path.name) and path.is_file()
+            for name, unit_hash in self.executor.loaded.items()
         }
 
     # -- refusals: units this machine will not load --------------------------------------------
@@ -253,114 +221,6 @@ class Agent:
                 log.warning("refusing to load %s: %s", unit, why, extra=journal_fields(unit))
         self.refused = dict(refused)
 
-    # -- tasks -------------------------------------------------------------------------------
-
-    async def run_batch(self, kind: type, tasks: list[AgentTask]) -> set[str]:
-        """Run one kind of task; the units whose task failed (the pass goes on without them)."""
-        units = [task.unit for task in tasks if not isinstance(task, ReloadSystemd)]
-        if kind is UnloadUnit:
-            return await self.unload(units)
-        if kind is LoadUnit:
-            return await self.load({task.unit: task.hash for task in tasks})  # type: ignore[union-attr]
-        if kind is ReloadSystemd:
-            await self.systemd.reload()
-        elif kind is StopUnit:
-            for unit in units:
-                self.started.pop(unit, None)
-            return set(await each_unit("stop", {u: self.systemd.stop_unit(u) for u in units}))
-        elif kind is StartUnit:
-            hashes = {task.unit: task.hash for task in tasks}  # type: ignore[union-attr]
-            return set(await each_unit("start", {u: self.start(u, hashes[u]) for u in units}))
-        return set()
-
-    async def start(self, unit: str, unit_hash: str) -> None:
-        await self.systemd.start_unit(unit)
-        self.started[unit] = unit_hash  # only once systemd took the job: a refused start is retried
-
-    def unit_path(self, unit: str) -> Path:
-        # Names come checked (parse_unit_name, before a load) or from this very directory.
-        if "/" in unit or unit in (".", ".."):
-            raise ValueError(f"{unit!r} is not a file name")
-        return self.units_directory / unit
-
-    async def load(self, units: dict[str, str]) -> set[str]:
-        """Write, link and enable each unit's file (bodies fetched, names checked: see
-        `refusal`); the units that failed, whose files are gone again."""
-        written: dict[str, str] = {}
-        for unit, unit_hash in units.items():
-            try:
-                write_atomically(self.unit_path(unit), self.bodies[unit_hash])
-            except OSError as error:
-                log.warning("writing %s failed: %s", unit, error, extra=journal_fields(unit))
-                continue
-            written[unit] = str(self.unit_path(unit))
-            self.loaded[unit] = unit_hash
-        not_linked = await self.batch_or_each("link", written, self.systemd.link_unit_files)
-        installable = {
-            unit: path
-            for unit, path in written.items()
-            if unit not in not_linked and "\n[Install]" in "\n" + self.bodies[units[unit]]
-        }
-        not_enabled = await self.batch_or_each(
-            "enable", installable, self.systemd.enable_unit_files
-        )
-        # A file on disk that systemd never linked would look loaded to the next pass.
-        undone = not_linked | not_enabled
-        if not_enabled:
-            await self.batch_or_each(
-                "disable", {u: u for u in not_enabled}, self.systemd.disable_unit_files
-            )
-        for unit in undone:
-            with contextlib.suppress(OSError):
-                self.unit_path(unit).unlink(missing_ok=True)
-            self.loaded.pop(unit, None)
-        return (set(units) - set(written)) | undone
-
-    async def unload(self, units: list[str]) -> set[str]:
-        """Stop, disable and remove each unit; the units that failed, which keep their file."""
-        for unit in units:
-            self.started.pop(unit, None)
-        failed = await each_unit("stop", {u: self.systemd.stop_unit(u) for u in units})
-        # Only units that stopped: a file removed under a running unit would orphan it.
-        stopped = {unit: unit for unit in units if unit not in failed}
-        not_disabled = await self.batch_or_each("disable", stopped, self.systemd.disable_unit_files)
-        disabled = [unit for unit in stopped if unit not in not_disabled]
-        await each_unit("reset", {u: self.systemd.reset_failed_unit(u) for u in disabled})
-        removed = []
-        for unit in disabled:
-            try:
-                self.unit_path(unit).unlink(missing_ok=True)
-            except OSError as error:
-                log.warning("removing %s failed: %s", unit, error, extra=journal_fields(unit))
-                continue
-            removed.append(unit)
-            self.loaded.pop(unit, None)
-            self.publisher.forget(unit)
-        return set(units) - set(removed)
-
-    async def batch_or_each(
-        self,
-        action: str,
-        arguments: Mapping[str, str],
-        call: Callable[[list[str]], Awaitable[None]],
-    ) -> set[str]:
-        """One D-Bus call for every unit's argument; if systemd refuses it, one call per unit, so
-        that a bad unit fails alone. The units that failed (logged)."""
-        if not arguments:
-            return set()
-        try:
-            await call(list(arguments.values()))
-            return set()
-        except sd.SystemdError as error:
-            if not self.systemd.connected:
-                raise
-            if len(arguments) == 1:
-                unit = next(iter(arguments))
-                log.warning("%s %s failed: %s", action, unit, error, extra=journal_fields(unit))
-                return {unit}
-        calls = {unit: call([argument]) for unit, argument in arguments.items()}
-        return set(await each_unit(action, calls))
-
     async def republish(self, lease: int, after_loss: bool) -> None:
         """After registering: publish every state under the lease. After a lease expired under
         this fleetd, first give the engine a moment to see the machine back before trusting
@@ -368,8 +228,8 @@ class Agent:
         self.publisher.forget_everything()
         self.planned_at = None
         if after_loss:
-            self.hold_until = time.monotonic() + HOLD_AFTER_NEW_LEASE
-        self.wakeup.set()
+            self.hold_until = self.clock.now() + HOLD_AFTER_NEW_LEASE
+        self.loop.wake()
 
     # -- fencing and shutdown ----------------------------------------------------------------
 
@@ -381,16 +241,17 @@ class Agent:
 
     def fenceable(self) -> list[str]:
         """The units a fence stops: every loaded one that is not global."""
-        return [u for u in self.loaded if not is_global(self.assigned.get(u))]
+        return [u for u in self.executor.loaded if not is_global(self.assigned.get(u))]
 
     def restart_fenced(self) -> list[str]:
         """Something outside the agent (the backstop) may have stopped the fenceable units:
         forget that the agent started them, so the next pass starts those still assigned here
         (it never restarts a unit that stopped on its own). Returns the units forgotten."""
-        forgotten = sorted(unit for unit in self.fenceable() if self.started.pop(unit, None))
+        started = self.executor.started
+        forgotten = sorted(unit for unit in self.fenceable() if started.pop(unit, None))
         if forgotten:
             self.planned_at = None
-            self.wakeup.set()
+            self.loop.wake()
         return forgotten
 
     async def fence(self, deadline: float, reason: str) -> None:
@@ -401,9 +262,9 @@ class Agent:
         units = self.fenceable()
         log.warning("fencing: %s; stopping %d units: %s", reason, len(units), " ".join(units))
         for unit in units:
-            self.started.pop(unit, None)
+            self.executor.started.pop(unit, None)
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(max(0.05, deadline - time.monotonic())):
+            async with asyncio.timeout(max(0.05, deadline - self.clock.now())):
                 await each_unit("stop", {u: self.systemd.stop_unit(u) for u in units})
         states = await self.systemd.unit_states(units)
         running = [u for u, s in states.items() if s.active_state in RUNNING_STATES]
@@ -416,17 +277,17 @@ class Agent:
             log.info("fencing lifted: etcd answers again")
             self.fenced = False
             self.planned_at = None
-            self.wakeup.set()
+            self.loop.wake()
 
     async def purge(self) -> None:
         """Graceful shutdown: stop and unload every unit, so they can move at once."""
         await self.cancel_pass()
-        units = list(self.unit_files())
+        units = list(self.executor.unit_files())
         if not units:
             return
-        self.loaded = self.unit_files()
+        self.executor.rescan()
         try:
-            await self.unload(units)
+            await self.executor.unload(units)
             await self.systemd.reload()
         except (RegistryError, sd.SystemdError) as error:
             log.warning("unloading units at shutdown: %s", error)
@@ -436,30 +297,6 @@ class Agent:
 
 def is_global(assignment: Assignment | None) -> bool:
     return assignment is not None and assignment.is_global
-
-
-async def each_unit(
-    action: str, calls: Mapping[str, Awaitable[object]]
-) -> dict[str, BaseException]:
-    """Run one call per unit concurrently (bounded); log and return the failures by unit."""
-    limit = asyncio.Semaphore(MAX_CONCURRENT_CALLS)
-
-    async def limited(call: Awaitable[object]) -> object:
-        async with limit:
-            return await call
-
-    results = await asyncio.gather(*(limited(c) for c in calls.values()), return_exceptions=True)
-    failed = {u: r for u, r in zip(calls, results, strict=True) if isinstance(r, BaseException)}
-    for unit, error in failed.items():
-        if isinstance(error, asyncio.CancelledError):
-            raise error
-        log.warning("%s %s failed: %s", action, unit, error, extra=journal_fields(unit))
-    return failed
-
-
-def journal_fields(unit: str | None) -> dict[str, str]:
-    """Journal fields naming the unit; OBJECT_SYSTEMD_UNIT puts the line in `journalctl -u`."""
-    return {"FLEET_UNIT": unit, "OBJECT_SYSTEMD_UNIT": unit} if unit else {}
 
 
 def describe(task: AgentTask) -> str:

@@ -32,8 +32,8 @@ from .api_model import (
     unit_entity,
 )
 from .client import ClientError, FleetClient, check_unit, is_template
-from .model import DesiredState
-from .registry import JobRecord, RegistryError
+from .model import DesiredState, JobRecord
+from .registry import RegistryError
 from .status import current_state, is_global
 from .unitfile import UnitFile, UnitFileError, parse_unit_file
 from .unitname import UnitName, UnitNameError, parse_unit_name

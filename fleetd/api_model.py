@@ -11,8 +11,7 @@ import binascii
 import struct
 from collections.abc import Mapping, Sequence
 
-from .client import UnitStatus
-from .model import Machine, UnitState
+from .model import Machine, UnitState, UnitStatus
 from .unitfile import UnitFile
 
 TOKEN_LIMIT = 100

@@ -12,30 +12,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 
 from .machine_plan import install_aliases
-from .model import DesiredState, Machine, UnitState
-from .registry import JobRecord, Registry
+from .model import DesiredState, JobRecord, Machine, UnitState, UnitStatus
+from .registry import Registry
 from .unitfile import UnitFile, parse_unit_file, requirements
 from .unitname import UnitNameError, check_unit_name, parse_unit_name
 
 
 class ClientError(Exception):
     """A request that cannot be carried out; the message names the unit."""
-
-
-@dataclass(frozen=True)
-class UnitStatus:
-    name: str
-    hash: str
-    desired: DesiredState
-    machine: str | None  # where a non-global unit is placed
-    states: Mapping[str, UnitState] = field(default_factory=dict)  # machine id -> systemd state
-    reason: str | None = None  # why it is not placed
-
-    def active_on(self) -> list[str]:
-        return sorted(m for m, s in self.states.items() if s.active == "active")
 
 
 def check_unit(name: str, text: str) -> UnitFile:

@@ -36,11 +36,13 @@ from .deadline import watchdog_seconds
 from .deadline_keeper import DeadlineKeeper, discard_deadline
 from .engine import Engine
 from .etcdclient import TlsFiles
+from .executor import TaskExecutor
 from .guard import FenceGuard
 from .heart import Heart
 from .identity import detect_public_ip, this_machine
 from .keys import Keys
 from .peer_key import obtain_peer_key
+from .publisher import StatePublisher
 from .registry import Registry, RegistryError
 
 log = logging.getLogger("fleetd")
@@ -145,18 +147,17 @@ class Server:
         )
         async with registry_context as registry, await sd.Systemd.connect() as systemd:
             heart = Heart(registry, machine, config.agent_ttl, RUN_DIR / "lease")
+            executor = TaskExecutor(systemd, Path(config.units_directory))
+            publisher = StatePublisher(registry, systemd, heart, lambda: executor.loaded)
+            executor.on_unloaded.append(publisher.forget)
             agent = Agent(
-                registry,
-                systemd,
-                heart,
-                Path(config.units_directory),
-                config.agent_reconcile_interval,
+                registry, systemd, heart, executor, publisher, config.agent_reconcile_interval
             )
             heart.on_new_lease.append(agent.republish)
             heart.on_contact.append(agent.unfence)
             keeper = None
             if config.fencing:
-                keeper = DeadlineKeeper(DEADLINE_FILE, heart, agent)
+                keeper = DeadlineKeeper(DEADLINE_FILE, heart, agent, executor.units_directory)
                 heart.on_contact.append(keeper.renew)
             else:
                 discard_deadline(DEADLINE_FILE)  # the backstop must not fence for us either
@@ -165,6 +166,8 @@ class Server:
             components = {
                 "heart": heart.run(),
                 "agent": agent.run(),
+                # Its systemd connection gone for good, it fails: fleetd restarts.
+                "state publisher": publisher.run(),
                 "peer responder": watch_transport(responder),
             }
             if not config.public_ip:
@@ -195,7 +198,7 @@ class Server:
             # The heart keeps the lease alive until the units are gone, so nothing moves early.
             await cancel([t for t in tasks if t is not heart_task])
             if outcome == "exit":
-                await self.leave(registry, agent, heart, keeper)
+                await self.leave(registry, agent, executor, heart, keeper)
             await cancel([heart_task])
             responder.close()
             await api.cleanup()
@@ -226,7 +229,12 @@ class Server:
         return "reload"
 
     async def leave(
-        self, registry: Registry, agent: Agent, heart: Heart, keeper: DeadlineKeeper | None
+        self,
+        registry: Registry,
+        agent: Agent,
+        executor: TaskExecutor,
+        heart: Heart,
+        keeper: DeadlineKeeper | None,
     ) -> None:
         """Graceful stop: leadership given up, units stopped and unloaded, lease revoked, so
         every unit can move at once."""
@@ -235,7 +243,7 @@ class Server:
         with contextlib.suppress(RegistryError):
             await registry.resign(heart.machine.id)
         await agent.purge()
-        if keeper is not None and not agent.unit_files():
+        if keeper is not None and not executor.unit_files():
             keeper.retire()  # else the backstop stops what is left at the deadline
         with contextlib.suppress(RegistryError):
             await heart.stop()

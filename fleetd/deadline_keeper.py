@@ -24,11 +24,13 @@ class DeadlineKeeper:
         path: Path,
         heart: Heart,
         agent: Agent,
+        units_directory: Path,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = path
         self.heart = heart
         self.agent = agent
+        self.units_directory = str(units_directory)  # the backstop stops the units it holds
         self.clock = clock
         self.current = read_deadline(path)  # a previous fleetd's, until we write ours
         self.retired = False
@@ -39,16 +41,15 @@ class DeadlineKeeper:
         if self.retired:
             return
         now = self.clock()
-        units_directory = str(self.agent.units_directory)
-        self.replace(dl.renewed(self.heart.last_contact, self.heart.ttl, now, units_directory))
+        self.replace(dl.renewed(self.heart.last_contact, self.heart.ttl, now, self.units_directory))
 
     def extend(self, asked_at: float, why: str) -> None:
         """The guard asked the peers at `asked_at` and found that nobody can take our units
         over: keep them running a little longer (the guard decides again on its next tick)."""
         if self.retired:
             return
-        now, ttl, units_directory = self.clock(), self.heart.ttl, str(self.agent.units_directory)
-        self.replace(dl.extended(self.current, asked_at, ttl, now, units_directory, why))
+        now, ttl = self.clock(), self.heart.ttl
+        self.replace(dl.extended(self.current, asked_at, ttl, now, self.units_directory, why))
 
     def replace(self, deadline: dl.Deadline) -> None:
         if dl.passed(self.current, deadline.renewed_at):

@@ -7,21 +7,20 @@ tasks in transactions that etcd refuses if leadership moved meanwhile.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
-import time
 
 from . import metrics
 from .body_gc import BodyCollector
 from .cluster_plan import WAITING, plan_cluster
 from .heart import Heart
 from .membership import KEPT, Membership, MembershipChange
-from .model import ClusterSnapshot, EngineTask, Forget, Job, Machine, Remember
-from .registry import Conflict, JobRecord, RawSnapshot, Registry, RegistryError
+from .model import ClusterSnapshot, EngineTask, Forget, Job, JobRecord, Machine, Remember
+from .reconcile import MONOTONIC, Clock, ReconcileLoop
+from .registry import Conflict, RawSnapshot, Registry, RegistryError
 from .unitfile import Requirements, UnitFileError, parse_unit_file, requirements
 from .unitname import UnitNameError, parse_unit_name
-from .wakeup import wait_for_wakeup, watch_forever
+from .wakeup import watch_forever
 
 log = logging.getLogger(__name__)
 SETTLE_SECONDS = 0.02  # let a burst of watch events (many units submitted at once) land first
@@ -30,11 +29,14 @@ COLLECT_EVERY_SECONDS = 30.0  # how often a pass also looks for unit bodies nobo
 
 
 class Engine:
-    def __init__(self, registry: Registry, heart: Heart, interval: float) -> None:
+    def __init__(
+        self, registry: Registry, heart: Heart, interval: float, clock: Clock = MONOTONIC
+    ) -> None:
         self.registry = registry
         self.heart = heart
         self.interval = interval
-        self.wakeup = asyncio.Event()
+        self.clock = clock
+        self.loop = ReconcileLoop(self.step, interval, SETTLE_SECONDS, heart.registered.wait, clock)
         self.bodies: dict[str, str] = {}
         self.requirements: dict[tuple[str, str], Requirements | str] = {}
         self.leading_since: int | None = None
@@ -46,23 +48,8 @@ class Engine:
 
     async def run(self) -> None:
         keys = self.registry.keys
-        watches = [
-            asyncio.create_task(watch_forever(self.registry, prefix, self.wakeup))
-            for prefix in (keys.jobs, keys.machines, keys.metadata, keys.leader)
-        ]
-        try:
-            while True:
-                await self.heart.registered.wait()
-                await self.step()
-                await wait_for_wakeup(self.wakeup, self.interval)
-                await asyncio.sleep(SETTLE_SECONDS)
-        finally:
-            for watch in watches:
-                watch.cancel()
-
-    def failure_level(self) -> int:
-        """While the heart already reports an etcd outage, a failed pass is no news."""
-        return logging.DEBUG if self.heart.failing_since is not None else logging.WARNING
+        prefixes = (keys.jobs, keys.machines, keys.metadata, keys.leader)
+        await self.loop.run(*(watch_forever(self.registry, p, self.loop.wake) for p in prefixes))
 
     async def step(self) -> None:
         lease = self.heart.lease
@@ -75,9 +62,9 @@ class Engine:
                 await self.reconcile(revision)
         except Conflict as error:
             log.debug("engine pass interrupted: %s", error)
-            self.wakeup.set()
+            self.loop.wake()
         except RegistryError as error:
-            log.log(self.failure_level(), "engine pass failed: %s", error)
+            log.log(self.heart.failure_level(), "engine pass failed: %s", error)
         except Exception:
             log.exception("engine pass failed unexpectedly; the next pass starts afresh")
 
@@ -96,16 +83,16 @@ class Engine:
         costs one tiny read per interval instead of a full snapshot)."""
         if self.planned_at is None or revision != self.planned_at[0]:
             return False
-        return time.monotonic() - self.planned_at[1] < FULL_PASS_SECONDS
+        return self.clock.now() - self.planned_at[1] < FULL_PASS_SECONDS
 
     async def reconcile(self, leader_revision: int) -> None:
         revision = await self.registry.revision_of(self.registry.keys.leader)
         if self.quiet_since_last_pass(revision):
             return
         self.planned_at = None  # set again only by a pass that succeeds and changes nothing
-        started = time.monotonic()
+        started = self.clock.now()
         raw = await self.registry.snapshot()
-        change = self.membership.update(raw.members, raw.machines.keys(), time.monotonic())
+        change = self.membership.update(raw.members, raw.machines.keys(), self.clock.now())
         snapshot = await self.resolve(raw, change.members)
         snapshot = await self.note_withheld(snapshot, raw.machine_leases)
         tasks = membership_tasks(change, raw.machines) + plan_cluster(snapshot)
@@ -114,12 +101,12 @@ class Engine:
             for task in tasks:
                 log_task(task)
                 metrics.TASKS.labels("engine", type(task).__name__).inc()
-            metrics.RECONCILE_SECONDS.labels("engine").observe(time.monotonic() - started)
+            metrics.RECONCILE_SECONDS.labels("engine").observe(self.clock.now() - started)
         elif revision is not None and not self.waiting_on_time(snapshot):
-            self.planned_at = (revision, time.monotonic())
-        if time.monotonic() - self.collected_at >= COLLECT_EVERY_SECONDS:
+            self.planned_at = (revision, self.clock.now())
+        if self.clock.now() - self.collected_at >= COLLECT_EVERY_SECONDS:
             await self.collect_bodies(raw, leader_revision)
-        elapsed = time.monotonic() - started
+        elapsed = self.clock.now() - started
         if elapsed > self.interval:
             log.warning(
                 "engine pass took %.2fs, longer than the %.2fs interval", elapsed, self.interval
@@ -135,7 +122,7 @@ class Engine:
     async def collect_bodies(self, raw: RawSnapshot, leader_revision: int) -> None:
         """Delete unit bodies no job or assignment uses, so the keyspace does not grow forever;
         and forget cached ones no job uses (the caches would grow as well)."""
-        self.collected_at = time.monotonic()
+        self.collected_at = self.clock.now()
         used = {record.hash for record in raw.jobs.values()}
         self.bodies = {h: body for h, body in self.bodies.items() if h in used}
         self.requirements = {k: v for k, v in self.requirements.items() if k[1] in used}
@@ -143,7 +130,7 @@ class Engine:
             return  # a job we cannot read may use any body
         used |= {a.hash for units in raw.assignments.values() for a in units.values()}
         bodies = await self.registry.unit_body_revisions()
-        doomed = self.collector.collectable(bodies, used, time.monotonic())
+        doomed = self.collector.collectable(bodies, used, self.clock.now())
         if doomed and (deleted := await self.registry.delete_unit_bodies(doomed, leader_revision)):
             log.info("engine: deleted %d unit files no unit uses any more", deleted)
 
@@ -163,7 +150,7 @@ class Engine:
             reaching,
             len(snapshot.members | machines.keys()),
             kept,
-            time.monotonic(),
+            self.clock.now(),
             self.heart.ttl,
         )
         metrics.WITHHELD.set(stranded if withheld else 0)

@@ -49,6 +49,11 @@ class Heart:
         self.on_new_lease: list[Callable[[int, bool], Awaitable[None]]] = []
         self.on_contact: list[Callable[[], Awaitable[None]]] = []
 
+    def failure_level(self) -> int:
+        """The log level of a failed etcd request elsewhere in fleetd: while the heart already
+        reports an etcd outage, it is no news."""
+        return logging.DEBUG if self.failing_since is not None else logging.WARNING
+
     def etcd_age(self) -> float:
         """Seconds since etcd last acknowledged this machine (a large number if never)."""
         return min(self.clock() - self.last_contact, 1e9)

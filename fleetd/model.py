@@ -1,4 +1,8 @@
-"""The cluster's nouns: jobs, machines, placements, assignments, unit states, and engine tasks."""
+"""The cluster's nouns: jobs, machines, placements, assignments, unit states, and engine tasks.
+
+Plain records only: the registry, the client, the API and fleetctl's views all speak in these,
+so that none of the pure modules needs to import the module that talks to etcd.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +27,15 @@ class Job:
     hash: str
     desired: DesiredState
     requirements: Requirements
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A job as etcd holds it (`job/<unit>`): its body's hash and what a user wants of it."""
+
+    name: str
+    hash: str
+    desired: DesiredState
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,22 @@ class UnitState:
     active: str
     sub: str
     hash: str = ""
+
+
+@dataclass(frozen=True)
+class UnitStatus:
+    """One unit as fleetctl and the API show it: where it is placed, what each machine's systemd
+    reports, and why it is not placed (when it is not)."""
+
+    name: str
+    hash: str
+    desired: DesiredState
+    machine: str | None  # where a non-global unit is placed
+    states: Mapping[str, UnitState] = field(default_factory=dict)  # machine id -> systemd state
+    reason: str | None = None  # why it is not placed
+
+    def active_on(self) -> list[str]:
+        return sorted(m for m, s in self.states.items() if s.active == "active")
 
 
 @dataclass(frozen=True)

@@ -91,8 +91,7 @@ class StatePublisher:
             try:
                 await self.flush(units)
             except RegistryError as error:
-                level = logging.DEBUG if self.heart.failing_since is not None else logging.WARNING
-                log.log(level, "publishing unit states: %s", error)
+                log.log(self.heart.failure_level(), "publishing unit states: %s", error)
                 self.dirty |= units
                 await asyncio.sleep(1)
                 self.flush_needed.set()

@@ -30,6 +30,7 @@ from .model import (
     DesiredState,
     EngineTask,
     Forget,
+    JobRecord,
     Machine,
     MarkPending,
     Remember,
@@ -71,13 +72,6 @@ class DuplicateMachine(RegistryError):
 
 class Conflict(RegistryError):
     """A guarded write found the registry changed (or leadership lost); re-read and retry."""
-
-
-@dataclass(frozen=True)
-class JobRecord:
-    name: str
-    hash: str
-    desired: DesiredState
 
 
 @dataclass(frozen=True)

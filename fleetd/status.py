@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .client import UnitStatus
 from .machine_plan import RUNNING_STATES
+from .model import UnitStatus
 from .unitfile import UnitFile
 
 

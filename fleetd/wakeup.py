@@ -1,10 +1,10 @@
-"""Waking loops up: on etcd watch events, or when their period has passed."""
+"""Waking reconcile loops up on etcd watch events (reconcile.py runs the loops)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+from collections.abc import Callable
 
 from .registry import Registry, RegistryError
 
@@ -12,21 +12,14 @@ log = logging.getLogger(__name__)
 RETRY_SECONDS = 1.0
 
 
-async def wait_for_wakeup(wakeup: asyncio.Event, timeout: float) -> None:
-    """Return when `wakeup` is set or after `timeout`; leave it cleared for the next wait."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(wakeup.wait(), timeout)
-    wakeup.clear()
-
-
-async def watch_forever(registry: Registry, prefix: bytes, wakeup: asyncio.Event) -> None:
-    """Set `wakeup` on every change under prefix; re-watch after the stream breaks. Events
+async def watch_forever(registry: Registry, prefix: bytes, wake: Callable[[], None]) -> None:
+    """Call `wake` on every change under prefix; re-watch after the stream breaks. Events
     missed in between are harmless: the woken loop reads everything afresh."""
     while True:
         try:
             async for _ in registry.watch(prefix):
-                wakeup.set()
+                wake()
         except RegistryError as error:
             log.debug("watch on %s broke: %s", prefix.decode(), error)
         await asyncio.sleep(RETRY_SECONDS)
-        wakeup.set()
+        wake()

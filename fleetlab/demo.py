@@ -10,7 +10,8 @@ import argparse
 import asyncio
 import time
 
-from fleetd.client import FleetClient, UnitStatus
+from fleetd.client import FleetClient
+from fleetd.model import UnitStatus
 
 from .fleet import fleet_client
 from .lab import Lab

@@ -15,9 +15,8 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
-from ..client import ClientError, UnitStatus, check_unit, not_found_message
-from ..model import DesiredState, Machine, UnitState
-from ..registry import JobRecord
+from ..client import ClientError, check_unit, not_found_message
+from ..model import DesiredState, JobRecord, Machine, UnitState, UnitStatus
 from ..unitfile import UnitFile
 from ..unitname import parse_unit_name
 

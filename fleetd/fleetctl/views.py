@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..client import UnitStatus
-from ..model import Machine
+from ..model import Machine, UnitStatus
 from ..status import current_state, is_global
 from ..unitfile import UnitFile
 from .tables import machine_legend

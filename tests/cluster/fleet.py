@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from fleetd.client import FleetClient, UnitStatus
+from fleetd.client import FleetClient
 from fleetd.machine_plan import RUNNING_STATES as RUNNING
+from fleetd.model import UnitStatus
 from fleetd.registry import Registry
 from fleetlab.fleet import configure_fleetd
 from fleetlab.lab import Lab

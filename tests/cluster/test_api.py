@@ -14,8 +14,7 @@ import aiohttp
 import pytest
 
 from fleetd.api_model import encode_token
-from fleetd.model import DesiredState
-from fleetd.registry import JobRecord
+from fleetd.model import DesiredState, JobRecord
 from fleetd.unitfile import parse_unit_file
 
 from .certificates import make_certificates

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 from fleetd.fleetctl.cli import main
 from fleetd.keys import Keys
-from fleetd.model import DesiredState
-from fleetd.registry import JobRecord, Registry
+from fleetd.model import DesiredState, JobRecord
+from fleetd.registry import Registry
 from fleetd.unitfile import parse_unit_file
 from fleetlab.etcd import EtcdServer
 

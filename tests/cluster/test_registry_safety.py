@@ -11,11 +11,10 @@ import pytest
 
 from fleetd.heart import Heart
 from fleetd.keys import Keys
-from fleetd.model import Assign, Assignment, DesiredState, Machine, Schedule
+from fleetd.model import Assign, Assignment, DesiredState, JobRecord, Machine, Schedule
 from fleetd.registry import (
     Conflict,
     DuplicateMachine,
-    JobRecord,
     LeaseExpired,
     Registry,
     RegistryError,
