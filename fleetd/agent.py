@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Collection, Mapping
+from functools import partial
 from itertools import groupby
 
 from . import metrics
@@ -265,12 +266,12 @@ class Agent:
             self.executor.started.pop(unit, None)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max(0.05, deadline - self.clock.now())):
-                await each_unit("stop", {u: self.systemd.stop_unit(u) for u in units})
+                await each_unit("stop", {u: partial(self.systemd.stop_unit, u) for u in units})
         states = await self.systemd.unit_states(units)
         running = [u for u, s in states.items() if s.active_state in RUNNING_STATES]
         if running:
             log.warning("fencing: killing units that did not stop in time: %s", " ".join(running))
-            await each_unit("kill", {u: self.systemd.kill_unit(u) for u in running})
+            await each_unit("kill", {u: partial(self.systemd.kill_unit, u) for u in running})
 
     async def unfence(self) -> None:
         if self.fenced:

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from pathlib import Path
 
 from flotilla.files import write_atomically
@@ -69,10 +70,12 @@ class TaskExecutor:
         elif kind is StopUnit:
             for unit in units:
                 self.started.pop(unit, None)
-            return set(await each_unit("stop", {u: self.systemd.stop_unit(u) for u in units}))
+            stops = {u: partial(self.systemd.stop_unit, u) for u in units}
+            return set(await each_unit("stop", stops))
         elif kind is StartUnit:
             hashes = {task.unit: task.hash for task in tasks}  # type: ignore[union-attr]
-            return set(await each_unit("start", {u: self.start(u, hashes[u]) for u in units}))
+            starts = {u: partial(self.start, u, hashes[u]) for u in units}
+            return set(await each_unit("start", starts))
         return set()
 
     async def start(self, unit: str, unit_hash: str) -> None:
@@ -122,12 +125,12 @@ class TaskExecutor:
         """Stop, disable and remove each unit; the units that failed, which keep their file."""
         for unit in units:
             self.started.pop(unit, None)
-        failed = await each_unit("stop", {u: self.systemd.stop_unit(u) for u in units})
+        failed = await each_unit("stop", {u: partial(self.systemd.stop_unit, u) for u in units})
         # Only units that stopped: a file removed under a running unit would orphan it.
         stopped = {unit: unit for unit in units if unit not in failed}
         not_disabled = await self.batch_or_each("disable", stopped, self.systemd.disable_unit_files)
         disabled = [unit for unit in stopped if unit not in not_disabled]
-        await each_unit("reset", {u: self.systemd.reset_failed_unit(u) for u in disabled})
+        await each_unit("reset", {u: partial(self.systemd.reset_failed_unit, u) for u in disabled})
         removed = []
         for unit in disabled:
             try:
@@ -161,19 +164,21 @@ class TaskExecutor:
                 unit = next(iter(arguments))
                 log.warning("%s %s failed: %s", action, unit, error, extra=journal_fields(unit))
                 return {unit}
-        calls = {unit: call([argument]) for unit, argument in arguments.items()}
+        calls = {unit: partial(call, [argument]) for unit, argument in arguments.items()}
         return set(await each_unit(action, calls))
 
 
 async def each_unit(
-    action: str, calls: Mapping[str, Awaitable[object]]
+    action: str, calls: Mapping[str, Callable[[], Awaitable[object]]]
 ) -> dict[str, BaseException]:
-    """Run one call per unit concurrently (bounded); log and return the failures by unit."""
+    """Run one call per unit concurrently (bounded); log and return the failures by unit.
+    Calls are made only once a slot is free, so a cancelled batch (fencing's deadline) leaves
+    no call made and never awaited."""
     limit = asyncio.Semaphore(MAX_CONCURRENT_CALLS)
 
-    async def limited(call: Awaitable[object]) -> object:
+    async def limited(call: Callable[[], Awaitable[object]]) -> object:
         async with limit:
-            return await call
+            return await call()
 
     results = await asyncio.gather(*(limited(c) for c in calls.values()), return_exceptions=True)
     failed = {u: r for u, r in zip(calls, results, strict=True) if isinstance(r, BaseException)}
