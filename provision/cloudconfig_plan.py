@@ -16,6 +16,8 @@ from .cloudconfig_model import CloudConfig, Finding, Unit, User
 SSH_KEY_FILE = ".ssh/authorized_keys.d/coreos-cloudinit"
 ETCD_DROP_IN = "/run/systemd/system/etcd.service.d/20-cloudinit.conf"
 FLEET_DROP_IN = "/run/systemd/system/fleetd.service.d/20-cloudinit.conf"
+FLEET_SECRETS = "/run/flotilla/fleetd-secrets.env"
+SECRET_VARIABLES = frozenset({"FLEET_ETCD_PASSWORD"})
 SYSTEMD_DIRECTORIES = ("/etc/systemd/", "/run/systemd/")
 # Fields useradd reads; for a user that already exists they are ignored (coreos-cloudinit's rule).
 CREATION_FIELDS = ("groups", "homedir", "shell", "system", "primary_group", "gecos")
@@ -184,14 +186,40 @@ def plan_etcd2(config: CloudConfig) -> list[Action]:
 
 
 def plan_fleet(config: CloudConfig) -> list[Action]:
+    """fleetd's settings as a drop-in. A secret goes to a root-only EnvironmentFile instead:
+    drop-ins are world-readable, and so is every Environment= through `systemctl show`."""
     if not config.fleet:
         return []
-    return [environment_drop_in(FLEET_DROP_IN, config.fleet, "coreos.fleet")]
+    public = [(name, value) for name, value in config.fleet if name not in SECRET_VARIABLES]
+    secret = [(name, value) for name, value in config.fleet if name in SECRET_VARIABLES]
+    if not secret:
+        return [environment_drop_in(FLEET_DROP_IN, public, "coreos.fleet")]
+    text = "".join(environment_file_line(name, value) for name, value in secret)
+    return [
+        PutFile(FLEET_SECRETS, text.encode(), 0o600, None, "coreos.fleet"),
+        environment_drop_in(FLEET_DROP_IN, public, "coreos.fleet", (FLEET_SECRETS,)),
+    ]
 
 
-def environment_drop_in(path: str, variables: Iterable[tuple[str, str]], reason: str) -> PutFile:
-    lines = ["[Service]", *(environment_line(name, value) for name, value in variables)]
+def environment_drop_in(
+    path: str,
+    variables: Iterable[tuple[str, str]],
+    reason: str,
+    environment_files: Iterable[str] = (),
+) -> PutFile:
+    lines = [
+        "[Service]",
+        *(environment_line(name, value) for name, value in variables),
+        *(f"EnvironmentFile={file}" for file in environment_files),
+    ]
     return PutFile(path, ("\n".join(lines) + "\n").encode(), 0o644, None, reason)
+
+
+def environment_file_line(name: str, value: str) -> str:
+    """`NAME="value"` as systemd's EnvironmentFile= reads it: in double quotes, a backslash
+    keeps `"`, `\\`, `$` and a backtick literal; nothing is expanded."""
+    escaped = "".join(f"\\{c}" if c in '"\\$`' else c for c in value)
+    return f'{name}="{escaped}"\n'
 
 
 def environment_line(name: str, value: str) -> str:

@@ -47,6 +47,7 @@ coreos:
   fleet:
     public-ip: 10.77.0.11
     metadata: role=web
+    etcd-password: 'pa"s$s`w\\o rd'
   units:
     - name: hello.service
       command: start
@@ -137,6 +138,17 @@ def test_a_config_drive_is_applied(lab: Lab) -> None:
     assert "ETCD_NAME=cloudy" in etcd and "ETCD_INITIAL_CLUSTER_STATE=new" in etcd
     fleet = systemd_environment(lab, "fleetd.service")
     assert "FLEET_PUBLIC_IP=10.77.0.11" in fleet and "FLEET_METADATA=role=web" in fleet
+    # The password is in no world-readable place, and systemd hands fleetd exactly the value.
+    assert "o rd" not in fleet and "FLEET_ETCD_PASSWORD" not in fleet
+    secrets = sh(lab, "systemctl show --value -p EnvironmentFiles fleetd.service").split()[0]
+    assert sh(lab, f"stat -c '%a %U' {secrets}") == "600 root"
+    assert "o rd" not in sh(lab, "cat /run/systemd/system/fleetd.service.d/*")
+    printed = sh(
+        lab,
+        f"systemd-run --quiet --wait --pipe -p EnvironmentFile={secrets} "
+        "/bin/sh -c 'printf %s \"$FLEET_ETCD_PASSWORD\"'",
+    )
+    assert printed == 'pa"s$s`w\\o rd'
 
 
 def test_applying_twice_changes_nothing_more(lab: Lab) -> None:

@@ -557,6 +557,25 @@ def test_fleet_writes_a_fleetd_drop_in() -> None:
     assert commands(actions) == [("systemctl", "daemon-reload")]
 
 
+
+def test_the_etcd_password_goes_to_a_root_only_environment_file() -> None:
+    """A drop-in is world-readable and `systemctl show` prints Environment= to anyone."""
+    actions = plan(
+        doc("coreos:\n  fleet:\n    public-ip: 10.0.0.1\n    etcd-password: 'p\"a$s`s\\'\n")
+    )
+    written = files(actions)
+    drop_in = written["/run/systemd/system/fleetd.service.d/20-cloudinit.conf"]
+    assert drop_in.content.decode().splitlines() == [
+        "[Service]",
+        'Environment="FLEET_PUBLIC_IP=10.0.0.1"',
+        "EnvironmentFile=/run/flotilla/fleetd-secrets.env",
+    ]
+    secrets = written["/run/flotilla/fleetd-secrets.env"]
+    assert secrets.mode == 0o600
+    assert secrets.content.decode() == 'FLEET_ETCD_PASSWORD="p\\"a\\$s\\`s\\\\"\n'
+    assert "p\"a$s" not in drop_in.content.decode()
+
+
 UNIT_PLANS = {
     "content and a start": (
         "    - name: web.service\n      command: start\n      content: x\n",
