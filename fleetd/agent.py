@@ -147,7 +147,7 @@ class Agent:
 
     async def plan(self) -> list[AgentTask]:
         """Read the assignments, the unit files here and their systemd states; the tasks."""
-        self.assigned = await self.registry.assignments(self.machine_id)
+        self.assigned, unreadable = await self.registry.assignments(self.machine_id)
         loaded = self.executor.rescan()
         to_load = units_to_load(self.assigned, loaded)
         await self.fetch_bodies(set(to_load.values()))
@@ -167,6 +167,7 @@ class Agent:
             self.executor.started,
             known_to_systemd(states, new),
             refused,
+            held=unreadable,
         )
 
     def local_units(self, states: Mapping[str, sd.UnitState]) -> dict[str, LocalUnit]:

@@ -78,6 +78,7 @@ def plan_machine(
     started: Mapping[str, str],
     known_to_systemd: Collection[str] = (),
     refused: Collection[str] = (),
+    held: Collection[str] = (),
 ) -> list[AgentTask]:
     """Tasks that make this machine run what is assigned to it.
 
@@ -87,9 +88,10 @@ def plan_machine(
     that are not ours yet but that systemd has loaded (from a file since removed): loading one of
     ours over it needs a reload. `refused` names units whose file must not be written: they get
     no LoadUnit and so no StartUnit, while their stops and unloads are planned as usual.
+    `held` names units whose assignment exists but cannot be read: they get no task at all.
     """
     tasks: list[AgentTask] = []
-    for unit in sorted(set(desired) | set(current)):
+    for unit in sorted((set(desired) | set(current)) - set(held)):
         planned = plan_unit(unit, desired.get(unit), current.get(unit), started.get(unit))
         if unit in refused:
             planned = [task for task in planned if not isinstance(task, LoadUnit | StartUnit)]

@@ -375,15 +375,19 @@ class Registry:
 
     # -- the agent's reads -------------------------------------------------------------------
 
-    async def assignments(self, machine: str) -> dict[str, Assignment]:
+    async def assignments(self, machine: str) -> tuple[dict[str, Assignment], set[str]]:
+        """This machine's assignments, and the units whose assignment cannot be read. Those
+        are neither started nor stopped until the engine writes them again: a malformed record
+        is not an unassignment."""
         prefix = self.keys.assigned_to(machine)
-        found = {}
+        found, unreadable = {}, set()
         for unit, raw in await self._prefix(prefix):
-            # A malformed one is skipped (the engine writes it again) rather than stall the pass.
             assignment = decoded(decode_assignment, raw, f"assignment {machine}/{unit}")
-            if assignment is not None:
+            if assignment is None:
+                unreadable.add(unit)
+            else:
                 found[unit] = assignment
-        return found
+        return found, unreadable
 
     async def unit_body(self, unit_hash: str) -> str | None:
         with translated_errors(f"reading unit body {unit_hash}"):

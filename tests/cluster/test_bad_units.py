@@ -182,6 +182,25 @@ async def test_one_bad_unit_never_stalls_the_others(agent: FleetCluster) -> None
     assert "agent pass failed" not in journal(fleet, "m1")
 
 
+@pytest.mark.machines(1)
+async def test_an_unreadable_assignment_leaves_its_unit_as_it_is(agent: FleetCluster) -> None:
+    """A malformed assigned/ record (a bug elsewhere, a hand edit) is not an unassignment: the
+    unit keeps running until the engine writes a readable one, which is then followed."""
+    fleet = agent
+    await assign(fleet, "m1", {"kept.service": (sleeper("kept"), DesiredState.LAUNCHED)})
+    await wait_for(lambda: fleet.active_on("kept.service") == ["m1"], "kept.service to run")
+    key = fleet.registry.keys.assignment(fleet.ids["m1"], "kept.service")
+    await fleet.registry.client.put(key, b'{"hash": 7')
+    await wait_for(
+        lambda: "skipping malformed assignment" in journal(fleet, "m1"), "the agent to read it"
+    )
+    await asyncio.sleep(3)  # three agent passes
+    assert fleet.active_on("kept.service") == ["m1"]
+    assert files_in(fleet, "m1") == ["kept.service"]
+    await assign(fleet, "m1", {"kept.service": (sleeper("kept"), DesiredState.LOADED)})
+    await wait_for(lambda: not fleet.active_on("kept.service"), "kept.service to stop")
+
+
 async def _all_published(
     fleet: FleetCluster, machine: str, units: Mapping[str, str]
 ) -> dict[str, UnitState] | None:

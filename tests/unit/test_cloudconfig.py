@@ -557,7 +557,6 @@ def test_fleet_writes_a_fleetd_drop_in() -> None:
     assert commands(actions) == [("systemctl", "daemon-reload")]
 
 
-
 def test_the_etcd_password_goes_to_a_root_only_environment_file() -> None:
     """A drop-in is world-readable and `systemctl show` prints Environment= to anyone."""
     actions = plan(
@@ -573,7 +572,7 @@ def test_the_etcd_password_goes_to_a_root_only_environment_file() -> None:
     secrets = written["/run/flotilla/fleetd-secrets.env"]
     assert secrets.mode == 0o600
     assert secrets.content.decode() == 'FLEET_ETCD_PASSWORD="p\\"a\\$s\\`s\\\\"\n'
-    assert "p\"a$s" not in drop_in.content.decode()
+    assert 'p"a$s' not in drop_in.content.decode()
 
 
 UNIT_PLANS = {

@@ -175,3 +175,10 @@ def test_install_aliases_lists_every_alias() -> None:
     )
     assert install_aliases(body, "web.service") == ["a.service", "b.service", "c.service"]
     assert install_aliases(SLEEPER, "web.service") == []
+
+
+def test_a_unit_whose_assignment_cannot_be_read_is_left_as_it_is() -> None:
+    current = {"web.service": LocalUnit("h1", "active")}
+    assert plan_machine({}, current, {"web.service": "h1"}, held={"web.service"}) == []
+    unassigned = plan_machine({}, current, {"web.service": "h1"})
+    assert UnloadUnit("web.service", "not assigned here") in unassigned
