@@ -8,7 +8,7 @@ import pytest
 
 from flotilla import resources
 from imagebuild.cache import SYSTEM_CACHE, default_cache_root
-from imagebuild.tree import machine_sources
+from imagebuild.tree import copy_image_files, machine_sources
 
 REPO = Path(__file__).resolve().parents[2]
 # Trees copied into the image and the rootfs as they are: a wheel carries no symlink (it would
@@ -66,3 +66,12 @@ def test_the_cache_is_flotilla_cache_else_var_cache_for_root_else_xdg(
     environ: dict[str, str], euid: int, expected: Path
 ) -> None:
     assert default_cache_root(environ, euid) == expected
+
+
+def test_the_recipe_links_the_default_target(tmp_path: Path) -> None:
+    (tmp_path / "etc/systemd/system").mkdir(parents=True)
+    (tmp_path / "etc/systemd/system/default.target").write_text("a file, as a wheel would make")
+    copy_image_files(tmp_path)
+    link = tmp_path / "etc/systemd/system/default.target"
+    assert link.is_symlink()
+    assert str(link.readlink()) == "/usr/lib/systemd/system/multi-user.target"
