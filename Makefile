@@ -3,7 +3,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: demo demo-lab test lint bench deps host-packages clean image
+.PHONY: demo demo-lab test lint bench deps host-packages clean image man install
+
+# `make install`: the tools in a venv of their own (Debian's python3 is externally managed),
+# linked into $(PREFIX)/bin, with their man pages. fleetd.service runs /usr/bin/fleetd (the
+# image's); on another host give it a drop-in with ExecStart=$(PREFIX)/bin/fleetd.
+PREFIX ?= /usr/local
+INSTALL_VENV ?= /opt/flotilla
 
 image: deps
 	$(BIN)/imagebuild build
@@ -55,6 +61,23 @@ bench: deps
 	$(BIN)/python bench/fleet_throughput.py
 	$(BIN)/python bench/fleet_failover.py
 	$(BIN)/python bench/fleetctl_scale.py
+
+# A man page per tool, generated from its command line (scripts/make_man.py).
+man: deps
+	$(BIN)/python scripts/make_man.py build/man
+
+# Needs neither the host packages nor the development venv: only python3 and PyPI.
+install:
+	$(PYTHON) -m venv $(INSTALL_VENV)
+	$(INSTALL_VENV)/bin/pip install -q --upgrade pip
+	$(INSTALL_VENV)/bin/pip install -q .
+	$(INSTALL_VENV)/bin/python scripts/make_man.py build/man
+	install -d $(PREFIX)/bin $(PREFIX)/share/man/man1
+	for page in build/man/*.1; do \
+		tool=$$(basename $$page .1); \
+		ln -sf $(INSTALL_VENV)/bin/$$tool $(PREFIX)/bin/$$tool; \
+		install -m 644 $$page $(PREFIX)/share/man/man1/; \
+	done
 
 clean:
 	-$(BIN)/fleetlab down --all

@@ -1,6 +1,5 @@
-"""fleetd: the per-machine cluster daemon (etcd-lease membership, engine, systemd agent).
+"""fleetd: the per-machine cluster daemon (etcd-lease membership, engine, systemd agent)."""
 
-Empty until the fleetd issue lands; the lab machines already carry its Python dependencies.
-"""
+from flotilla import __version__
 
-__version__ = "0.1.0"
+__all__ = ["__version__"]

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from flotilla import __version__
 from flotilla.files import PARTIAL_SUFFIX
 from flotilla.process import CommandError, run
 
@@ -152,7 +153,7 @@ def setup_logging() -> None:
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     if "JOURNAL_STREAM" in os.environ:
-        from systemd.journal import JournalHandler
+        from flotilla.systemd_service import JournalHandler
 
         root.addHandler(JournalHandler(SYSLOG_IDENTIFIER="fleetd-backstop"))
     else:
@@ -169,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--deadline-file", type=Path, default=DEADLINE_FILE, help=f"[default: {DEADLINE_FILE}]"
     )
+    parser.add_argument("--version", action="version", version=f"fleetd-backstop {__version__}")
     args = parser.parse_args(argv)
     setup_logging()
     Backstop(args.deadline_file).run()

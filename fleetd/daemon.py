@@ -75,7 +75,7 @@ def setup_logging(verbosity: int, machine_id: str = "") -> None:
     root.handlers.clear()
     root.setLevel(level)
     if "JOURNAL_STREAM" in os.environ:
-        from systemd.journal import JournalHandler
+        from flotilla.systemd_service import JournalHandler
 
         root.addHandler(JournalHandler(SYSLOG_IDENTIFIER="fleetd", FLEET_MACHINE=machine_id))
     else:
@@ -86,7 +86,7 @@ def setup_logging(verbosity: int, machine_id: str = "") -> None:
 
 def notify(state: str) -> None:
     if "NOTIFY_SOCKET" in os.environ:
-        from systemd import daemon
+        from flotilla import systemd_service as daemon
 
         daemon.notify(state)
 

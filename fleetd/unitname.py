@@ -58,7 +58,7 @@ _GO_ESCAPES = {
 }
 
 
-# Units the machines ship (units/, imagebuild/rootfs.yaml, image.yaml, the image's and rootfs'
+# Units the machines ship (flotilla/data/units, imagebuild/*.yaml, the image's and rootfs'
 # files) and those systemd runs the machine with, as globs on the name without its type, keyed
 # by the words the refusal uses: a fleet unit under one of these names would be linked into
 # /run/systemd/system, over the machine's own. On a machine, the agent also refuses any name

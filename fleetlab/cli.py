@@ -10,6 +10,8 @@ from pathlib import Path
 import click
 
 from flotilla.process import CommandError, run
+from flotilla.resources import code_root
+from flotilla.tool import HELP_OPTIONS, version_option
 from imagebuild.rootfs import build_rootfs
 from imagebuild.spec import SpecError
 
@@ -18,7 +20,6 @@ from .fleet import start_fleetd
 from .lab import Lab, LabError, MachineStatus, require_root
 from .layout import DEFAULT_STATE_ROOT, LAB_NAME, LAB_NETNS
 
-SOURCE_TREE = Path(__file__).resolve().parents[1]
 USER_ERRORS = (LabError, CommandError, SpecError, TimeoutError, RuntimeError)
 
 
@@ -66,7 +67,8 @@ class LabGroup(click.Group):
             sys.exit(1)
 
 
-@click.group(cls=LabGroup)
+@click.group(cls=LabGroup, context_settings=HELP_OPTIONS)
+@version_option("fleetlab")
 @click.option(
     "--lab",
     "lab_name",
@@ -117,7 +119,9 @@ def up(lab: Lab, count: int, timeout: float, with_fleetd: bool, agent_ttl: float
     """Create the lab: a bridge, an etcd and COUNT machines booted to systemd `running`."""
     rootfs = build_rootfs()
     started = time.monotonic()
-    lab.up(count, rootfs, SOURCE_TREE, timeout)
+    # The machines run the host's own code: the checkout, or site-packages when installed (the
+    # machines' pinned wheels come first on their path, so only our packages are taken from it).
+    lab.up(count, rootfs, code_root(), timeout)
     if with_fleetd:
         start_fleetd(lab, agent_ttl)
     click.echo(

@@ -9,13 +9,26 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 from flotilla.process import run
 
 PARTIAL_PREFIX = ".partial-"
+SYSTEM_CACHE = Path("/var/cache/flotilla")
+
+
+def default_cache_root(environ: Mapping[str, str] = os.environ, euid: int | None = None) -> Path:
+    """$FLOTILLA_CACHE if set; else /var/cache/flotilla for root (builds need root, and the
+    lab and the image share one rootfs there); else $XDG_CACHE_HOME/flotilla (~/.cache)."""
+    if environ.get("FLOTILLA_CACHE"):
+        return Path(environ["FLOTILLA_CACHE"])
+    if (os.geteuid() if euid is None else euid) == 0:
+        return SYSTEM_CACHE
+    xdg = environ.get("XDG_CACHE_HOME") or str(Path(environ.get("HOME", "~"), ".cache"))
+    return Path(xdg).expanduser() / "flotilla"
 
 
 def hash_inputs(values: object, files: Iterable[tuple[str, Path]]) -> str:

@@ -9,17 +9,17 @@ import click
 
 from flotilla.manifest import ManifestError
 from flotilla.process import CommandError
+from flotilla.tool import HELP_OPTIONS, version_option
 
-from .image import build_image
+from .image import DEFAULT_OUT, build_image
 from .image_spec import DEFAULT_IMAGE_SPEC
-from .rootfs import build_rootfs, default_cache_root
+from .rootfs import build_rootfs, default_rootfs_cache
 from .spec import DEFAULT_SPEC, SpecError
 from .tree import ImageError
 
-REPO = Path(__file__).resolve().parents[1]
 
-
-@click.group()
+@click.group(context_settings=HELP_OPTIONS)
+@version_option("imagebuild")
 def main() -> None:
     """Build what Flotilla machines boot."""
 
@@ -36,12 +36,13 @@ def main() -> None:
     "--cache",
     type=click.Path(path_type=Path, file_okay=False),
     default=None,
-    help="Cache directory [default: $FLOTILLA_CACHE/rootfs or /var/cache/flotilla/rootfs].",
+    help="Cache directory [default: CACHE/rootfs, CACHE being $FLOTILLA_CACHE, else"
+    " /var/cache/flotilla as root, else $XDG_CACHE_HOME/flotilla].",
 )
 def rootfs(spec: Path, cache: Path | None) -> None:
     """Build (or reuse) the root filesystem tree; print its path."""
     try:
-        path = build_rootfs(spec, cache or default_cache_root())
+        path = build_rootfs(spec, cache or default_rootfs_cache())
     except (SpecError, CommandError) as error:
         click.echo(f"imagebuild: {error}", err=True)
         sys.exit(1)
@@ -59,15 +60,17 @@ def rootfs(spec: Path, cache: Path | None) -> None:
 @click.option(
     "--out",
     type=click.Path(path_type=Path, file_okay=False),
-    default=REPO / "build",
+    default=DEFAULT_OUT,
     show_default=True,
-    help="Directory for the disk images, kernel, initramfs, package list and report.",
+    help="Directory for the disk images, kernel, initramfs, package list and report"
+    " (relative to the current directory).",
 )
 @click.option(
     "--cache",
     type=click.Path(path_type=Path, file_okay=False),
     default=None,
-    help="Cache directory [default: $FLOTILLA_CACHE or /var/cache/flotilla].",
+    help="Cache directory [default: $FLOTILLA_CACHE, else /var/cache/flotilla as root,"
+    " else $XDG_CACHE_HOME/flotilla].",
 )
 @click.option(
     "--source-date-epoch",

@@ -17,10 +17,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from flotilla.process import run
+from flotilla.process import CommandError, run
+from flotilla.resources import code_root
 from flotilla.steps import step
 
-from .cache import cached_tree, hash_inputs, remove_build_dir
+from .cache import cached_tree, default_cache_root, hash_inputs, remove_build_dir
 from .disk import allocated_size, convert_to_qcow2, write_disk
 from .filesystems import copy_into_vfat, make_erofs, make_ext4, make_vfat
 from .image_spec import DEFAULT_IMAGE_SPEC, ImageSpec, load_image_spec
@@ -29,7 +30,8 @@ from .rootfs import build_rootfs, rootfs_key
 from .spec import load_spec
 from .tree import PACKAGE_LIST, ImageError, build_tree, find_kernel, tree_key
 
-REPO = Path(__file__).resolve().parents[1]
+# Outputs go where the user is (or --out), never into the code's own directory.
+DEFAULT_OUT = Path("build")
 HOST_TOOLS = {
     "mmdebstrap": "mmdebstrap",
     "mkfs.erofs": "erofs-utils",
@@ -80,21 +82,21 @@ class Artifacts:
         ]  # the report last: it is written when everything else is in place
 
 
-def default_cache_root() -> Path:
-    return Path(os.environ.get("FLOTILLA_CACHE", "/var/cache/flotilla"))
-
-
 def source_date_epoch() -> int:
-    """SOURCE_DATE_EPOCH if set, else the time of the last commit (same inputs, same bytes)."""
+    """SOURCE_DATE_EPOCH if set, else the time of the last commit of the checkout the code runs
+    from, else 0 (an installed package has no history): same inputs, same bytes."""
     if "SOURCE_DATE_EPOCH" in os.environ:
         return int(os.environ["SOURCE_DATE_EPOCH"])
-    result = run(["git", "-C", REPO, "log", "-1", "--format=%ct"], check=False)
-    return int(result.stdout.strip() or 0)
+    try:
+        result = run(["git", "-C", code_root(), "log", "-1", "--format=%ct"], check=False)
+    except CommandError:  # no git on this host
+        return 0
+    return int(result.stdout.strip() or 0) if result.returncode == 0 else 0
 
 
 def build_image(
     spec_path: Path = DEFAULT_IMAGE_SPEC,
-    out: Path = REPO / "build",
+    out: Path = DEFAULT_OUT,
     cache_root: Path | None = None,
     epoch: int | None = None,
 ) -> Artifacts:

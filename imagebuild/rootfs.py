@@ -7,19 +7,19 @@ made from it, so what the lab tests is what the image ships.
 from __future__ import annotations
 
 import glob
-import os
 import shutil
 import sys
 from pathlib import Path
 
 from flotilla.process import run
+from flotilla.resources import data_path
 from flotilla.steps import step
 
-from .cache import cached_tree, hash_inputs, tree_files
+from .cache import cached_tree, default_cache_root, hash_inputs, tree_files
 from .spec import DEFAULT_SPEC, RootfsSpec, load_spec
 
 ROOTFS_FILES = Path(__file__).with_name("rootfs-files")
-UNITS = Path(__file__).resolve().parents[1] / "units"
+UNITS = data_path("units")
 # Where fleetd's Python dependencies live inside the tree, and where its source appears.
 PYTHON_LIB = "usr/lib/flotilla/python"
 SOURCE_MOUNTPOINT = "usr/lib/flotilla/src"
@@ -27,8 +27,8 @@ SOURCE_MOUNTPOINT = "usr/lib/flotilla/src"
 WHEEL_PLATFORMS = ["manylinux2014_x86_64"] + [f"manylinux_2_{n}_x86_64" for n in range(17, 37)]
 
 
-def default_cache_root() -> Path:
-    return Path(os.environ.get("FLOTILLA_CACHE", "/var/cache/flotilla")) / "rootfs"
+def default_rootfs_cache() -> Path:
+    return default_cache_root() / "rootfs"
 
 
 def rootfs_key(spec: RootfsSpec) -> str:
@@ -44,7 +44,7 @@ def build_rootfs(spec_path: Path = DEFAULT_SPEC, cache_root: Path | None = None)
     """Return the cached tree for this manifest, building it first if needed."""
     spec = load_spec(spec_path)
     return cached_tree(
-        cache_root or default_cache_root(), rootfs_key(spec), lambda d: build(spec, d)
+        cache_root or default_rootfs_cache(), rootfs_key(spec), lambda d: build(spec, d)
     )
 
 

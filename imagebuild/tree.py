@@ -12,6 +12,7 @@ import tarfile
 from pathlib import Path, PurePosixPath
 
 from flotilla.process import CommandError, run
+from flotilla.resources import MACHINE_PACKAGES, MissingResource, data_path, package_dir
 from flotilla.steps import step
 
 from .cache import hash_inputs, tree_files
@@ -21,9 +22,9 @@ from .kmodules import modules_to_keep, parse_modules_dep, unmatched_patterns
 from .rootfs import PYTHON_LIB, SOURCE_MOUNTPOINT, remove_matching
 
 IMAGE_FILES = Path(__file__).with_name("image-files")
-REPO = Path(__file__).resolve().parents[1]
-# fleetd's source, installed under /usr (the lab bind-mounts the same directory instead).
-FLEETD_SOURCES = ("fleetd", "flotilla", "provision", "podunits", "units")
+# A wheel cannot carry a symlink, so the image's links are made here rather than kept in
+# image-files (an installed imagebuild would otherwise copy a file where the image needs a link).
+DEFAULT_TARGET = "multi-user.target"
 PACKAGE_LIST = "usr/share/flotilla/packages.txt"
 # The read-only image store podman lists beside its own (etc/containers/storage.conf).
 CONTAINER_STORE = "usr/lib/containers/storage"
@@ -39,11 +40,21 @@ class ImageError(RuntimeError):
     """The image cannot be built as asked; the message says why and where."""
 
 
+def machine_sources() -> dict[str, Path]:
+    """Each package the machines run, from wherever this imagebuild imports it: the checkout,
+    or site-packages after `pip install`."""
+    found = {package: package_dir(package) for package in MACHINE_PACKAGES}
+    missing = [package for package, path in found.items() if path is None]
+    if missing:
+        raise ImageError(f"cannot find the package(s) {', '.join(missing)} to copy into the image")
+    return {package: path for package, path in found.items() if path is not None}
+
+
 def tree_key(spec: ImageSpec, rootfs_key: str) -> str:
     sources = [
         (f"{package}/{name}", path)
-        for package in FLEETD_SOURCES
-        for name, path in tree_files(REPO / package)
+        for package, directory in machine_sources().items()
+        for name, path in tree_files(directory)
         if "__pycache__" not in path.parts and path.suffix != ".pyc"
     ]
     files = [*tree_files(IMAGE_FILES), *sources, ("recipe", Path(__file__))]
@@ -199,6 +210,9 @@ def find_kernel(spec: ImageSpec, root: Path) -> str:
 def copy_image_files(root: Path) -> None:
     with step("copy the image's own files"):
         shutil.copytree(IMAGE_FILES, root, dirs_exist_ok=True, symlinks=True)
+        default_target = root / "etc/systemd/system/default.target"
+        default_target.unlink(missing_ok=True)
+        default_target.symlink_to(f"/usr/lib/systemd/system/{DEFAULT_TARGET}")
         # linux-base's convenience links at / point into /boot, which is the ESP on this image.
         for link in ("vmlinuz", "vmlinuz.old", "initrd.img", "initrd.img.old"):
             (root / link).unlink(missing_ok=True)
@@ -301,13 +315,17 @@ def make_initramfs(spec: ImageSpec, root: Path, kernel: str) -> None:
 def install_fleetd_source(root: Path) -> None:
     with step("install fleetd"):
         target = root / SOURCE_MOUNTPOINT
-        for package in FLEETD_SOURCES:
+        for package, directory in machine_sources().items():
             shutil.copytree(
-                REPO / package,
+                directory,
                 target / package,
                 ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
             )
-        shutil.copy2(REPO / "ARCHITECTURE.md", target / "ARCHITECTURE.md")
+        # The units' Documentation= points here; the package carries a copy of the document.
+        try:
+            shutil.copy2(data_path("ARCHITECTURE.md"), target / "ARCHITECTURE.md")
+        except MissingResource as error:
+            raise ImageError(str(error)) from error
 
 
 def write_package_list(root: Path) -> None:

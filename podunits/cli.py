@@ -15,6 +15,7 @@ import click
 
 from flotilla.files import write_atomically
 from flotilla.manifest import ManifestError
+from flotilla.tool import HELP_OPTIONS, version_option
 
 from .render import RenderedUnit, render_unit
 from .spec import load_spec
@@ -24,9 +25,10 @@ EXIT_BAD_SPEC = 1
 SPEC = click.Path(path_type=Path, dir_okay=False)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings=HELP_OPTIONS)
+@version_option("flotilla-unit")
 def main() -> None:
-    """Podman container units from short YAML specs (see units/README.md)."""
+    """Podman container units from short YAML specs (see flotilla/data/units/README.md)."""
 
 
 def image_options(command: Callable[..., None]) -> Callable[..., None]:

@@ -1,8 +1,8 @@
 """ContainerSpec -> the text of a systemd unit running the container with podman.
 
-The unit comes from the jinja2 template units/container.service.j2; this module only supplies
-the escaping filters and then parses the result the way fleet will, so a unit that renders is a
-unit `fleetctl submit` accepts.
+The unit comes from the jinja2 template flotilla/data/units/container.service.j2; this module
+only supplies the escaping filters and then parses the result the way fleet will, so a unit that
+renders is a unit `fleetctl submit` accepts.
 """
 
 from __future__ import annotations
@@ -11,18 +11,19 @@ import functools
 import json
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import jinja2
 
 from fleetd.unitfile import UnitFileError, parse_unit_file, requirements
 from fleetd.unitname import parse_unit_name
 from flotilla.manifest import Location, ManifestError
+from flotilla.resources import data_path
 
 from .spec import ContainerSpec
 
-# units/ sits beside the package, in the repository and at /usr/lib/flotilla/src on a machine.
-UNITS_DIR = Path(__file__).resolve().parents[1] / "units"
+# Package data of flotilla: in the checkout, in site-packages, and under /usr/lib/flotilla/src on
+# a machine alike.
+UNITS_DIR = data_path("units")
 TEMPLATE = "container.service.j2"
 # Arguments made only of these need no quotes in ExecStart (after `%` and `$` are doubled).
 PLAIN_ARGUMENT = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")

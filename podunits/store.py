@@ -5,7 +5,8 @@ list comes from one of two files:
 
 - on a machine, /usr/share/flotilla/container-images.txt: what this image's store holds, one
   name a line (written by imagebuild/tree.py `bake_container_images`);
-- in a checkout, imagebuild/image.yaml, key `container_images:` (items `- name: IMAGE`).
+- on a host (a checkout or an installed flotilla), imagebuild/image.yaml, key
+  `container_images:` (items `- name: IMAGE`).
 
 A file ending in .yaml or .yml is read for that key only (not checked as a whole manifest);
 any other file as a plain list, one name a line, blank lines and `#` comments ignored.
@@ -16,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from flotilla.manifest import Manifest, ManifestError, load_manifest
+from flotilla.resources import package_dir
 
 from .spec import normalize_image
 
@@ -23,13 +25,17 @@ IMAGES_KEY = "container_images"
 # imagebuild/tree.py CONTAINER_IMAGE_LIST, as seen on a running machine.
 MACHINE_IMAGE_LIST = Path("/usr/share/flotilla/container-images.txt")
 YAML_SUFFIXES = (".yaml", ".yml")
-# The checkout's image manifest (not imported from imagebuild: machines do not carry it).
-CHECKOUT_IMAGE_SPEC = Path(__file__).resolve().parents[1] / "imagebuild/image.yaml"
+IMAGE_SPEC_NAME = "image.yaml"
 
 
 def default_images_file() -> Path:
-    """This machine's own list if there is one, else the image manifest of the checkout."""
-    return MACHINE_IMAGE_LIST if MACHINE_IMAGE_LIST.is_file() else CHECKOUT_IMAGE_SPEC
+    """This machine's own list if there is one, else imagebuild's image manifest (found without
+    importing imagebuild, which machines do not carry: without either, the machine's list is
+    named, and known_images says it cannot be read)."""
+    imagebuild = package_dir("imagebuild")
+    if MACHINE_IMAGE_LIST.is_file() or imagebuild is None:
+        return MACHINE_IMAGE_LIST
+    return imagebuild / IMAGE_SPEC_NAME
 
 
 def known_images(path: Path) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from flotilla.process import CommandError
+from flotilla.tool import HELP_OPTIONS, version_option
 
 from .cloudconfig import Finding, parse_cloud_config
 from .cloudconfig_apply import execute, read_machine
@@ -57,7 +58,8 @@ def apply_user_data(source: Path, data: bytes, root: Path) -> int:
     return EXIT_OK
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=HELP_OPTIONS)
+@version_option("flotilla-cloudinit")
 @click.option(
     "--from-file",
     type=click.Path(path_type=Path, exists=True, dir_okay=False),

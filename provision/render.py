@@ -1,4 +1,5 @@
-"""Node configs from the jinja2 templates in cloud-config/ (one per role), rendered strictly.
+"""Node configs from the jinja2 templates in flotilla/data/cloud-config/ (one per role), rendered
+strictly.
 
 A template that uses a value it was not given fails with the template's name and line; an
 Ignition template renders YAML (easier to read and write than JSON) that becomes spec-3.3.0
@@ -16,7 +17,9 @@ from pathlib import Path
 import jinja2
 import yaml
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "cloud-config"
+from flotilla.resources import data_path
+
+TEMPLATES = data_path("cloud-config")
 IGNITION_SUFFIX = ".ign.yaml.j2"
 CLOUD_CONFIG_SUFFIX = ".cloud-config.j2"
 

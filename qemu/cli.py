@@ -13,13 +13,13 @@ from pathlib import Path
 import click
 
 from flotilla.process import CommandError, run
+from flotilla.tool import HELP_OPTIONS, version_option
 
-from .command import OVMF_CODE, OVMF_VARS, ConfigError, Forward, VmConfig
+from .command import DEFAULT_IMAGE_DIR, OVMF_CODE, OVMF_VARS, ConfigError, Forward, VmConfig
 from .rundir import RunDirError, claim_run_dir
 from .vm import Vm, VmError
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_IMAGE = REPO / "build/flotilla.qcow2"
+DEFAULT_IMAGE = DEFAULT_IMAGE_DIR / "flotilla.qcow2"
 RUN_ROOT = Path("/var/tmp/flotilla-qemu")
 EXIT_QEMU_FAILED = 1
 EXIT_GUEST_FAILED = 3
@@ -36,7 +36,8 @@ def parse_forward(_: object, __: object, values: tuple[str, ...]) -> tuple[Forwa
     return tuple(forwards)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=HELP_OPTIONS)
+@version_option("flotilla-qemu")
 @click.option(
     "-i",
     "--ignition-config",

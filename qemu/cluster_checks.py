@@ -15,13 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from flotilla.process import CommandError, run
+from flotilla.resources import data_path
 
 from .cluster import Cluster, ClusterError
 from .cluster_up import fleetctl_argv
 
 BIN = Path(sys.executable).parent
-REPO = Path(__file__).resolve().parents[1]
-DEMO_SPEC = REPO / "units/examples/hello-web.yaml"
+DEMO_SPEC = data_path("units", "examples", "hello-web.yaml")
 DEMO_UNIT = "hello-web.service"
 DEMO_PORT = 8080
 

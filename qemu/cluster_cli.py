@@ -10,14 +10,15 @@ from pathlib import Path
 import click
 
 from flotilla.process import CommandError
+from flotilla.tool import HELP_OPTIONS, version_option
 from provision.inventory import InventoryError
 from provision.render import TEMPLATES, RenderError
 
 from .cluster import STATE_ROOT, Cluster, ClusterError, ClusterSpec
 from .cluster_up import ROLE, bring_up, fleetctl_argv
+from .command import DEFAULT_IMAGE_DIR
 from .vm import VmError
 
-REPO = Path(__file__).resolve().parents[1]
 EXIT_FAILED = 1
 USER_ERRORS = (ClusterError, InventoryError, RenderError, ValueError, VmError, CommandError)
 
@@ -33,7 +34,8 @@ class ClusterGroup(click.Group):
             sys.exit(EXIT_FAILED)
 
 
-@click.group(cls=ClusterGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ClusterGroup, context_settings=HELP_OPTIONS)
+@version_option("flotilla-cluster")
 @click.option("--name", default="flotilla", show_default=True, help="Which cluster.")
 @click.option("--state-dir", type=click.Path(path_type=Path), default=STATE_ROOT, hidden=True)
 @click.pass_context
@@ -58,7 +60,13 @@ def loaded(ctx: click.Context) -> Cluster:
     show_default=True,
     help="Ignition on the first boot, or cloud-config from a config-2 drive on every boot.",
 )
-@click.option("--image-dir", type=click.Path(path_type=Path), default=REPO / "build")
+@click.option(
+    "--image-dir",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_IMAGE_DIR,
+    show_default=True,
+    help="Where imagebuild wrote flotilla.qcow2, its kernel and initramfs.",
+)
 @click.option("--memory", "memory_mib", default=1024, show_default=True, help="MiB per VM.")
 @click.option("--cpus", default=1, show_default=True, help="vCPUs per VM.")
 @click.option("--publish", multiple=True, type=int, default=(8080,), show_default=True,
@@ -67,7 +75,7 @@ def loaded(ctx: click.Context) -> Cluster:
     "--templates",
     type=click.Path(path_type=Path, file_okay=False, exists=True),
     default=TEMPLATES,
-    help="Where the role templates are [default: cloud-config/].",
+    help="Where the role templates are [default: flotilla's own, data/cloud-config].",
 )
 @click.option("--role", default=ROLE, show_default=True, help="Which role's template.")
 @click.pass_context

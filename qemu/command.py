@@ -13,6 +13,8 @@ from pathlib import Path
 
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+# Where `imagebuild build` writes by default: relative to the current directory, like it.
+DEFAULT_IMAGE_DIR = Path("build")
 # Debian's Ignition reads only the CoreOS name (Flatcar's reads org.flatcar-linux too).
 IGNITION_FW_CFG = "opt/com.coreos/config"
 SSH_KEYS_FW_CFG = "opt/org.flotilla/authorized_keys"

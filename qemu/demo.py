@@ -23,8 +23,8 @@ from .cluster_checks import (
     wait_for_page,
 )
 from .cluster_up import wait_for_machines
+from .command import DEFAULT_IMAGE_DIR
 
-REPO = Path(__file__).resolve().parents[1]
 STARTED = time.monotonic()
 
 
@@ -41,7 +41,7 @@ def show(text: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", default="demo")
-    parser.add_argument("--image-dir", type=Path, default=REPO / "build")
+    parser.add_argument("--image-dir", type=Path, default=DEFAULT_IMAGE_DIR)
     args = parser.parse_args()
     cluster = boot(args.name, args.image_dir)
     home = start_demo_unit(cluster)
@@ -68,7 +68,7 @@ def boot(name: str, image_dir: Path) -> Cluster:
 
 def start_demo_unit(cluster: Cluster) -> str:
     since = time.monotonic()
-    say(f"render {DEMO_SPEC.relative_to(REPO)} with flotilla-unit; fleetctl start it")
+    say(f"render {DEMO_SPEC.name} (flotilla's example spec) with flotilla-unit; start it")
     show(DEMO_SPEC.read_text())
     with tempfile.TemporaryDirectory() as scratch:
         fleetctl(cluster, "start", str(render_demo_unit(Path(scratch))), timeout=180)

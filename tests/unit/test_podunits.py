@@ -34,7 +34,7 @@ from podunits.spec import (
 )
 from podunits.store import known_images
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "units/examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "flotilla/data/units/examples"
 KNOWN = ("localhost/busybox:latest", "localhost/nginx:1.25")
 MARK = "# <-"
 

@@ -26,7 +26,7 @@ from fleetd.unitname import (
 REPO = Path(__file__).resolve().parents[2]
 IMAGE_UNIT_FILES = [
     path
-    for tree in ("imagebuild/image-files", "imagebuild/rootfs-files", "units")
+    for tree in ("imagebuild/image-files", "imagebuild/rootfs-files", "flotilla/data/units")
     for path in (REPO / tree).rglob("*")
     if path.suffix in {".service", ".socket", ".timer", ".target", ".path", ".mount"}
     and "dracut" not in path.parts  # the initramfs' units never meet fleet's
