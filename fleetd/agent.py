@@ -41,6 +41,7 @@ from .model import Assignment
 from .publisher import StatePublisher
 from .reconcile import MONOTONIC, Clock, ReconcileLoop
 from .registry import Registry, RegistryError
+from .state_dump import AgentView
 from .wakeup import watch_forever
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class Agent:
         self.current_pass: asyncio.Task[None] | None = None
         self.hold_until = 0.0
         self.refused: dict[str, str] = {}  # unit -> why, as logged (once per unit and reason)
+        self.last_tasks: list[AgentTask] = []  # the last plan (state_view)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -122,6 +124,7 @@ class Agent:
         self.planned_at = None
         self.publisher.changed.clear()
         tasks = await self.plan()
+        self.last_tasks = tasks
         for task in tasks:
             log.info(
                 "agent task=%s %s",
@@ -175,6 +178,20 @@ class Agent:
             name: LocalUnit(unit_hash, states[name].active_state if name in states else "inactive")
             for name, unit_hash in self.executor.loaded.items()
         }
+
+    def state_view(self) -> AgentView:
+        """What SIGUSR1 dumps to the journal (state_dump.py)."""
+        return AgentView(
+            machine=self.machine_id,
+            fenced=self.fenced,
+            pass_running=self.current_pass is not None,
+            assigned=dict(self.assigned),
+            loaded=dict(self.executor.loaded),
+            started=dict(self.executor.started),
+            states=dict(self.publisher.published),
+            refused=dict(self.refused),
+            last_tasks=tuple(self.last_tasks),
+        )
 
     # -- refusals: units this machine will not load --------------------------------------------
 

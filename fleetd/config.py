@@ -2,10 +2,17 @@
 
 Precedence, lowest first: built-in defaults, the config file, FLEET_<NAME> environment
 variables, command-line flags. Option names are fleet's where fleet has the option.
+
+An existing fleet.conf must keep working (fleet ignores keys it does not know): the keys fleet
+has and Flotilla does not act on are accepted with a warning that they do nothing, and an
+unknown key (in the file, or an unknown FLEET_* variable) is a warning naming where it is. A bad
+value of a setting fleetd uses is still an error: running with a default the user did not
+choose would be worse than not starting.
 """
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
 import math
@@ -193,7 +200,7 @@ SETTINGS = (
     Setting("etcd_key_prefix", parse_prefix, "prefix of every fleet key in etcd"),
     Setting("etcd_request_timeout", parse_duration, "timeout of one etcd request"),
     Setting("etcd_username", parse_text, "etcd user (with etcd_password)"),
-    Setting("etcd_password", parse_text, "etcd password"),
+    Setting("etcd_password", parse_text, "etcd password (fleet.conf or FLEET_ETCD_PASSWORD only)"),
     Setting("etcd_cafile", parse_text, "CA that etcd's certificate must chain to (https://)"),
     Setting("etcd_certfile", parse_text, "client certificate for etcd (https://)"),
     Setting("etcd_keyfile", parse_text, "client key for etcd (https://)"),
@@ -213,6 +220,29 @@ SETTINGS = (
     Setting("api_tls_client_ca", parse_text, "CA that client certificates must chain to"),
 )
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+@dataclass(frozen=True)
+class CompatibilityKey:
+    """A fleet.conf key of fleet's that Flotilla accepts and ignores (with a warning)."""
+
+    name: str
+    help: str  # what it did in fleet, and why it does nothing here
+
+
+# fleet's own loader never refuses a value of these (its config library drops a value the flag
+# cannot parse and keeps the default), so fleetd does not check their values either: a fleet.conf
+# fleet started with must start fleetd too.
+COMPATIBILITY_KEYS = (
+    CompatibilityKey("token_limit", "fleet's API page size; the API pages by 100, fleet's default"),
+    CompatibilityKey("disable_watches", "fleet's polling-only mode; fleetd always watches etcd"),
+    CompatibilityKey("enable_grpc", "fleet's gRPC registry on the leader; fleetd uses etcd"),
+    CompatibilityKey("verify_units", "deprecated and ignored by fleet already"),
+    CompatibilityKey("authorized_keys_file", "deprecated and ignored by fleet already"),
+    CompatibilityKey("systemd_user", "fleet's user systemd instance; fleetd uses the system one"),
+)
+COMPATIBILITY_KEYS_BY_NAME = {key.name: key for key in COMPATIBILITY_KEYS}
+ENVIRONMENT_PREFIX = "FLEET_"
 
 
 @dataclass(frozen=True)
@@ -256,7 +286,7 @@ def read_config_file(path: Path) -> dict[str, tuple[str, str]]:
         if not stripped or stripped.startswith(("#", ";")):
             continue
         name, sep, value = stripped.partition("=")
-        if not sep:
+        if not sep or not name.strip():
             raise ConfigError(f"{path}:{number}: expected key=value, got {stripped!r}")
         found[name.strip()] = (unquote(value.strip()), f"{path}:{number}")
     return found
@@ -272,31 +302,75 @@ def load_config(
     file_values: Mapping[str, tuple[str, str]],
     environ: Mapping[str, str],
     flags: Mapping[str, str],
-) -> Config:
-    """Merge the three sources over the defaults; unknown names and bad values are errors."""
+) -> tuple[Config, list[str]]:
+    """Merge the three sources over the defaults: the config and the warnings to log (one per
+    key: a compatibility-only key, or an unknown one, named where its winning value came from).
+    A bad value of a setting is a ConfigError, and so is an unknown flag (argparse lets none
+    through)."""
     raw: dict[str, tuple[str, str]] = dict(file_values)
-    for name in SETTINGS_BY_NAME:
-        if (env_name := f"FLEET_{name.upper()}") in environ:
-            raw[name] = (environ[env_name], f"environment variable {env_name}")
+    raw.update(environment_values(environ))
+    warnings = [unknown_variable_warning(variable) for variable in unknown_variables(environ)]
     if "etcd_password" in flags:
         # Every user can read a process's arguments (ps, /proc/PID/cmdline).
         raise ConfigError(
             "flag --etcd_password: a password on the command line is visible to every user;"
             " put it in fleet.conf (mode 0600) or FLEET_ETCD_PASSWORD"
         )
+    for name in flags:
+        if name not in SETTINGS_BY_NAME and name not in COMPATIBILITY_KEYS_BY_NAME:
+            raise ConfigError(f"flag --{name}: unknown option {name!r}")
     raw.update({name: (value, f"flag --{name}") for name, value in flags.items()})
     values: dict[str, object] = {}
     for name, (text, where) in raw.items():
         setting = SETTINGS_BY_NAME.get(name)
         if setting is None:
-            raise ConfigError(f"{where}: unknown option {name!r}")
+            warnings.append(ignored_key_warning(name, where))
+            continue
         try:
             values[name] = setting.parse(text)
         except ValueError as error:
             raise ConfigError(f"{where}: {name}: {error}") from error
     config = Config(**values)  # type: ignore[arg-type]
     check_config(config)
-    return config
+    return config, warnings
+
+
+def environment_values(environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """The FLEET_<NAME> variables of known keys, as name: (value, where)."""
+    found: dict[str, tuple[str, str]] = {}
+    for name in [*SETTINGS_BY_NAME, *COMPATIBILITY_KEYS_BY_NAME]:
+        if (variable := ENVIRONMENT_PREFIX + name.upper()) in environ:
+            found[name] = (environ[variable], f"environment variable {variable}")
+    return found
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """FLEET_* variables that name no key (fleet reads only FLEET_<NAME> in upper case)."""
+    known = {ENVIRONMENT_PREFIX + name.upper() for name in SETTINGS_BY_NAME}
+    known |= {ENVIRONMENT_PREFIX + name.upper() for name in COMPATIBILITY_KEYS_BY_NAME}
+    return sorted(v for v in environ if v.startswith(ENVIRONMENT_PREFIX) and v not in known)
+
+
+def ignored_key_warning(name: str, where: str) -> str:
+    """The warning for a key fleetd ignores: one of fleet's it does not act on, or a typo."""
+    if name in COMPATIBILITY_KEYS_BY_NAME:
+        return (
+            f"{where}: {name} is accepted for compatibility with fleet and has no effect"
+            f" ({COMPATIBILITY_KEYS_BY_NAME[name].help})"
+        )
+    close = closest_setting(name)
+    return f"{where}: unknown key {name!r}, ignored" + (f"; did you mean {close}?" if close else "")
+
+
+def unknown_variable_warning(variable: str) -> str:
+    close = closest_setting(variable.removeprefix(ENVIRONMENT_PREFIX))
+    hint = f"; did you mean {ENVIRONMENT_PREFIX}{close.upper()}?" if close else ""
+    return f"environment variable {variable}: no such key, ignored{hint}"
+
+
+def closest_setting(name: str) -> str | None:
+    found = difflib.get_close_matches(name.strip().lower(), SETTINGS_BY_NAME, n=1)
+    return found[0] if found else None
 
 
 def check_config(config: Config) -> None:
@@ -322,6 +396,20 @@ def check_config(config: Config) -> None:
         )
     if config.api_listen and ":" not in config.api_listen:
         raise ConfigError(f"api_listen: expected HOST:PORT, not {config.api_listen!r}")
+
+
+def default_text(setting: Setting) -> str:
+    """A setting's built-in default as one would write it in fleet.conf ("" when empty)."""
+    value = getattr(Config(), setting.name)
+    if isinstance(value, bool):
+        return str(value).lower()
+    if setting.parse is parse_duration:
+        return f"{value:g}s"
+    if setting.parse is parse_metadata:
+        return ",".join(f"{key}={text}" for key, text in value)
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return str(value)
 
 
 def setting_names() -> list[str]:

@@ -13,6 +13,7 @@ import os
 import signal
 import ssl
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from flotilla.process import CommandError
@@ -25,10 +26,12 @@ from .api import serve as serve_api
 from .api import tls_context
 from .client import FleetClient
 from .config import (
+    COMPATIBILITY_KEYS,
     DEFAULT_CONFIG_FILE,
     SETTINGS,
     Config,
     ConfigError,
+    default_text,
     load_config,
     read_config_file,
 )
@@ -44,6 +47,7 @@ from .keys import Keys
 from .peer_key import obtain_peer_key
 from .publisher import StatePublisher
 from .registry import Registry, RegistryError
+from .state_dump import format_state
 
 log = logging.getLogger("fleetd")
 API_SOCKET = Path("/var/run/fleet.sock")
@@ -54,18 +58,41 @@ TRANSPORT_CHECK_SECONDS = 1.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="fleetd", description="Flotilla's cluster daemon")
+    parser = argparse.ArgumentParser(
+        prog="fleetd",
+        description="Flotilla's cluster daemon, a drop-in for fleet's fleetd. SIGHUP reloads"
+        " the configuration, SIGUSR1 logs the agent's and the engine's state, SIGTERM leaves"
+        " the cluster.",
+    )
     parser.add_argument("--config", type=Path, help=f"config file [default: {DEFAULT_CONFIG_FILE}]")
     parser.add_argument("--version", action="version", version=f"fleetd {VERSION}")
+    settings = parser.add_argument_group(
+        "settings",
+        "Each is a fleet.conf line KEY=VALUE, an environment variable FLEET_<KEY> or a flag"
+        " --KEY VALUE; a flag wins over the environment, which wins over the file.",
+    )
     for setting in SETTINGS:
-        parser.add_argument(f"--{setting.name}", metavar="VALUE", help=setting.help)
+        default = default_text(setting) or "none"
+        settings.add_argument(
+            f"--{setting.name}", metavar="VALUE", help=f"{setting.help} [default: {default}]"
+        )
+    compatibility = parser.add_argument_group(
+        "accepted for compatibility with fleet only",
+        "fleet's keys that fleetd accepts in each of those places and ignores, with a warning"
+        " (any value). An unknown key in fleet.conf or an unknown FLEET_* variable is ignored"
+        " with a warning naming it too.",
+    )
+    for key in COMPATIBILITY_KEYS:
+        compatibility.add_argument(f"--{key.name}", metavar="VALUE", help=f"no effect: {key.help}")
     return parser.parse_args(argv)
 
 
-def read_config(args: argparse.Namespace) -> Config:
+def read_config(args: argparse.Namespace) -> tuple[Config, list[str]]:
+    """The configuration and the warnings about it (logging is not set up yet)."""
     path = args.config or DEFAULT_CONFIG_FILE
     file_values = read_config_file(path) if args.config or path.exists() else {}
-    flags = {s.name: getattr(args, s.name) for s in SETTINGS if getattr(args, s.name) is not None}
+    names = [s.name for s in SETTINGS] + [key.name for key in COMPATIBILITY_KEYS]
+    flags = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     return load_config(file_values, os.environ, flags)
 
 
@@ -92,9 +119,11 @@ def notify(state: str) -> None:
 
 
 class Server:
-    def __init__(self, args: argparse.Namespace, config: Config) -> None:
+    def __init__(self, args: argparse.Namespace, config: Config, warnings: list[str]) -> None:
         self.args = args
         self.config = config
+        self.config_warnings = warnings  # logged once logging is set up for the config
+        self.describe_state: Callable[[], str] | None = None  # while the components run
         self.should_exit = asyncio.Event()
         self.should_reload = asyncio.Event()
         # systemd's watchdog: the unit's WatchdogSec, then as fleetd tightens it to its TTL.
@@ -108,6 +137,7 @@ class Server:
         loop.add_signal_handler(signal.SIGTERM, self.should_exit.set)
         loop.add_signal_handler(signal.SIGINT, self.should_exit.set)
         loop.add_signal_handler(signal.SIGHUP, self.should_reload.set)
+        loop.add_signal_handler(signal.SIGUSR1, self.dump_state)
         # The watchdog spans reloads: it pings as long as the event loop runs.
         watchdog = asyncio.create_task(self.watchdog(), name="watchdog")
         try:
@@ -125,15 +155,29 @@ class Server:
     def reload_config(self) -> None:
         log.info("Reloading configuration")
         try:
-            self.config = read_config(self.args)
+            self.config, self.config_warnings = read_config(self.args)
         except ConfigError as error:
             log.error("keeping the old configuration: %s", error)
+
+    def dump_state(self) -> None:
+        """SIGUSR1, as in fleet: the agent's and the engine's state to the journal. It only
+        reads what the components hold, so it runs on the event loop between their steps."""
+        if self.describe_state is None:
+            log.info("state dump: fleetd is between runs of its components; nothing to dump")
+            return
+        try:
+            log.info("state dump: %s", self.describe_state())
+        except Exception:
+            log.exception("state dump failed")
 
     async def run_once(self, watchdog: asyncio.Task[None]) -> str:
         """Run every component until SIGTERM ("exit"), SIGHUP ("reload") or a failure."""
         config = self.config
         machine = this_machine(config)
         setup_logging(config.verbosity, machine.id)
+        for warning in self.config_warnings:
+            log.warning("%s", warning)
+        self.config_warnings = []  # once per reading of the configuration
         self.fit_watchdog(config.agent_ttl)
         keys = Keys(config.etcd_key_prefix)
         tls = TlsFiles(config.etcd_cafile, config.etcd_certfile, config.etcd_keyfile)
@@ -172,6 +216,7 @@ class Server:
             }
             if not config.public_ip:
                 components["address watch"] = self.watch_address(machine.ip)
+            engine = None
             if not config.disable_engine:
                 engine = Engine(registry, heart, config.engine_reconcile_interval)
                 components["engine"] = engine.run()
@@ -192,9 +237,13 @@ class Server:
             )
             tasks = [asyncio.create_task(c, name=name) for name, c in components.items()]
             heart_task = tasks[0]
+            self.describe_state = lambda: format_state(
+                agent.state_view(), engine.state_view() if engine else None
+            )
             notify("READY=1")
             log.info("fleetd %s started on machine %s (%s)", VERSION, machine.id, machine.ip)
             outcome = await self.wait_for_signal_or_failure([*tasks, watchdog])
+            self.describe_state = None
             # The heart keeps the lease alive until the units are gone, so nothing moves early.
             await cancel([t for t in tasks if t is not heart_task])
             if outcome == "exit":
@@ -316,13 +365,13 @@ async def cancel(tasks: list[asyncio.Task[None]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        config = read_config(args)
+        config, warnings = read_config(args)
         setup_logging(config.verbosity)
         this_machine(config)  # fail now, with a clear message, on a bad identity
     except ConfigError as error:
         print(f"fleetd: {error}", file=sys.stderr)
         return 1
-    return asyncio.run(Server(args, config).serve())
+    return asyncio.run(Server(args, config, warnings).serve())
 
 
 if __name__ == "__main__":

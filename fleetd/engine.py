@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping
 
 from . import metrics
 from .body_gc import BodyCollector
@@ -18,6 +19,7 @@ from .membership import KEPT, Membership, MembershipChange
 from .model import ClusterSnapshot, EngineTask, Forget, Job, JobRecord, Machine, Remember
 from .reconcile import MONOTONIC, Clock, ReconcileLoop
 from .registry import Conflict, RawSnapshot, Registry, RegistryError
+from .state_dump import EngineView
 from .unitfile import Requirements, UnitFileError, parse_unit_file, requirements
 from .unitname import UnitNameError, parse_unit_name
 from .wakeup import watch_forever
@@ -45,6 +47,8 @@ class Engine:
         self.withheld: str | None = None
         self.collector = BodyCollector()
         self.collected_at = float("-inf")
+        # The last plan, for state_view: when, its tasks, and the pending reasons it read.
+        self.last_plan: tuple[float, list[EngineTask], Mapping[str, str]] | None = None
 
     async def run(self) -> None:
         keys = self.registry.keys
@@ -96,6 +100,7 @@ class Engine:
         snapshot = await self.resolve(raw, change.members)
         snapshot = await self.note_withheld(snapshot, raw.machine_leases)
         tasks = membership_tasks(change, raw.machines) + plan_cluster(snapshot)
+        self.last_plan = (self.clock.now(), tasks, snapshot.reasons)
         if tasks:
             await self.registry.apply_engine_tasks(tasks, leader_revision, raw.job_revisions)
             for task in tasks:
@@ -111,6 +116,17 @@ class Engine:
             log.warning(
                 "engine pass took %.2fs, longer than the %.2fs interval", elapsed, self.interval
             )
+
+    def state_view(self) -> EngineView:
+        """What SIGUSR1 dumps to the journal (state_dump.py)."""
+        at, tasks, reasons = self.last_plan or (None, [], {})
+        return EngineView(
+            leader_revision=self.leading_since,
+            withheld=self.withheld,
+            last_pass_seconds_ago=None if at is None else self.clock.now() - at,
+            last_tasks=tuple(tasks),
+            reasons=dict(reasons),
+        )
 
     def waiting_on_time(self, snapshot: ClusterSnapshot) -> bool:
         """Whether the next pass may decide differently with nothing written to etcd: a grace

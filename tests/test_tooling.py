@@ -40,6 +40,7 @@ PURE_MODULES = [
     "fleetd/deadline.py",
     "fleetd/status.py",
     "fleetd/api_model.py",
+    "fleetd/state_dump.py",
     "fleetd/fleetctl/views.py",
     "fleetd/fleetctl/tables.py",
     "provision/inventory.py",

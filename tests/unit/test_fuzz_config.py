@@ -47,7 +47,7 @@ def load(path: Path) -> Config | None:
     """The config fleetd would run with, or None for a ConfigError (whose message names a
     source)."""
     try:
-        return load_config(read_config_file(path), {}, {})
+        return load_config(read_config_file(path), {}, {})[0]
     except ConfigError as error:
         assert str(error)
         return None
