@@ -6,14 +6,14 @@ and a probe that asks all known peers at once and collects what comes back befor
 Anyone who can send a datagram to the port could otherwise cancel a fence (answer "etcd is
 down here too") or force one (answer "etcd is fine here"), so every packet is authenticated:
 
-    question  MAGIC_Q | nonce (16 bytes) | HMAC-SHA256(key, MAGIC_Q | nonce)
+    question  MAGIC_Q | nonce (16 bytes) | 8 zero bytes | HMAC-SHA256(key, all before it)
     answer    MAGIC_A | nonce | age (float64, big-endian) | HMAC-SHA256(key, all before it)
 
 with the cluster's peer key (etcd holds it; see Registry.peer_key). The nonce is fresh for
 each probe, so an old answer cannot be replayed; answers count only from the addresses asked
 (one report per address), and an age that is negative, not finite or absurdly large counts as
-no answer. The responder answers authenticated questions only (72 bytes for 64), so it cannot
-be used to reflect or amplify traffic either.
+no answer. The responder answers authenticated questions only, and the question is padded to
+the answer's size, so a replayed question cannot be used to reflect or amplify traffic either.
 """
 
 from __future__ import annotations
@@ -32,12 +32,13 @@ from collections.abc import Callable, Iterable
 from .fencing import PeerReport
 
 log = logging.getLogger(__name__)
-MAGIC_Q = b"flotilla-peer:q1"
+MAGIC_Q = b"flotilla-peer:q2"  # q1 was unpadded
 MAGIC_A = b"flotilla-peer:a1"
 NONCE_BYTES = 16
 TAG_BYTES = 32
 AGE = struct.Struct(">d")
-QUESTION_BYTES = len(MAGIC_Q) + NONCE_BYTES + TAG_BYTES
+PADDING = bytes(AGE.size)  # the answer's age field: the question is exactly as long
+QUESTION_BYTES = len(MAGIC_Q) + NONCE_BYTES + len(PADDING) + TAG_BYTES
 ANSWER_BYTES = len(MAGIC_A) + NONCE_BYTES + AGE.size + TAG_BYTES
 MAX_AGE = 1e9  # Heart.etcd_age's "never"; anything above is not an age
 
@@ -47,7 +48,7 @@ def tag(key: bytes, payload: bytes) -> bytes:
 
 
 def question(key: bytes, nonce: bytes) -> bytes:
-    payload = MAGIC_Q + nonce
+    payload = MAGIC_Q + nonce + PADDING
     return payload + tag(key, payload)
 
 
@@ -58,7 +59,7 @@ def nonce_of_question(key: bytes, data: bytes) -> bytes | None:
     payload, received = data[:-TAG_BYTES], data[-TAG_BYTES:]
     if not hmac.compare_digest(tag(key, payload), received):
         return None
-    return payload[len(MAGIC_Q) :]
+    return payload[len(MAGIC_Q) : len(MAGIC_Q) + NONCE_BYTES]
 
 
 def answer(key: bytes, nonce: bytes, age: float) -> bytes:

@@ -14,7 +14,6 @@ import math
 import struct
 import time
 
-import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -179,13 +178,6 @@ def test_the_responder_survives_any_age_and_never_tells_a_bad_one(
         assert told is None or 0 <= told <= MAX_AGE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="fleetd/peers.py: the docstring says the responder answers 'with a packet of the "
-    f"same size, so it cannot be used to reflect or amplify', but a {QUESTION_BYTES}-byte "
-    f"question gets a {ANSWER_BYTES}-byte answer (pad the question, or fix the claim)",
-)
 @fuzz(20)
 @given(nonces)
 def test_the_responder_never_sends_more_than_it_was_sent(nonce: bytes) -> None:
