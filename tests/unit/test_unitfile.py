@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import string
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -727,3 +728,11 @@ def test_an_escaped_name_matches_only_itself(text: str, other: str) -> None:
     pattern = "".join("\\" + character for character in text)
     assert glob_match(pattern, text)
     assert glob_match(pattern, other) is (other == text)
+
+
+def test_the_metadata_example_unit_reads_as_documented() -> None:
+    example = Path(__file__).resolve().parents[2] / "units/examples/big-disk.service"
+    found = requirements(parse_unit_file(example.read_text()), parse_unit_name(example.name))
+    assert [str(clause) for clause in found.metadata] == ["disk>=100", "region!=east"]
+    assert found.metadata_matches({"disk": "500", "region": "west"})
+    assert not found.metadata_matches({"disk": "500", "region": "east"})
