@@ -19,6 +19,9 @@ class Rejection:
     check: str  # the X-Fleet option that said no
     summary: str  # "no machine <summary>" when every machine says the same
     detail: str  # "<machine> <detail>" otherwise
+    # "<machine> <note>" after the summary, where machines refusing alike differ in a way a
+    # user needs to see (a numeric MachineMetadata: the key missing, not a number, too small).
+    note: str = ""
 
 
 @dataclass
@@ -40,13 +43,16 @@ def check_machine_id(job: Job, view: MachineView) -> Rejection | None:
 
 
 def check_metadata(job: Job, view: MachineView) -> Rejection | None:
-    if job.requirements.metadata_matches(view.machine.metadata):
+    """The first MachineMetadata clause this machine fails, and what it has instead."""
+    found = job.requirements.metadata_mismatch(view.machine.metadata)
+    if found is None:
         return None
-    wanted = format_metadata(job.requirements)
+    clause, has = found
     return Rejection(
         "MachineMetadata",
-        f"matches MachineMetadata {wanted}",
-        f"does not match MachineMetadata {wanted}",
+        f"matches MachineMetadata {clause}",
+        f"does not match MachineMetadata {clause} ({has})",
+        has if clause.is_numeric else "",
     )
 
 
@@ -102,22 +108,24 @@ def replaces(name: str, requirements: Requirements, victim: str, victim_req: Req
     return forward and not backward
 
 
-def format_metadata(requirements: Requirements) -> str:
-    return " ".join(
-        f"{key}={'|'.join(sorted(values))}" for key, values in sorted(requirements.metadata)
-    )
-
-
 def explain(rejections: Mapping[str, Rejection], limit: int = 3) -> str:
     """One line saying why no machine can run a unit."""
     if not rejections:
         return "no machines are registered"
     summaries = {r.summary for r in rejections.values()}
     if len(summaries) == 1:
-        return f"no machine {summaries.pop()}"
-    parts = [f"{machine[:8]} {r.detail}" for machine, r in sorted(rejections.items())[:limit]]
-    more = len(rejections) - limit
-    return "no machine can run it: " + "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+        notes = {machine: r.note for machine, r in rejections.items() if r.note}
+        listed = f" ({listing(notes, limit)})" if notes else ""
+        return f"no machine {summaries.pop()}{listed}"
+    details = {machine: r.detail for machine, r in rejections.items()}
+    return "no machine can run it: " + listing(details, limit)
+
+
+def listing(about: Mapping[str, str], limit: int) -> str:
+    """`<machine> <text>; ...` by machine id, at most `limit` of them, then how many more."""
+    parts = [f"{machine[:8]} {text}" for machine, text in sorted(about.items())[:limit]]
+    more = len(about) - limit
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
 class LoadIndex:

@@ -15,9 +15,18 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from fleetd.metadata_match import (
+    MetadataClause,
+    MetadataExpression,
+    MetadataExpressionError,
+    clauses,
+    first_mismatch,
+    parse_expression,
+)
 from fleetd.unitname import UnitName, go_quote
 
 FLEET_SECTION = "X-Fleet"
+METADATA_OPTIONS = ("X-ConditionMachineMetadata", "MachineMetadata")
 # go-systemd refuses lines of 2048 bytes or more: systemd silently truncated them (LINE_MAX).
 LINE_MAX = 2048
 SHORT_HASH_LENGTH = 7
@@ -243,21 +252,28 @@ def _read_value(lines: list[str], index: int, text: str) -> tuple[str, int]:
 class Requirements:
     """What a unit's [X-Fleet] section asks of the machine it runs on.
 
-    `metadata` maps a key to the values allowed for it, sorted by key. Names in `machine_of`
-    are peers (fleet calls them Peers); `conflicts` and `replaces` are Go path.Match globs.
+    `metadata` holds clauses that must all hold (see metadata_match), sorted by key. Names in
+    `machine_of` are peers (fleet calls them Peers); `conflicts` and `replaces` are Go
+    path.Match globs.
     """
 
     name: str
     machine_id: str | None = None
     machine_of: tuple[str, ...] = ()
-    metadata: tuple[tuple[str, frozenset[str]], ...] = ()
+    metadata: tuple[MetadataClause, ...] = ()
     conflicts: tuple[str, ...] = ()
     replaces: tuple[str, ...] = ()
     is_global: bool = False
 
     def metadata_matches(self, machine_metadata: Mapping[str, str]) -> bool:
-        """True if, for every required key, the machine has one of the allowed values."""
-        return all(machine_metadata.get(key) in allowed for key, allowed in self.metadata)
+        """True if the machine's metadata satisfies every MachineMetadata clause."""
+        return self.metadata_mismatch(machine_metadata) is None
+
+    def metadata_mismatch(
+        self, machine_metadata: Mapping[str, str]
+    ) -> tuple[MetadataClause, str] | None:
+        """The first clause the machine does not satisfy and what it has instead, or None."""
+        return first_mismatch(self.metadata, machine_metadata)
 
     def conflicts_with(self, other_name: str, other: Requirements) -> bool:
         """True if either unit's Conflicts globs match the other's name.
@@ -292,7 +308,7 @@ def requirements(unit: UnitFile, name: UnitName) -> Requirements:
         name=name.full,
         machine_id=machine_ids[0] if machine_ids else None,
         machine_of=_values(fleet, "X-ConditionMachineOf", "MachineOf"),
-        metadata=_metadata(_values(fleet, "X-ConditionMachineMetadata", "MachineMetadata")),
+        metadata=clauses(_metadata_expressions(unit, name)),
         conflicts=tuple(field for value in conflicts for field in _FIELDS.findall(value)),
         replaces=_values(fleet, "Replaces"),
         # The last Global value wins.
@@ -342,14 +358,24 @@ def split_multivalue(value: str) -> list[str]:
     return tokens
 
 
-def _metadata(tokens: Iterable[str]) -> tuple[tuple[str, frozenset[str]], ...]:
-    allowed: dict[str, set[str]] = {}
-    for token in tokens:
-        parts = token.split("=")
-        # fleet ignores tokens without exactly one '=' or with an empty side.
-        if len(parts) == 2 and all(parts):
-            allowed.setdefault(parts[0], set()).add(parts[1])
-    return tuple((key, frozenset(values)) for key, values in sorted(allowed.items()))
+def _metadata_expressions(unit: UnitFile, name: UnitName) -> list[MetadataExpression]:
+    """Every MachineMetadata token read as an expression; a malformed one raises UnitFileError
+    naming the unit, the option, the expression and the character at fault."""
+    found = []
+    for option in unit.options:
+        if option.section != FLEET_SECTION or option.name not in METADATA_OPTIONS:
+            continue
+        for token in split_multivalue(option.value):
+            # A template's %i is empty; each instance is checked with its own when created.
+            if not token or (name.is_template and "%i" in token):
+                continue
+            expression = _substitute(token, name)
+            try:
+                found.append(parse_expression(expression))
+            except MetadataExpressionError as error:
+                reason = f"{option.name} {go_quote(expression)}: {error}"
+                raise UnitFileError(name.full, reason) from None
+    return found
 
 
 def _check_combinations(found: Requirements) -> None:

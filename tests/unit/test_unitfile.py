@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import string
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -392,32 +393,72 @@ def test_list_options_accumulate_every_value(
 @pytest.mark.parametrize(
     ("fleet_lines", "metadata"),
     [
-        ("MachineMetadata=foo=bar\n", {"foo": {"bar"}}),
-        ('MachineMetadata="foo=bar" "foo=baz"\n', {"foo": {"bar", "baz"}}),
+        ("MachineMetadata=foo=bar\n", ["foo=bar"]),
+        ('MachineMetadata="foo=bar" "foo=baz"\n', ["foo=bar|baz"]),
         (
             'MachineMetadata="region=us-east-1" "diskType=SSD"\n',
-            {"region": {"us-east-1"}, "diskType": {"SSD"}},
+            ["diskType=SSD", "region=us-east-1"],
         ),
+        ("MachineMetadata=foo=bar\nX-ConditionMachineMetadata=foo=asdf\n", ["foo=asdf|bar"]),
         (
-            "MachineMetadata=foo=bar\nX-ConditionMachineMetadata=foo=asdf\n",
-            {"foo": {"bar", "asdf"}},
-        ),
-        # Tokens without exactly one '=' or with an empty side are ignored.
-        ("MachineMetadata=foo=\n", {}),
-        ("MachineMetadata==asdf\n", {}),
-        ("MachineMetadata=foo=asdf=WHAT\n", {}),
-        ("MachineMetadata=novalue\n", {}),
-        (
-            "MachineMetadata=ignored=\nMachineMetadata=oh=yeah\nMachineMetadata=whynot=zoidberg\n"
+            "MachineMetadata=oh=yeah\nMachineMetadata=whynot=zoidberg\n"
             'X-ConditionMachineMetadata=oh=no\nX-ConditionMachineMetadata="one=abc" "two=def"\n',
-            {"oh": {"yeah", "no"}, "whynot": {"zoidberg"}, "one": {"abc"}, "two": {"def"}},
+            ["oh=no|yeah", "one=abc", "two=def", "whynot=zoidberg"],
+        ),
+        # An empty token (an empty value, two spaces in the quoted form) asks for nothing.
+        ('MachineMetadata=\nMachineMetadata="a=b"  "c=d"\n', ["a=b", "c=d"]),
+        # Only `=` on one key is ORed; the other operators each hold on their own.
+        (
+            'MachineMetadata="disk>=100" "disk<=500" "region!=east" "region!=west"\n',
+            ["disk<=500", "disk>=100", "region!=east", "region!=west"],
+        ),
+        ("MachineMetadata=disk>100\nMachineMetadata=disk>100\n", ["disk>100"]),
+        ("MachineMetadata=size<-1.5\n", ["size<-1.5"]),
+        ("MachineMetadata=a=!b\n", ["a=!b"]),
+    ],
+)
+def test_metadata_clauses(fleet_lines: str, metadata: list[str]) -> None:
+    assert [str(clause) for clause in fleet_requirements(fleet_lines).metadata] == metadata
+
+
+@pytest.mark.parametrize(
+    ("fleet_lines", "message"),
+    [
+        # fleet ignored these silently, so the unit ran anywhere; we refuse them.
+        ("MachineMetadata=disk>=\n", 'MachineMetadata "disk>=": character 7: a number must follow'),
+        ("MachineMetadata=>=5\n", "MachineMetadata \">=5\": character 1: unexpected '>'"),
+        ("MachineMetadata=ram<=abc\n", "character 6: 'abc' is not a number"),
+        ("MachineMetadata=a<<3\n", "\"a<<3\": character 3: unexpected '<'"),
+        ("MachineMetadata=foo=\n", "character 5: a value must follow '='"),
+        ("MachineMetadata==asdf\n", "character 1: unexpected '='"),
+        ("MachineMetadata=foo=asdf=WHAT\n", "character 9: unexpected '='"),
+        ("MachineMetadata=novalue\n", "character 8: nothing after the key 'novalue'"),
+        ("MachineMetadata=a b=c\n", "character 2: unexpected ' ' after the key 'a'"),
+        ("MachineMetadata=a!b\n", "character 2: unexpected '!'"),
+        ('MachineMetadata="a=b" "c= d"\n', '"c= d": character 3: a value cannot start or end'),
+        (
+            "X-ConditionMachineMetadata=disk>1e3\n",
+            "X-ConditionMachineMetadata \"disk>1e3\": character 6: '1e3' is not a number",
         ),
     ],
 )
-def test_metadata_groups_values_by_key(fleet_lines: str, metadata: dict[str, set[str]]) -> None:
-    found = fleet_requirements(fleet_lines).metadata
-    assert {key: set(values) for key, values in found} == metadata
-    assert [key for key, _ in found] == sorted(metadata)
+def test_malformed_metadata_is_refused_naming_unit_option_and_position(
+    fleet_lines: str, message: str
+) -> None:
+    with pytest.raises(UnitFileError) as caught:
+        fleet_requirements(fleet_lines)
+    assert str(caught.value).startswith("web.service: ")
+    assert message in str(caught.value)
+
+
+def test_a_template_leaves_metadata_with_its_instance_to_the_instance() -> None:
+    text = "[X-Fleet]\nMachineMetadata=disk>=%i\nMachineMetadata=region=eu\n"
+    template = requirements(parse_unit_file(text), parse_unit_name("big@.service"))
+    assert [str(clause) for clause in template.metadata] == ["region=eu"]
+    instance = requirements(parse_unit_file(text), parse_unit_name("big@100.service"))
+    assert [str(clause) for clause in instance.metadata] == ["disk>=100", "region=eu"]
+    with pytest.raises(UnitFileError, match=r"big@x\.service: .*'x' is not a number"):
+        requirements(parse_unit_file(text), parse_unit_name("big@x.service"))
 
 
 @pytest.mark.parametrize(
@@ -465,7 +506,7 @@ def test_specifiers_are_replaced_in_x_fleet_values(
     found = fleet_requirements(fleet_lines, name=name)
     assert found.machine_of == (machine_of,)
     assert found.conflicts == conflicts
-    assert found.metadata == (("role", frozenset({metadata})),)
+    assert [str(clause) for clause in found.metadata] == [f"role={metadata}"]
 
 
 def test_specifiers_are_left_alone_outside_x_fleet() -> None:
@@ -535,6 +576,27 @@ def test_metadata_ors_values_and_ands_keys(machine_metadata: dict[str, str], mat
 
 def test_no_metadata_matches_any_machine() -> None:
     assert Requirements("a.service").metadata_matches({})
+
+
+@pytest.mark.parametrize(
+    ("machine_metadata", "mismatch"),
+    [
+        ({"disk": "100", "region": "west"}, None),
+        ({"disk": "250.5"}, None),  # a machine without region is not in region east
+        ({"disk": "99.99", "region": "west"}, ("disk>=100", "has disk=99.99")),
+        ({"region": "west"}, ("disk>=100", "has no disk")),
+        ({"disk": "ssd"}, ("disk>=100", "has disk=ssd, not a number")),
+        ({"disk": "1e3"}, ("disk>=100", "has disk=1e3, not a number")),
+        ({"disk": "100", "region": "east"}, ("region!=east", "has region=east")),
+    ],
+)
+def test_metadata_operators_say_which_clause_fails_and_why(
+    machine_metadata: dict[str, str], mismatch: tuple[str, str] | None
+) -> None:
+    found = fleet_requirements('MachineMetadata="disk>=100" "region!=east"\n')
+    got = found.metadata_mismatch(machine_metadata)
+    assert (None if got is None else (str(got[0]), got[1])) == mismatch
+    assert found.metadata_matches(machine_metadata) is (mismatch is None)
 
 
 def test_conflicts_are_checked_in_both_directions() -> None:
@@ -666,3 +728,11 @@ def test_an_escaped_name_matches_only_itself(text: str, other: str) -> None:
     pattern = "".join("\\" + character for character in text)
     assert glob_match(pattern, text)
     assert glob_match(pattern, other) is (other == text)
+
+
+def test_the_metadata_example_unit_reads_as_documented() -> None:
+    example = Path(__file__).resolve().parents[2] / "units/examples/big-disk.service"
+    found = requirements(parse_unit_file(example.read_text()), parse_unit_name(example.name))
+    assert [str(clause) for clause in found.metadata] == ["disk>=100", "region!=east"]
+    assert found.metadata_matches({"disk": "500", "region": "west"})
+    assert not found.metadata_matches({"disk": "500", "region": "east"})
