@@ -731,7 +731,7 @@ def test_an_escaped_name_matches_only_itself(text: str, other: str) -> None:
 
 
 def test_the_metadata_example_unit_reads_as_documented() -> None:
-    example = Path(__file__).resolve().parents[2] / "units/examples/big-disk.service"
+    example = Path(__file__).resolve().parents[2] / "examples/big-disk.service"
     found = requirements(parse_unit_file(example.read_text()), parse_unit_name(example.name))
     assert [str(clause) for clause in found.metadata] == ["disk>=100", "region!=east"]
     assert found.metadata_matches({"disk": "500", "region": "west"})
