@@ -40,6 +40,8 @@ PURE_MODULES = [
     "fleetd/deadline.py",
     "fleetd/status.py",
     "fleetd/api_model.py",
+    "fleetd/api_discovery.py",
+    "fleetd/activation.py",
     "fleetd/fleetctl/views.py",
     "fleetd/fleetctl/tables.py",
     "provision/inventory.py",
