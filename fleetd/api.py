@@ -348,7 +348,9 @@ async def serve(
 
 async def refusing_runner() -> web.AppRunner:
     async def refuse(request: web.Request) -> web.Response:
-        where = f"tcp:{request.host}"
+        # The address the client reached, not the Host header it sent.
+        address = request.transport.get_extra_info("sockname") if request.transport else None
+        where = f"tcp:{address[0]}:{address[1]}" if address else f"tcp:{request.host}"
         return error_response(ApiError(403, refusal_message(where)))
 
     app = web.Application()
