@@ -65,6 +65,14 @@ async def test_fleet_socket_starts_fleetd_and_serves_fleetctl(fleet: FleetCluste
     assert fleet.systemctl("m1", "show", "-p", "Id", "--value", "fleet.service") == (
         "fleetd.service"
     )
+    # A reload keeps the sockets systemd handed over (fleetd serves copies of them).
+    fleet.systemctl("m1", "kill", "--signal=HUP", "fleetd.service")
+    await until(
+        lambda: fleet.lab.run("m1", ["journalctl", "-u", "fleetd", "-o", "cat"], check=False),
+        lambda r: "Reloading configuration" in r.stdout,
+    )
+    assert (await until(lambda: fleetctl(fleet, "m1", "list-units"), succeeded)).returncode == 0
+    assert fleet.systemctl("m1", "show", "-p", "NRestarts", "--value", "fleetd.service") == "0"
     # A restart gets the same socket back from systemd: clients never see it missing.
     fleet.systemctl("m1", "restart", "fleet.service")
     assert (await until(lambda: fleetctl(fleet, "m1", "list-units"), succeeded)).returncode == 0
