@@ -1,44 +1,52 @@
-"""fleet's HTTP API v1, served by fleetd with aiohttp on a unix socket (root only).
+"""fleet's HTTP API v1, served by fleetd with aiohttp on its listeners (listeners.py).
 
     GET    /fleet/v1/units[?nextPageToken=]   GET|PUT|DELETE /fleet/v1/units/<name>
-    GET    /fleet/v1/state[?machineID=&unitName=]
+    GET    /fleet/v1/state[?machineID=&unitName=]   GET /fleet/v1/state/<name>
     GET    /fleet/v1/machines                 PATCH /fleet/v1/machines (metadata)
+    GET    /fleet/v1/discovery                (the API described in Google's discovery format)
     GET    /fleet/v1/units/<name>/reason      (ours: why a unit is not placed)
 
-Also mounted under /v1-alpha/. Errors are fleet's `{"error": {"code", "message"}}`; a request
-while etcd is unreachable gets 503. Handlers validate, then call the same client code fleetctl's
-etcd driver uses.
+Also mounted under /v1-alpha/. Errors are fleet's `{"error": {"code", "message"}}`; until this
+machine has registered (it holds its machine key), and while etcd is unreachable, every request
+gets 503, as fleet's did. Handlers validate, then go through the client layer (client.py), the
+same code fleetctl's etcd driver uses; none reaches into the registry.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import os
+import logging
 import re
 import ssl
-from collections.abc import Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
 from . import __version__ as VERSION
 from . import metrics
+from .activation import TcpPolicy, insecure_warning, refusal_message, tcp_policy
+from .api_discovery import discovery_document
 from .api_model import (
     ApiError,
     decode_token,
     machine_entity,
+    method_not_allowed_message,
     page_of,
     state_entity,
     unit_entity,
 )
 from .client import ClientError, FleetClient, check_unit, is_template
-from .model import DesiredState, JobRecord
+from .listeners import Listener
+from .model import DesiredState
 from .registry import RegistryError
 from .status import current_state, is_global
 from .unitfile import UnitFile, UnitFileError, parse_unit_file
 from .unitname import UnitName, UnitNameError, parse_unit_name
 
+log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+UNREACHABLE = "fleet server unable to communicate with etcd"
 
 
 def error_response(error: ApiError) -> web.Response:
@@ -51,11 +59,13 @@ async def fleet_errors(request: web.Request, handler: Handler) -> web.StreamResp
         response = await handler(request)
     except ApiError as error:
         response = error_response(error)
+    except ClientError as error:  # checked before, so a race with another client
+        response = error_response(ApiError(409, str(error)))
     except RegistryError:
-        response = error_response(ApiError(503, "fleet server unable to communicate with etcd"))
+        response = error_response(ApiError(503, UNREACHABLE))
     except web.HTTPMethodNotAllowed as error:
-        allowed = ", ".join(sorted(error.allowed_methods - {"HEAD"}))
-        response = error_response(ApiError(405, f"only {allowed} supported against this resource"))
+        message = method_not_allowed_message(error.allowed_methods)
+        response = error_response(ApiError(405, message))
     except web.HTTPException as error:
         response = error_response(ApiError(error.status, error.reason))
     response.headers["Server"] = f"fleetd/{VERSION}"
@@ -63,8 +73,11 @@ async def fleet_errors(request: web.Request, handler: Handler) -> web.StreamResp
 
 
 class Api:
-    def __init__(self, client: FleetClient, revision_key: bytes) -> None:
+    def __init__(self, client: FleetClient, registered: asyncio.Event, revision_key: bytes) -> None:
         self.client = client
+        # Set while this machine holds its machine key (Heart.registered): before that, fleet
+        # answered every request with 503, and so do we.
+        self.registered = registered
         # Listings are paged (100 a page) and every page is asked for separately: the listing
         # is rebuilt only when etcd changed, read with a key that exists while we are registered.
         self.revision_key = revision_key
@@ -72,27 +85,46 @@ class Api:
         self.files: dict[str, UnitFile] = {}  # hash -> parsed unit (bodies never change)
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[fleet_errors])
+        app = web.Application(middlewares=[fleet_errors, self.until_registered])
         app.router.add_get("/metrics", self.metrics)
+        app.router.add_route("*", "/", self.root)
         for base in ("/fleet/v1", "/v1-alpha"):
+            app.router.add_route("*", f"{base}/discovery", self.discovery)
             app.router.add_get(f"{base}/units", self.list_units)
             app.router.add_get(f"{base}/units/{{name}}", self.get_unit)
             app.router.add_put(f"{base}/units/{{name}}", self.put_unit)
             app.router.add_delete(f"{base}/units/{{name}}", self.delete_unit)
             app.router.add_get(f"{base}/units/{{name}}/reason", self.unit_reason)
             app.router.add_get(f"{base}/state", self.list_states)
+            app.router.add_get(f"{base}/state/{{name}}", self.get_state)
             app.router.add_get(f"{base}/machines", self.list_machines)
             app.router.add_patch(f"{base}/machines", self.patch_machines)
         return app
 
+    @web.middleware
+    async def until_registered(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        # /metrics answers anyway: a scrape is how an operator sees that fleetd waits.
+        if not self.registered.is_set() and request.path != "/metrics":
+            raise ApiError(503, UNREACHABLE)
+        return await handler(request)
+
+    async def root(self, request: web.Request) -> web.Response:
+        raise ApiError(405, "the API is served under /fleet/v1/")
+
+    async def discovery(self, request: web.Request) -> web.Response:
+        if request.method not in ("GET", "HEAD"):
+            # fleet answers a wrong method here with 400, not 405.
+            raise ApiError(400, "only GET supported against this resource")
+        return web.json_response(discovery_document(VERSION))
+
     async def unit_entities(self) -> list[dict[str, object]]:
-        revision = await self.client.registry.revision_of(self.revision_key)
+        revision = await self.client.revision(self.revision_key)
         if self.listing is not None and revision is not None and self.listing[0] == revision:
             return self.listing[1]
         units = await self.client.units()
         missing = {status.hash for status in units.values() if status.hash not in self.files}
         if missing:
-            for unit_hash, body in (await self.client.registry.unit_bodies(missing)).items():
+            for unit_hash, body in (await self.client.unit_bodies(missing)).items():
                 self.files.setdefault(unit_hash, parse_unit_file(body, unit_hash))
         entities = []
         for status in units.values():
@@ -115,7 +147,7 @@ class Api:
 
     async def delete_unit(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        if name not in await self.client.registry.jobs():
+        if name not in await self.client.jobs():
             raise ApiError(404, "unit does not exist")
         await self.client.destroy([name])
         return web.Response(status=204)
@@ -134,7 +166,7 @@ class Api:
             raise ApiError(
                 400, f'name in URL "{name}" differs from unit name in request body "{body["name"]}"'
             )
-        jobs = await self.client.registry.jobs()
+        jobs = await self.client.jobs()
         # A unit an older fleetd accepted under a name refused today can still be stopped,
         # unloaded and destroyed; it cannot be given a unit file.
         if name not in jobs or body.get("options"):
@@ -146,12 +178,11 @@ class Api:
         if name in jobs and (unit is None or unit.hash == jobs[name].hash):
             if desired is None:
                 raise ApiError(409, "must provide DesiredState to update existing unit")
-            await self.client.registry.set_desired([name], desired)
+            await self.client.set_desired([name], desired)
             return web.Response(status=204)
         if unit is None:
             raise ApiError(409, "unit does not exist and options field empty")
-        record = JobRecord(name, unit.hash, desired or DesiredState.INACTIVE)
-        await self.client.registry.create_jobs([(record, unit.serialize())], replace=True)
+        await self.client.replace(name, unit, desired or DesiredState.INACTIVE)
         return web.Response(status=201)
 
     async def list_states(self, request: web.Request) -> web.Response:
@@ -160,11 +191,19 @@ class Api:
         page = decode_token(request.query.getall("nextPageToken", []))
         states = [
             state_entity(unit, machine, state)
-            for (unit, machine), state in sorted((await self.client.registry.unit_states()).items())
+            for (unit, machine), state in sorted((await self.client.unit_states()).items())
             if (not machine_filter or machine in machine_filter)
             and (not unit_filter or unit in unit_filter)
         ]
         return web.json_response(page_of(states, page, "states"))
+
+    async def get_state(self, request: web.Request) -> web.Response:
+        """The state the first machine (by id) reports for the unit, as fleet answers."""
+        name = request.match_info["name"]
+        for (unit, machine), state in sorted((await self.client.unit_states()).items()):
+            if unit == name:
+                return web.json_response(state_entity(unit, machine, state))
+        raise ApiError(404, "unit state does not exist")
 
     async def list_machines(self, request: web.Request) -> web.Response:
         page = decode_token(request.query.getall("nextPageToken", []))
@@ -188,7 +227,7 @@ class Api:
         if not isinstance(ops, list):
             raise ApiError(400, "unable to decode body: expected a list of operations")
         changes = [metadata_change(op) for op in ops]
-        await self.client.registry.set_metadata(changes)
+        await self.client.set_metadata(changes)
         return web.Response(status=204, content_type="application/json")
 
 
@@ -263,24 +302,59 @@ def tls_context(cert: str, key: str, client_ca: str) -> ssl.SSLContext:
     return context
 
 
+class ApiServer:
+    """The API on its listeners; `close` stops it (the listeners themselves stay open)."""
+
+    def __init__(self, runners: list[web.AppRunner]) -> None:
+        self.runners = runners
+
+    async def close(self) -> None:
+        for runner in self.runners:
+            await runner.cleanup()
+
+
 async def serve(
-    client: FleetClient,
-    socket_path: Path,
-    revision_key: bytes,
-    tcp: tuple[str, int, ssl.SSLContext] | None = None,
-) -> web.AppRunner:
-    """Listen on a unix socket only root can use and, if asked, on TCP with client-certificate
-    TLS; the caller cleans up the runner."""
-    runner = web.AppRunner(Api(client, revision_key).app(), access_log=None)
+    api: Api,
+    listeners: Sequence[Listener],
+    tls: ssl.SSLContext | None,
+    insecure_tcp: bool,
+    api_listen: tuple[str, int] | None = None,
+) -> ApiServer:
+    """Serve `api` on every listener: unix sockets as they are, TCP ones as tcp_policy says
+    (a refused one answers every request with 403 and why), and on `api_listen`, which the
+    configuration allows only with TLS or api_insecure_tcp."""
+    runner = web.AppRunner(api.app(), access_log=None)
     await runner.setup()
-    socket_path.parent.mkdir(parents=True, exist_ok=True)
-    socket_path.unlink(missing_ok=True)
-    old_umask = os.umask(0o177)  # the socket is created 0600: no window where others can connect
-    try:
-        await web.UnixSite(runner, str(socket_path)).start()
-    finally:
-        os.umask(old_umask)
-    if tcp is not None:
-        host, port, context = tcp
-        await web.TCPSite(runner, host, port, ssl_context=context).start()
+    refusing: web.AppRunner | None = None
+    for listener in listeners:
+        policy = tcp_policy(tls is not None, insecure_tcp) if listener.is_tcp else None
+        if policy is TcpPolicy.REFUSED:
+            log.error(refusal_message(listener.where))
+            refusing = refusing or await refusing_runner()
+            await web.SockSite(refusing, listener.duplicate()).start()
+            continue
+        if policy is TcpPolicy.PLAIN:
+            log.warning(insecure_warning(listener.where))
+        context = tls if policy is TcpPolicy.TLS else None
+        await web.SockSite(runner, listener.duplicate(), ssl_context=context).start()
+        log.info("serving the API on %s%s", listener.where, f", {policy.value}" if policy else "")
+    if api_listen is not None:
+        host, port = api_listen
+        if tls is None:
+            log.warning(insecure_warning(f"tcp:{host}:{port}"))
+        await web.TCPSite(runner, host, port, ssl_context=tls).start()
+    return ApiServer([runner] if refusing is None else [runner, refusing])
+
+
+async def refusing_runner() -> web.AppRunner:
+    async def refuse(request: web.Request) -> web.Response:
+        # The address the client reached, not the Host header it sent.
+        address = request.transport.get_extra_info("sockname") if request.transport else None
+        where = f"tcp:{address[0]}:{address[1]}" if address else f"tcp:{request.host}"
+        return error_response(ApiError(403, refusal_message(where)))
+
+    app = web.Application()
+    app.router.add_route("*", "/{path:.*}", refuse)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
     return runner

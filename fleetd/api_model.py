@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from .model import Machine, UnitState, UnitStatus
 from .unitfile import UnitFile
@@ -94,3 +94,18 @@ def page_of(
     if len(items) > (page + 1) * limit:
         body["nextPageToken"] = encode_token(page + 1, limit)
     return body
+
+
+METHOD_ORDER = ("GET", "PUT", "PATCH", "DELETE", "POST")
+
+
+def method_not_allowed_message(allowed: Collection[str]) -> str:
+    """fleet's words for a 405: "only GET supported against this resource", "only GET and
+    PATCH ...", "only GET, PUT and DELETE ..." (HEAD, which goes with GET, left unsaid)."""
+    methods = sorted(set(allowed) - {"HEAD"}, key=method_rank) or ["no method"]
+    listed = methods[0] if len(methods) == 1 else f"{', '.join(methods[:-1])} and {methods[-1]}"
+    return f"only {listed} supported against this resource"
+
+
+def method_rank(method: str) -> tuple[int, str]:
+    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)

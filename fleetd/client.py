@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from .machine_plan import install_aliases
 from .model import DesiredState, JobRecord, Machine, UnitState, UnitStatus
@@ -155,6 +155,23 @@ class FleetClient:
 
     async def machines(self) -> dict[str, Machine]:
         return await self.registry.machines()
+
+    async def unit_states(self) -> dict[tuple[str, str], UnitState]:
+        """What systemd reports, by (unit, machine)."""
+        return await self.registry.unit_states()
+
+    async def unit_bodies(self, hashes: Iterable[str]) -> dict[str, str]:
+        """The unit files with these hashes (the ones etcd holds), by hash."""
+        return await self.registry.unit_bodies(hashes)
+
+    async def revision(self, key: bytes) -> int | None:
+        """etcd's current revision, read with `key` (None while the key is missing): a cache
+        of a listing stays valid as long as it is unchanged."""
+        return await self.registry.revision_of(key)
+
+    async def set_metadata(self, changes: Sequence[tuple[str, str, str]]) -> None:
+        """Set (machine, key, value) metadata, all at once; "" removes the key."""
+        await self.registry.set_metadata(changes)
 
     async def unit_file(self, name: str) -> str:
         jobs = await self.registry.jobs()

@@ -218,6 +218,12 @@ SETTINGS = (
     Setting("api_tls_cert", parse_text, "the API's TLS certificate (with api_listen)"),
     Setting("api_tls_key", parse_text, "the API's TLS key (with api_listen)"),
     Setting("api_tls_client_ca", parse_text, "CA that client certificates must chain to"),
+    Setting(
+        "api_insecure_tcp",
+        parse_bool,
+        "serve the API on TCP (api_listen, fleet.socket) without TLS: anyone reaching the port"
+        " can run commands on every machine",
+    ),
 )
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 
@@ -270,6 +276,7 @@ class Config:
     api_tls_cert: str = ""
     api_tls_key: str = ""
     api_tls_client_ca: str = ""
+    api_insecure_tcp: bool = False
 
 
 def read_config_file(path: Path) -> dict[str, tuple[str, str]]:
@@ -389,10 +396,11 @@ def check_config(config: Config) -> None:
     if config.agent_ttl < 1:
         raise ConfigError(f"agent_ttl: must be at least 1s, not {config.agent_ttl}s")
     tls = (config.api_tls_cert, config.api_tls_key, config.api_tls_client_ca)
-    if config.api_listen and not all(tls):
+    if config.api_listen and not all(tls) and (any(tls) or not config.api_insecure_tcp):
         raise ConfigError(
             "api_listen: a TCP API needs api_tls_cert, api_tls_key and "
-            "api_tls_client_ca (clients must present certificates)"
+            "api_tls_client_ca (clients must present certificates), or, without any of them,"
+            " api_insecure_tcp=true to accept the risk"
         )
     if config.api_listen and ":" not in config.api_listen:
         raise ConfigError(f"api_listen: expected HOST:PORT, not {config.api_listen!r}")

@@ -21,9 +21,10 @@ from flotilla.process import CommandError
 from . import __version__ as VERSION
 from . import peers
 from . import systemd as sd
+from .activation import ActivationError
 from .agent import Agent
+from .api import Api, tls_context
 from .api import serve as serve_api
-from .api import tls_context
 from .client import FleetClient
 from .config import (
     COMPATIBILITY_KEYS,
@@ -44,6 +45,7 @@ from .guard import FenceGuard
 from .heart import Heart
 from .identity import detect_public_ip, this_machine
 from .keys import Keys
+from .listeners import Listener, take_passed_listeners, unix_listener
 from .peer_key import obtain_peer_key
 from .publisher import StatePublisher
 from .registry import Registry, RegistryError
@@ -119,11 +121,19 @@ def notify(state: str) -> None:
 
 
 class Server:
-    def __init__(self, args: argparse.Namespace, config: Config, warnings: list[str]) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        config: Config,
+        warnings: list[str],
+        listeners: list[Listener],
+    ) -> None:
         self.args = args
         self.config = config
         self.config_warnings = warnings  # logged once logging is set up for the config
         self.describe_state: Callable[[], str] | None = None  # while the components run
+        # The API's sockets, kept across reloads: systemd's (fleet.socket), else our own.
+        self.listeners = listeners
         self.should_exit = asyncio.Event()
         self.should_reload = asyncio.Event()
         # systemd's watchdog: the unit's WatchdogSec, then as fleetd tightens it to its TTL.
@@ -138,6 +148,8 @@ class Server:
         loop.add_signal_handler(signal.SIGINT, self.should_exit.set)
         loop.add_signal_handler(signal.SIGHUP, self.should_reload.set)
         loop.add_signal_handler(signal.SIGUSR1, self.dump_state)
+        if not self.listeners:
+            self.listeners = [unix_listener(API_SOCKET)]
         # The watchdog spans reloads: it pings as long as the event loop runs.
         watchdog = asyncio.create_task(self.watchdog(), name="watchdog")
         try:
@@ -233,7 +245,11 @@ class Server:
                 )
                 components["fence guard"] = guard.run()
             api = await serve_api(
-                FleetClient(registry), API_SOCKET, keys.machine(machine.id), api_tcp(config)
+                Api(FleetClient(registry), heart.registered, keys.machine(machine.id)),
+                self.listeners,
+                api_tls(config),
+                config.api_insecure_tcp,
+                api_listen_address(config),
             )
             tasks = [asyncio.create_task(c, name=name) for name, c in components.items()]
             heart_task = tasks[0]
@@ -250,7 +266,7 @@ class Server:
                 await self.leave(registry, agent, executor, heart, keeper)
             await cancel([heart_task])
             responder.close()
-            await api.cleanup()
+            await api.close()
         return outcome
 
     async def wait_for_signal_or_failure(self, tasks: list[asyncio.Task[None]]) -> str:
@@ -336,12 +352,17 @@ class Server:
                 raise AddressChanged(f"the public IP changed from {ip} to {found}")
 
 
-def api_tcp(config: Config) -> tuple[str, int, ssl.SSLContext] | None:
+def api_tls(config: Config) -> ssl.SSLContext | None:
+    """TLS for TCP listeners, when it is configured (all three files)."""
+    files = (config.api_tls_cert, config.api_tls_key, config.api_tls_client_ca)
+    return tls_context(*files) if all(files) else None
+
+
+def api_listen_address(config: Config) -> tuple[str, int] | None:
     if not config.api_listen:
         return None
     host, _, port = config.api_listen.rpartition(":")
-    context = tls_context(config.api_tls_cert, config.api_tls_key, config.api_tls_client_ca)
-    return host, int(port), context
+    return host, int(port)
 
 
 class AddressChanged(Exception):
@@ -368,10 +389,11 @@ def main(argv: list[str] | None = None) -> int:
         config, warnings = read_config(args)
         setup_logging(config.verbosity)
         this_machine(config)  # fail now, with a clear message, on a bad identity
-    except ConfigError as error:
+        listeners = take_passed_listeners()
+    except (ConfigError, ActivationError) as error:
         print(f"fleetd: {error}", file=sys.stderr)
         return 1
-    return asyncio.run(Server(args, config, warnings).serve())
+    return asyncio.run(Server(args, config, warnings, listeners).serve())
 
 
 if __name__ == "__main__":

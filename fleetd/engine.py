@@ -69,11 +69,12 @@ class Engine:
             self.loop.wake()
         except RegistryError as error:
             log.log(self.heart.failure_level(), "engine pass failed: %s", error)
+            metrics.engine_pass_failed("run")
         except Exception:
             log.exception("engine pass failed unexpectedly; the next pass starts afresh")
 
     def note_leadership(self, revision: int | None) -> None:
-        metrics.LEADER.set(0 if revision is None else 1)
+        metrics.note_leadership(revision is not None)
         if revision != self.leading_since:
             self.membership = Membership()  # a new term: every vanished machine's clock anew
             if revision is None:
@@ -105,10 +106,9 @@ class Engine:
             await self.registry.apply_engine_tasks(tasks, leader_revision, raw.job_revisions)
             for task in tasks:
                 log_task(task)
-                metrics.TASKS.labels("engine", type(task).__name__).inc()
-            metrics.RECONCILE_SECONDS.labels("engine").observe(self.clock.now() - started)
         elif revision is not None and not self.waiting_on_time(snapshot):
             self.planned_at = (revision, self.clock.now())
+        metrics.engine_pass(self.clock.now() - started, [type(task).__name__ for task in tasks])
         if self.clock.now() - self.collected_at >= COLLECT_EVERY_SECONDS:
             await self.collect_bodies(raw, leader_revision)
         elapsed = self.clock.now() - started

@@ -23,6 +23,7 @@ import contextlib
 import ipaddress
 import logging
 import socket
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,8 @@ import aetcd.exceptions
 import aetcd.watcher
 import grpc
 from aetcd import rpc
+
+from . import metrics
 
 log = logging.getLogger(__name__)
 AUTHENTICATE = "/etcdserverpb.Auth/Authenticate"
@@ -363,8 +366,13 @@ class UnaryCalls(grpc.aio.UnaryUnaryClientInterceptor):
 
     async def intercept_unary_unary(self, continuation, details, request):  # type: ignore[no-untyped-def]
         token = self.observer.client._token
+        started = time.monotonic()
         call = await continuation(self.observer.authorized(details), request)
         code, text = await self.observer.finished(call)
+        kind = metrics.operation_type(
+            method_name(details), bool(getattr(request, "range_end", b""))
+        )
+        metrics.registry_operation(kind, time.monotonic() - started, code == grpc.StatusCode.OK)
         if self.observer.needs_new_token(code, text) and method_name(details) != AUTHENTICATE:
             # etcd checks the token before it acts on a request, so sending it again is safe.
             await self.observer.client.refresh_token(token)

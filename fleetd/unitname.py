@@ -65,7 +65,7 @@ _GO_ESCAPES = {
 # systemd has a unit file for, whatever this table says (tests/unit/test_unitname.py checks the
 # table against the image's units).
 MACHINE_UNITS = {
-    "fleetd itself": ("fleetd", "fleetd-*"),
+    "fleetd itself": ("fleetd", "fleetd-*", "fleet"),  # fleet.service (alias), fleet.socket
     "the machine's etcd member": ("etcd",),
     "the SSH server": ("ssh", "sshd", "ssh-host-keys"),
     "the system bus": ("dbus", "dbus-*"),

@@ -53,6 +53,7 @@ def build(spec: RootfsSpec, root: Path) -> None:
     install_python_packages(spec, root)
     remove_excluded_paths(spec, root)
     copy_files(root)
+    create_system_groups(root)
     install_units(root)
     mask_units(spec, root)
     remove_machine_identity(root)
@@ -139,13 +140,28 @@ def copy_files(root: Path) -> None:
 
 def installed_units() -> list[Path]:
     """The unit files under units/ that the tree carries (the rest are templates and docs)."""
-    return sorted(UNITS.glob("*.service"))
+    return sorted([*UNITS.glob("*.service"), *UNITS.glob("*.socket")])
 
 
 def install_units(root: Path) -> None:
+    """Copy the units, and link each [Install] Alias= to its unit, so an alias works before
+    the unit is enabled (`systemctl start fleet.service`, as on CoreOS)."""
     with step("install Flotilla's unit files"):
+        unit_dir = root / "usr/lib/systemd/system"
         for path in installed_units():
-            shutil.copy2(path, root / "usr/lib/systemd/system" / path.name)
+            shutil.copy2(path, unit_dir / path.name)
+            for line in path.read_text().splitlines():
+                if line.startswith("Alias="):
+                    for alias in line.removeprefix("Alias=").split():
+                        (unit_dir / alias).unlink(missing_ok=True)
+                        (unit_dir / alias).symlink_to(path.name)
+
+
+def create_system_groups(root: Path) -> None:
+    """The groups of the tree's sysusers.d files (the fleet group, for the API socket), now:
+    the image adds its users to them at build time, and a socket unit needs its group at boot."""
+    with step("create system users and groups"):
+        run(["systemd-sysusers", f"--root={root}"])
 
 
 def mask_units(spec: RootfsSpec, root: Path) -> None:

@@ -41,6 +41,8 @@ PURE_MODULES = [
     "fleetd/status.py",
     "fleetd/api_model.py",
     "fleetd/state_dump.py",
+    "fleetd/api_discovery.py",
+    "fleetd/activation.py",
     "fleetd/fleetctl/views.py",
     "fleetd/fleetctl/tables.py",
     "provision/inventory.py",

@@ -8,6 +8,7 @@ import os
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import click
 
@@ -71,6 +72,11 @@ def run_with(
     except RegistryError as error:
         raise Failure(f"error talking to etcd at {shown} (is etcd up?): {error}") from error
     except ApiUnavailable as error:
+        if isinstance(getattr(error.__cause__, "os_error", None), PermissionError):
+            socket = urlsplit(endpoint).path or endpoint
+            raise Failure(
+                f"permission denied on {socket}: add yourself to the fleet group or use sudo"
+            ) from error
         raise Failure(f"error talking to fleet at {shown} (is fleetd running?): {error}") from error
     except ClientError as error:
         raise Failure(str(error)) from error

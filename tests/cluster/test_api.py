@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from fleetd.api import UNREACHABLE
 from fleetd.api_model import encode_token
 from fleetd.model import DesiredState, JobRecord
 from fleetd.unitfile import parse_unit_file
@@ -217,12 +218,58 @@ async def test_bad_metadata_patches_change_nothing(
     assert "ok" not in (await fleet.client.machines())[fleet.ids["m1"]].metadata
 
 
-async def test_wrong_method_is_405(api: aiohttp.ClientSession) -> None:
-    status, body = await call(api, "POST", "/machines", {})
-    assert status == 405
-    assert body == {
-        "error": {"code": 405, "message": "only GET, PATCH supported against this resource"}
+@pytest.mark.machines(1)
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("POST", "/machines", "GET and PATCH"),
+        ("POST", "/units/x.service", "GET, PUT and DELETE"),
+        ("PUT", "/units", "GET"),
+        ("DELETE", "/state", "GET"),
+        ("PUT", "/state/x.service", "GET"),
+    ],
+)
+async def test_wrong_method_is_405_in_fleets_words(
+    api: aiohttp.ClientSession, method: str, path: str, allowed: str
+) -> None:
+    status, body = await call(api, method, path, {})
+    assert (status, body) == (
+        405,
+        {"error": {"code": 405, "message": f"only {allowed} supported against this resource"}},
+    )
+
+
+@pytest.mark.machines(1)
+async def test_root_is_405_and_discovery_describes_the_api(api: aiohttp.ClientSession) -> None:
+    async with api.get("http://fleet/") as response:
+        assert response.status == 405
+    status, document = await call(api, "GET", "/discovery")
+    assert status == 200
+    assert document["kind"] == "discovery#restDescription"  # type: ignore[index]
+    assert document["rootUrl"] == "$ENDPOINT/"  # type: ignore[index]
+    assert set(document["resources"]) == {"Machines", "Units", "UnitState"}  # type: ignore[index]
+    assert (await call(api, "POST", "/discovery", {}))[0] == 400  # fleet's, not 405
+
+
+@pytest.mark.machines(2)
+async def test_state_of_one_unit(fleet: FleetCluster, api: aiohttp.ClientSession) -> None:
+    body = {"desiredState": "launched", "options": SLEEPER}
+    assert (await call(api, "PUT", "/units/one.service", body))[0] == 201
+    units = await fleet.client.wait_until(lambda u: u["one.service"].active_on(), 20)
+    status, state = await call(api, "GET", "/state/one.service")
+    assert status == 200
+    assert state == {
+        "name": "one.service",
+        "hash": units["one.service"].hash,
+        "machineID": units["one.service"].machine,
+        "systemdLoadState": "loaded",
+        "systemdActiveState": "active",
+        "systemdSubState": "running",
     }
+    assert await call(api, "GET", "/state/none.service") == (
+        404,
+        {"error": {"code": 404, "message": "unit state does not exist"}},
+    )
 
 
 async def test_prometheus_metrics(fleet: FleetCluster, api: aiohttp.ClientSession) -> None:
@@ -238,6 +285,10 @@ async def test_prometheus_metrics(fleet: FleetCluster, api: aiohttp.ClientSessio
         'fleetd_tasks_total{loop="engine",task="Schedule"}' in text
         or "fleetd_engine_leader" in text
     )
+    # fleet's names, next to ours: the etcd calls this fleetd made, and its engine passes.
+    assert 'fleet_registry_operation_duration_second_count{ops="get_all"}' in text
+    assert "fleet_engine_reconcile_duration_second_count" in text
+    assert "fleet_engine_leader_start_time" in text
 
 
 @pytest.mark.machines(2)
@@ -311,3 +362,36 @@ async def test_names_the_machines_cannot_take_are_refused_and_old_ones_can_still
     )
     assert (status, body["error"]["message"]) == (400, 'unit name cannot start in "."')  # type: ignore[index]
     assert (await call(api, "DELETE", "/units/.old.service"))[0] == 204
+
+
+@pytest.mark.machines(2)
+async def test_api_answers_503_while_a_duplicate_machine_id_keeps_trying_to_register(
+    fleet: FleetCluster,
+) -> None:
+    """m2 is given m1's machine id (a cloned disk): its fleetd cannot register while m1's lease
+    lives, answers 503 meanwhile, and keeps trying, so it registers once m1 has left."""
+    fleet.systemctl("m2", "stop", "fleetd.service")
+    fleet.lab.run("m2", ["sh", "-c", "cat > /etc/fleet/cloned-id"], input=fleet.ids["m1"] + "\n")
+    fleet.lab.run("m2", ["rm", "-f", "/run/fleet.sock"])
+    fleet.configure("m2", machine_id_file="/etc/fleet/cloned-id")
+    fleet.systemctl("m2", "start", "fleetd.service")
+    socket = Path(f"/proc/{fleet.lab.running_pid('m2')}/root/run/fleet.sock")
+    unavailable = (503, {"error": {"code": 503, "message": UNREACHABLE}})
+    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(socket))) as m2:
+        deadline = time.monotonic() + 20
+        while "already registered by a live fleetd" not in fleet.lab.journal_text(
+            "m2", ["-u", "fleetd"]
+        ):
+            assert time.monotonic() < deadline, "m2's fleetd did not try to register"
+            await asyncio.sleep(0.2)
+        for _ in range(3):  # over a few of its attempts (agent_ttl 3 s: one a second or so)
+            assert await call(m2, "GET", "/machines") == unavailable
+            assert await call(m2, "GET", "/units/x.service") == unavailable
+            await asyncio.sleep(1)
+        fleet.systemctl("m1", "stop", "fleetd.service")  # m1 leaves: its lease is revoked
+        deadline = time.monotonic() + 20
+        while (answer := await call(m2, "GET", "/machines"))[0] != 200:
+            assert answer == unavailable
+            assert time.monotonic() < deadline, "m2's fleetd gave up registering"
+            await asyncio.sleep(0.2)
+    assert [m["id"] for m in answer[1]["machines"]] == [fleet.ids["m1"]]  # type: ignore[index]
