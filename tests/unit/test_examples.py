@@ -1,5 +1,5 @@
 """The example units in examples/ are what fleetctl submit accepts, and between them they show
-every [X-Fleet] option."""
+every [X-Fleet] option; the sample fleet.conf has every key, with its default."""
 
 from __future__ import annotations
 
@@ -7,6 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from fleetd.config import (
+    COMPATIBILITY_KEYS_BY_NAME,
+    SETTINGS_BY_NAME,
+    Config,
+    load_config,
+    read_config_file,
+)
 from fleetd.unitfile import Requirements, parse_unit_file, requirements
 from fleetd.unitname import check_unit_name, parse_unit_name
 
@@ -43,3 +50,23 @@ def test_the_examples_show_every_x_fleet_option() -> None:
 def test_the_readme_lists_every_example() -> None:
     readme = (EXAMPLES / "README.md").read_text()
     assert [path.name for path in UNIT_FILES if f"`{path.name}`" not in readme] == []
+
+
+SAMPLE = EXAMPLES / "fleet.conf.sample"
+
+
+def uncommented_sample(tmp_path: Path) -> Path:
+    """The sample with every key line switched on."""
+    lines = SAMPLE.read_text().splitlines()
+    keys = [line[1:] for line in lines if line.startswith("#") and "=" in line and " " not in line]
+    path = tmp_path / "fleet.conf"
+    path.write_text("\n".join(keys) + "\n")
+    return path
+
+
+def test_the_sample_fleet_conf_has_every_key_with_its_default(tmp_path: Path) -> None:
+    file_values = read_config_file(uncommented_sample(tmp_path))
+    assert set(file_values) == set(SETTINGS_BY_NAME) | set(COMPATIBILITY_KEYS_BY_NAME)
+    config, warnings = load_config(file_values, {}, {})
+    assert config == Config()
+    assert len(warnings) == len(COMPATIBILITY_KEYS_BY_NAME)
