@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .fencing import keepalive_interval
 from .model import Machine
-from .registry import LeaseExpired, Registry, RegistryError, lease_seconds
+from .registry import DuplicateMachine, LeaseExpired, Registry, RegistryError, lease_seconds
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = 30.0
@@ -73,15 +73,15 @@ class Heart:
     def note_failure(self, error: RegistryError) -> None:
         """Log the first failure of an outage loudly, then once every LOG_EVERY seconds."""
         now = self.clock()
+        # etcd answered a duplicate: the words must not send the operator after the network.
+        what = "not registering" if isinstance(error, DuplicateMachine) else "cannot reach etcd"
         if self.failing_since is None:
             self.failing_since = now
             self.logged_failure = now
-            log.warning(
-                "cannot reach etcd: %s; retrying every %.1fs", error, keepalive_interval(self.ttl)
-            )
+            log.warning("%s: %s; retrying every %.1fs", what, error, keepalive_interval(self.ttl))
         elif now - self.logged_failure >= LOG_EVERY:
             self.logged_failure = now
-            log.warning("still cannot reach etcd after %.0fs: %s", now - self.failing_since, error)
+            log.warning("still %s after %.0fs: %s", what, now - self.failing_since, error)
 
     async def try_now(self) -> bool:
         """One keepalive out of turn: whether etcd answers this machine right now."""
