@@ -1,4 +1,5 @@
-"""What every Flotilla command line has: -h beside --help, and --version."""
+"""What every Flotilla command line has: -h beside --help, --version, and for listings
+`--output json`."""
 
 from __future__ import annotations
 
