@@ -104,8 +104,8 @@ def up(
             wait.echo(f"[{time.monotonic() - started:6.1f}s] {line}")
 
         seconds = bring_up(cluster, spec, count, report, templates, role)
-    click.echo(f"[{time.monotonic() - started:6.1f}s] fleet lists {count} machines,"
-               f" {seconds:.1f}s after launch")  # fmt: skip
+    elapsed = time.monotonic() - started
+    click.echo(f"[{elapsed:6.1f}s] fleet lists {count} machines, {seconds:.1f}s after launch")
     print_nodes(cluster)
     print_hints(cluster)
 
