@@ -4,35 +4,24 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import click
 
 from flotilla.process import CommandError, run
 from flotilla.resources import code_root
-from flotilla.tool import HELP_OPTIONS, version_option
+from flotilla.steps import waiting
+from flotilla.tool import HELP_OPTIONS, echo_json, output_option, version_option
 from imagebuild.rootfs import build_rootfs
 from imagebuild.spec import SpecError
 
 from . import cgroups, network
 from .fleet import start_fleetd
-from .lab import Lab, LabError, MachineStatus, require_root
+from .lab import Lab, LabError, require_root
 from .layout import DEFAULT_STATE_ROOT, LAB_NAME, LAB_NETNS
+from .listing import format_table, machines_document
 
 USER_ERRORS = (LabError, CommandError, SpecError, TimeoutError, RuntimeError)
-
-
-def format_table(statuses: Sequence[MachineStatus]) -> str:
-    rows = [("MACHINE", "MACHINE-ID", "IP", "STATE", "NETWORK")]
-    rows += [
-        (s.name, s.machine_id, s.ip, s.state, "connected" if s.connected else "partitioned")
-        for s in statuses
-    ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
-    )
 
 
 def all_lab_names(state_root: Path) -> set[str]:
@@ -56,12 +45,25 @@ def all_lab_names(state_root: Path) -> set[str]:
     return names
 
 
+class RootCommand(click.Command):
+    """A lab command: root only. Checked when the command runs, after click has parsed its
+    arguments, so `-h` and `--help` (handled while parsing) work for anyone."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        require_root()
+        return super().invoke(ctx)
+
+
 class LabGroup(click.Group):
     """Turns the lab's own errors into one line on stderr and exit status 1."""
+
+    command_class = RootCommand
 
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
+        except (click.exceptions.Exit, click.Abort):
+            raise  # click's own (after -h, or ^C at a prompt): RuntimeErrors, but not failures
         except USER_ERRORS as error:
             click.echo(f"fleetlab: {error}", err=True)
             sys.exit(1)
@@ -87,8 +89,9 @@ class LabGroup(click.Group):
 )
 @click.pass_context
 def main(ctx: click.Context, lab_name: str, state_root: Path) -> None:
-    """A local cluster of real systemd machines in Linux namespaces, with a real etcd."""
-    require_root()
+    """A local cluster of real systemd machines in Linux namespaces, with a real etcd.
+
+    Every command needs root; `-h` and `--version` do not."""
     ctx.obj = Lab(lab_name, state_root)
 
 
@@ -121,9 +124,11 @@ def up(lab: Lab, count: int, timeout: float, with_fleetd: bool, agent_ttl: float
     started = time.monotonic()
     # The machines run the host's own code: the checkout, or site-packages when installed (the
     # machines' pinned wheels come first on their path, so only our packages are taken from it).
-    lab.up(count, rootfs, code_root(), timeout)
-    if with_fleetd:
-        start_fleetd(lab, agent_ttl)
+    with waiting(f"lab {lab.name!r}: booting {count} machines (timeout {timeout:.0f}s)") as wait:
+        lab.up(count, rootfs, code_root(), timeout)
+        if with_fleetd:
+            wait.update(f"lab {lab.name!r}: starting fleetd on {count} machines")
+            start_fleetd(lab, agent_ttl)
     click.echo(
         f"lab {lab.name!r}: {count} machines up in {time.monotonic() - started:.1f}s,"
         f" etcd at {lab.layout.etcd_endpoint}"
@@ -132,10 +137,15 @@ def up(lab: Lab, count: int, timeout: float, with_fleetd: bool, agent_ttl: float
 
 
 @main.command("ls")
+@output_option()
 @click.pass_obj
-def list_machines(lab: Lab) -> None:
+def list_machines(lab: Lab, output: str) -> None:
     """List machines: name, machine-id, IP, systemd state, network."""
-    click.echo(format_table(lab.status()))
+    statuses = lab.status()
+    if output == "json":
+        echo_json(machines_document(lab.name, statuses))
+    else:
+        click.echo(format_table(statuses))
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import click
 
+from flotilla import steps
 from flotilla.manifest import ManifestError
 from flotilla.process import CommandError
 from flotilla.tool import HELP_OPTIONS, version_option
 
 from .image import DEFAULT_OUT, build_image
 from .image_spec import DEFAULT_IMAGE_SPEC
+from .report import report_document, report_json, report_lines
 from .rootfs import build_rootfs, default_rootfs_cache
 from .spec import DEFAULT_SPEC, SpecError
 from .tree import ImageError
@@ -78,11 +80,38 @@ def rootfs(spec: Path, cache: Path | None) -> None:
     default=None,
     help="Timestamp for every file in /usr [default: $SOURCE_DATE_EPOCH, else the last commit].",
 )
-def build(spec: Path, out: Path, cache: Path | None, source_date_epoch: int | None) -> None:
-    """Build the OS disk image (raw and qcow2), its kernel and initramfs; print the report."""
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the build report (NAME.report.json) on stdout as one JSON document; the steps"
+    " stay on stderr.",
+)
+@click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help="On a terminal, show how far the package steps got (packages installed so far).",
+)
+def build(
+    spec: Path,
+    out: Path,
+    cache: Path | None,
+    source_date_epoch: int | None,
+    as_json: bool,
+    verbose: bool,
+) -> None:
+    """Build the OS disk image (raw and qcow2), its kernel and initramfs; print a summary.
+
+    The steps and their durations go to stderr, so stdout holds only the result."""
+    steps.show_details = verbose
     try:
         artifacts = build_image(spec, out, cache, source_date_epoch)
-    except (ManifestError, ImageError, SpecError, CommandError) as error:
+        document = report_document(artifacts.report.read_text(), artifacts.report)
+    except (ManifestError, ImageError, SpecError, CommandError, ValueError) as error:
         click.echo(f"imagebuild: {error}", err=True)
         sys.exit(1)
-    click.echo(artifacts.report.read_text(), nl=False)
+    if as_json:
+        click.echo(report_json(document))
+    else:
+        click.echo("\n".join(report_lines(document, out)))

@@ -16,6 +16,7 @@ from flotilla.resources import data_path
 from flotilla.steps import step
 
 from .cache import cached_tree, default_cache_root, hash_inputs, tree_files
+from .package_progress import installed_note
 from .spec import DEFAULT_SPEC, RootfsSpec, load_spec
 
 ROOTFS_FILES = Path(__file__).with_name("rootfs-files")
@@ -61,7 +62,8 @@ def build(spec: RootfsSpec, root: Path) -> None:
 
 
 def bootstrap_packages(spec: RootfsSpec, root: Path) -> None:
-    with step(f"bootstrap {spec.suite} {spec.variant} + {len(spec.packages)} packages"):
+    bootstrap = f"bootstrap {spec.suite} {spec.variant} + {len(spec.packages)} packages"
+    with step(bootstrap, detail=installed_note(root)):
         excludes = [f"--dpkgopt=path-exclude={pattern}" for pattern in spec.path_exclude]
         # A private mount namespace: if the build is killed, the /proc, /sys and /dev mounts
         # mmdebstrap makes inside the tree die with it instead of staying on the host.

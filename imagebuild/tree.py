@@ -19,6 +19,7 @@ from .cache import hash_inputs, tree_files
 from .chroot import host_resolver, run_in_tree
 from .image_spec import ImageSpec
 from .kmodules import modules_to_keep, parse_modules_dep, unmatched_patterns
+from .package_progress import installed_note
 from .rootfs import PYTHON_LIB, SOURCE_MOUNTPOINT, remove_matching
 
 IMAGE_FILES = Path(__file__).with_name("image-files")
@@ -95,7 +96,7 @@ def install_packages(spec: ImageSpec, root: Path) -> None:
             run_in_tree(root, ["apt-get", "update", "-qq"], APT_ENV)
         with step(f"check {len(spec.packages)} package names"):
             check_package_names(spec, root)
-        with step(f"install {len(spec.packages)} packages"):
+        with step(f"install {len(spec.packages)} packages", detail=installed_note(root)):
             run_in_tree(
                 root,
                 [

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,10 +12,12 @@ from pathlib import Path
 import click
 
 from flotilla.process import CommandError, run
-from flotilla.tool import HELP_OPTIONS, version_option
+from flotilla.steps import waiting
+from flotilla.tool import HELP_OPTIONS, echo_json, output_option, version_option
 
 from .command import DEFAULT_IMAGE_DIR, OVMF_CODE, OVMF_VARS, ConfigError, Forward, VmConfig
 from .rundir import RunDirError, claim_run_dir
+from .summary import VmSummary, summary_document, summary_lines
 from .vm import Vm, VmError
 
 DEFAULT_IMAGE = DEFAULT_IMAGE_DIR / "flotilla.qcow2"
@@ -118,6 +119,7 @@ def parse_forward(_: object, __: object, values: tuple[str, ...]) -> tuple[Forwa
 @click.option("--disk-size", help="Grow the run's disk to this size (e.g. 20G); ROOT follows.")
 @click.option("--wait", is_flag=True, help="Wait until SSH answers and print how long it took.")
 @click.option("--wait-timeout", type=float, default=300, show_default=True)
+@output_option("text")
 @click.option(
     "--outbound",
     is_flag=True,
@@ -140,6 +142,7 @@ def main(**options: object) -> None:
                 bool(options["wait"]),
                 float(options["wait_timeout"]),
                 bool(options["verbose"]),
+                options["output"] == "json",
             )
         )
     except (ConfigError, VmError, CommandError) as error:
@@ -223,7 +226,16 @@ def collect_default_keys(run_dir: Path) -> Path | None:
     return path
 
 
-def run_vm(config: VmConfig, run_dir: Path, wait: bool, wait_timeout: float, verbose: bool) -> int:
+def run_vm(
+    config: VmConfig,
+    run_dir: Path,
+    wait: bool,
+    wait_timeout: float,
+    verbose: bool,
+    as_json: bool = False,
+) -> int:
+    """Boot, describe (once SSH answers, with --wait), then stay until QEMU ends or a signal.
+    As JSON, stdout carries only the one document; the spinner and errors go to stderr."""
     vm = Vm(config, run_dir)
     stop = False
 
@@ -234,16 +246,23 @@ def run_vm(config: VmConfig, run_dir: Path, wait: bool, wait_timeout: float, ver
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     with vm:
-        describe(vm, verbose)
-        sys.stdout.flush()
+        summary = summarize(vm)
+        if not as_json:
+            click.echo("\n".join(summary_lines(summary, verbose)))
+            sys.stdout.flush()
+        seconds = None
         if wait:
             try:
-                seconds = vm.wait_for_ssh(wait_timeout)
+                with waiting(f"{config.name}: waiting for SSH on 127.0.0.1:{vm.ssh_port}"):
+                    seconds = vm.wait_for_ssh(wait_timeout)
             except VmError as error:
                 click.echo(f"flotilla-qemu: {error}; console: {vm.files.console}", err=True)
                 return EXIT_GUEST_FAILED
-            click.echo(f"ssh answers after {seconds:.1f}s")
-            sys.stdout.flush()
+            if not as_json:
+                click.echo(f"ssh answers after {seconds:.1f}s")
+        if as_json:
+            echo_json(summary_document(summary, seconds))
+        sys.stdout.flush()
         while not stop and vm.alive():
             time.sleep(0.2)
         status = vm.process.poll() if vm.process else None
@@ -253,16 +272,15 @@ def run_vm(config: VmConfig, run_dir: Path, wait: bool, wait_timeout: float, ver
     return 0
 
 
-def describe(vm: Vm, verbose: bool) -> None:
-    config = vm.config
-    accel = "KVM" if config.kvm else "TCG"
-    boot = "direct kernel" if config.direct_kernel else "UEFI from disk"
-    click.echo(f"VM {config.name} ({accel}, {boot}) running; run dir {vm.files.directory}")
-    click.echo(f"  console  {vm.files.console}")
-    click.echo(f"  qmp      {vm.files.qmp}")
-    click.echo(f"  ssh      ssh -p {vm.ssh_port} core@127.0.0.1")
-    for guest, host in sorted(vm.ports.items()):
-        if guest != 22:
-            click.echo(f"  forward  127.0.0.1:{host} -> {guest}")
-    if verbose:
-        click.echo("  command  " + subprocess.list2cmdline(vm.command))
+def summarize(vm: Vm) -> VmSummary:
+    return VmSummary(
+        name=vm.config.name,
+        kvm=vm.config.kvm,
+        direct_kernel=vm.config.direct_kernel,
+        run_dir=vm.files.directory,
+        console=vm.files.console,
+        qmp=vm.files.qmp,
+        pid=vm.process.pid if vm.process else None,
+        ports=dict(vm.ports),
+        command=tuple(vm.command),
+    )

@@ -10,11 +10,13 @@ from pathlib import Path
 import click
 
 from flotilla.process import CommandError
-from flotilla.tool import HELP_OPTIONS, version_option
+from flotilla.steps import waiting
+from flotilla.tool import HELP_OPTIONS, echo_json, output_option, version_option
 from provision.inventory import InventoryError
 from provision.render import TEMPLATES, RenderError
 
 from .cluster import STATE_ROOT, Cluster, ClusterError, ClusterSpec
+from .cluster_listing import NodeRow, format_nodes, nodes_document
 from .cluster_up import ROLE, bring_up, fleetctl_argv
 from .command import DEFAULT_IMAGE_DIR
 from .vm import VmError
@@ -94,12 +96,16 @@ def up(
     cluster: Cluster = ctx.obj
     spec = cluster_spec(image_dir, provision, memory_mib, cpus, publish)
     started = time.monotonic()
+    # The steps are printed as they happen; on a terminal a spinner below them counts the
+    # seconds of the wait that follows each one.
+    with waiting(f"{cluster.name}: bringing up {count} VMs") as wait:
 
-    def report(line: str) -> None:
-        click.echo(f"[{time.monotonic() - started:6.1f}s] {line}")
+        def report(line: str) -> None:
+            wait.echo(f"[{time.monotonic() - started:6.1f}s] {line}")
 
-    seconds = bring_up(cluster, spec, count, report, templates, role)
-    report(f"fleet lists {count} machines, {seconds:.1f}s after launch")
+        seconds = bring_up(cluster, spec, count, report, templates, role)
+    elapsed = time.monotonic() - started
+    click.echo(f"[{elapsed:6.1f}s] fleet lists {count} machines, {seconds:.1f}s after launch")
     print_nodes(cluster)
     print_hints(cluster)
 
@@ -126,25 +132,26 @@ def cluster_spec(
 
 
 @main.command(name="ls")
+@output_option()
 @click.pass_context
-def list_nodes(ctx: click.Context) -> None:
+def list_nodes(ctx: click.Context, output: str) -> None:
     """The nodes: state, QEMU pid, private IP and the host ports that reach them."""
-    print_nodes(loaded(ctx))
+    cluster = loaded(ctx)
+    if output == "json":
+        echo_json(nodes_document(cluster.name, cluster.spec.publish, node_rows(cluster)))
+    else:
+        print_nodes(cluster)
+
+
+def node_rows(cluster: Cluster) -> list[NodeRow]:
+    return [
+        NodeRow(node.name, node.ip, cluster.pid(node.name), cluster.records[node.name].ports)
+        for node in cluster.inventory.nodes
+    ]
 
 
 def print_nodes(cluster: Cluster) -> None:
-    published = ", ".join(str(port) for port in cluster.spec.publish)
-    click.echo(f"NODE\tSTATE\tPID\tIP\t\tSSH\tETCD\tPUBLISHED ({published})")
-    for node in cluster.inventory.nodes:
-        record = cluster.records[node.name]
-        pid = cluster.pid(node.name)
-        if pid is None:
-            click.echo(f"{node.name}\tstopped\t-\t{node.ip}\t-\t-\t-")
-            continue
-        ports = record.ports  # empty if the command that started it was killed before it knew
-        others = ",".join(str(ports[p]) for p in cluster.spec.publish if p in ports) or "-"
-        ssh, etcd = ports.get(22, "-"), ports.get(2379, "-")
-        click.echo(f"{node.name}\trunning\t{pid}\t{node.ip}\t{ssh}\t{etcd}\t{others}")
+    click.echo("\n".join(format_nodes(cluster.spec.publish, node_rows(cluster))))
 
 
 def print_hints(cluster: Cluster) -> None:
