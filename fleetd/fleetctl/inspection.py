@@ -13,8 +13,9 @@ from ..client import ClientError
 from ..status import is_global
 from ..unitfile import parse_unit_file
 from ..unitname import mangle_name
+from .driver import Driver
 from .remote import AddressError, local_machine_id, machine_address, run_on, ssh_argv
-from .session import Driver, Failure, run
+from .session import Failure, run
 from .tables import select_fields, table
 from .views import (
     MACHINE_FIELDS,
