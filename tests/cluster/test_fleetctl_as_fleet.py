@@ -11,11 +11,18 @@ import pytest
 from fleetd.fleetctl.lifecycle import SIGN_WARNING
 
 from .fleet import FleetCluster
-from .test_fleetctl import Fleetctl, fleetctl
+from .test_fleetctl import Fleetctl, fleetctl, rows
 
 __all__ = ["fleetctl"]  # the fixture, parametrized over both drivers
 pytestmark = pytest.mark.cluster
 SLEEPER = "[Service]\nExecStart=/bin/sleep infinity\n"
+
+
+def etcd_endpoint(fleetctl: Fleetctl) -> list[str]:
+    """The lab's etcd as this fleetctl reaches it (the host's forward, or the lab's bridge)."""
+    if fleetctl.driver == "etcd":
+        return ["--endpoint", fleetctl.fleet.lab.host_etcd_endpoint]
+    return ["--endpoint", "http://10.77.0.1:2379"]
 
 
 async def published(fleet: FleetCluster, name: str) -> list[str]:
@@ -104,6 +111,45 @@ async def test_replace_as_fleets_and_in_place(fleet: FleetCluster, fleetctl: Fle
         assert time.monotonic() < deadline, "the new unit file was not loaded in place"
         await asyncio.sleep(0.2)
     assert fleet.active_on("web.service") == [elsewhere]
+
+
+async def test_messages_and_states_as_fleets(fleet: FleetCluster, fleetctl: Fleetctl) -> None:
+    # A launched unit that failed: launched in DSTATE and STATE, failed in ACTIVE.
+    fleetctl.write("fails.service", "[Service]\nExecStart=/bin/false\n")
+    started = fleetctl("start", "fails.service")
+    assert started.returncode == 0, started.stderr
+    deadline = time.monotonic() + 20
+    while (units := rows(fleetctl("list-units", "--no-legend").stdout)) == [] or units[0][
+        2
+    ] != "failed":
+        assert time.monotonic() < deadline, units
+        await asyncio.sleep(0.2)
+    assert units[0][:1] == ["fails.service"] and units[0][2:] == ["failed", "failed"]
+    files = rows(fleetctl("list-unit-files", "--no-legend").stdout)
+    assert files[0][0] == "fails.service" and files[0][2:4] == ["launched", "launched"]
+
+    # journal of an inactive unit, in fleet's words.
+    fleetctl.write("idle.service", SLEEPER)
+    assert fleetctl("submit", "idle.service").returncode == 0
+    journal = fleetctl("journal", "idle.service")
+    assert (journal.returncode, journal.stderr) == (
+        1,
+        "Unit idle.service does not appear to be running.\n",
+    )
+
+    # list-machines that cannot reach the cluster: fleet's error and its possible issues.
+    unreachable = (
+        ["--endpoint", "http://127.0.0.1:9", "--request-timeout", "1"]
+        if fleetctl.driver == "etcd"
+        else ["--endpoint", "unix:///nonexistent/fleet.sock"]
+    )
+    failed = fleetctl(*unreachable, "list-machines")
+    assert failed.returncode == 1
+    assert failed.stderr.startswith("Error retrieving list of active machines from fleet API (")
+    assert failed.stderr.endswith(
+        ")\nPossible issues:\n  etcd is unhealthy and/or lost quorum\n"
+        "  connection cannot be established to any etcd servers\n"
+    )
 
 
 async def test_lazy_creation_reads_the_registry_first(

@@ -1,4 +1,5 @@
-"""fleetctl's pure decisions: lazy creation's order and --replace (creation.py)."""
+"""fleetctl's pure decisions: lazy creation's order and --replace (creation.py), the current
+state of a failed unit (status.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 from fleetd.client import ClientError
 from fleetd.fleetctl.cli import main
 from fleetd.fleetctl.creation import arguments_of, plan_creation
-from fleetd.model import DesiredState, JobRecord
+from fleetd.model import DesiredState, JobRecord, UnitState, UnitStatus
+from fleetd.status import current_state
 from fleetd.unitfile import parse_unit_file
 
 REGISTRY_TEMPLATE = "[Unit]\nDescription=registry\n\n[Service]\nExecStart=/bin/sleep %i\n"
@@ -102,6 +104,17 @@ def test_a_bad_unit_is_refused_before_anything_is_created() -> None:
     files = {"good.service": SLEEPER, "bad.service": "[Service\n"}
     with pytest.raises(ClientError, match=r"bad\.service:1"):
         plan_creation(arguments_of(["good", "bad"]), {}, {}, "start", False, reader(files))
+
+
+def status(active: str, desired: DesiredState) -> UnitStatus:
+    return UnitStatus("a.service", "h", desired, "m1", {"m1": UnitState("loaded", active, active)})
+
+
+def test_a_launched_unit_that_failed_stays_launched() -> None:
+    assert current_state(status("failed", DesiredState.LAUNCHED), False) == "launched"
+    assert current_state(status("failed", DesiredState.LOADED), False) == "loaded"
+    assert current_state(status("inactive", DesiredState.LAUNCHED), False) == "loaded"
+    assert current_state(status("active", DesiredState.LAUNCHED), False) == "launched"
 
 
 def test_sign_is_refused_with_fleets_exit() -> None:
