@@ -50,16 +50,18 @@ async def test_lifecycle_commands_as_fleets(fleet: FleetCluster, fleetctl: Fleet
     pid = fleet.main_pid(machine, "hello.service")
 
     # Already launched: nothing done, nothing waited for; said in the debug log, as fleet.
-    again = fleetctl("start", "hello.service")
+    again = fleetctl("--debug", "start", "hello.service")
     assert (again.returncode, again.stdout) == (0, ""), again.stderr
+    assert "Unit(hello.service) already launched, skipping." in again.stderr
     assert fleet.main_pid(machine, "hello.service") == pid
 
     # stop and unload decide from the current state: a unit already there is skipped.
     stopped = fleetctl("stop", "hello")
     assert stopped.stdout == f"Unit hello.service loaded on {where}\n"
     assert stopped.stderr == "Successfully stopped units [hello.service].\n"
-    skipped = fleetctl("stop", "hello")
+    skipped = fleetctl("--debug", "stop", "hello")
     assert (skipped.returncode, skipped.stdout) == (0, "")
+    assert "Unit(hello.service) already loaded, skipping." in skipped.stderr
     assert skipped.stderr.endswith("Successfully stopped units [].\n")
     unloaded = fleetctl("unload", "hello")
     assert unloaded.stdout == "Unit hello.service inactive\n"
@@ -150,6 +152,34 @@ async def test_messages_and_states_as_fleets(fleet: FleetCluster, fleetctl: Flee
         ")\nPossible issues:\n  etcd is unhealthy and/or lost quorum\n"
         "  connection cannot be established to any etcd servers\n"
     )
+
+
+async def test_debug_and_deprecated_flags_as_fleets(
+    fleet: FleetCluster, fleetctl: Fleetctl
+) -> None:
+    debug = fleetctl("--debug", "list-machines", "--no-legend")
+    assert debug.returncode == 0 and len(rows(debug.stdout)) == 3
+    expected = "etcd: reading machines" if fleetctl.driver == "etcd" else "GET http://fleet/"
+    assert expected in debug.stderr
+    # --experimental-api=false is fleet's old way to say --driver=etcd: it wins over --driver.
+    old_switch = fleetctl(
+        "--debug",
+        "--driver=API",
+        "--experimental-api=false",
+        *etcd_endpoint(fleetctl),
+        "list-machines",
+    )
+    assert old_switch.returncode == 0, old_switch.stderr
+    assert "etcd: reading machines" in old_switch.stderr
+    assert len(rows(old_switch.stdout)) == 4
+    assert fleetctl("--experimental-api", "list-machines").returncode == 0
+    # The old TLS flags are the new ones under their old names.
+    for old, new in (("--etcd-cafile", "--ca-file"), ("--etcd-certfile", "--cert-file")):
+        by_old = fleetctl(f"{old}=/nonexistent/file.pem", "list-machines")
+        by_new = fleetctl(f"{new}=/nonexistent/file.pem", "list-machines")
+        # The API checks its TLS files at once; etcd over http:// has no use for them.
+        assert by_old.returncode == by_new.returncode == (1 if fleetctl.driver == "API" else 0)
+        assert (by_old.stdout, by_old.stderr) == (by_new.stdout, by_new.stderr)
 
 
 async def test_lazy_creation_reads_the_registry_first(

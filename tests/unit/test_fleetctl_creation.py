@@ -1,5 +1,5 @@
 """fleetctl's pure decisions: lazy creation's order and --replace (creation.py), the current
-state of a failed unit (status.py)."""
+state of a failed unit (status.py), and the root's fleet-style flags (cli.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fleetd.client import ClientError
-from fleetd.fleetctl.cli import main
+from fleetd.fleetctl.cli import main, pflag_booleans
 from fleetd.fleetctl.creation import arguments_of, plan_creation
 from fleetd.model import DesiredState, JobRecord, UnitState, UnitStatus
 from fleetd.status import current_state
@@ -115,6 +115,32 @@ def test_a_launched_unit_that_failed_stays_launched() -> None:
     assert current_state(status("failed", DesiredState.LOADED), False) == "loaded"
     assert current_state(status("inactive", DesiredState.LAUNCHED), False) == "loaded"
     assert current_state(status("active", DesiredState.LAUNCHED), False) == "launched"
+
+
+def test_bare_boolean_root_flags_mean_true_and_never_take_the_command() -> None:
+    commands = {"list-units": None}
+    assert pflag_booleans(["--experimental-api", "list-units", "--experimental-api"], commands) == [
+        "--experimental-api=true",
+        "list-units",
+        "--experimental-api",
+    ]
+
+
+def root_options(args: list[str]) -> dict[str, object]:
+    context = main.make_context("fleetctl", [*args, "version"])
+    main.invoke(context)
+    return context.obj
+
+
+def test_deprecated_flags_have_their_old_effect(capsys: pytest.CaptureFixture[str]) -> None:
+    old = root_options(["--etcd-cafile", "ca", "--etcd-certfile", "cert", "--etcd-keyfile", "key"])
+    assert old["tls"] == ("ca", "cert", "key")
+    both = root_options(["--etcd-cafile", "old", "--ca-file", "new"])
+    assert both["tls"][0] == "new"  # type: ignore[index]
+    assert root_options(["--experimental-api=false"])["driver"] == "etcd"
+    assert root_options(["--experimental-api", "--driver", "API"])["driver"] == "API"
+    assert root_options(["--debug"])["driver"] == "API"
+    capsys.readouterr()
 
 
 def test_sign_is_refused_with_fleets_exit() -> None:
