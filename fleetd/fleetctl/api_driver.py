@@ -106,6 +106,15 @@ class ApiClient:
             states.setdefault(str(s["name"]), {})[str(s["machineID"])] = state
         return states
 
+    async def jobs_and_files(self) -> tuple[dict[str, JobRecord], dict[str, str]]:
+        entities = await self.unit_entities()  # one listing for both
+        files = {name: UnitFile.from_options(u["options"]) for name, u in entities.items()}  # type: ignore[arg-type]
+        jobs = {
+            name: JobRecord(name, files[name].hash, DesiredState(u["desiredState"]))  # type: ignore[arg-type]
+            for name, u in entities.items()
+        }
+        return jobs, {name: unit.serialize() for name, unit in files.items()}
+
     async def units(self) -> dict[str, UnitStatus]:
         entities = await self.unit_entities()
         states = await self.published_states()

@@ -23,6 +23,9 @@ class Driver(Protocol):
     async def unit_files(self) -> dict[str, str]:
         """Every unit's file as the cluster stores it, by unit name."""
 
+    async def jobs_and_files(self) -> tuple[dict[str, JobRecord], dict[str, str]]:
+        """jobs() and unit_files() from one reading (lazy creation decides from both)."""
+
     async def unit_file(self, name: str) -> str:
         """One unit's file; ClientError when the cluster has no such unit."""
 

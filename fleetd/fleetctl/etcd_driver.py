@@ -28,6 +28,13 @@ class EtcdDriver:
         log.debug("etcd: reading unit files")
         return await self.client.unit_files()
 
+    async def jobs_and_files(self) -> tuple[dict[str, JobRecord], dict[str, str]]:
+        log.debug("etcd: reading jobs and their unit files")
+        jobs = await self.registry.jobs()
+        bodies = await self.registry.unit_bodies({job.hash for job in jobs.values()})
+        files = {name: bodies[job.hash] for name, job in jobs.items() if job.hash in bodies}
+        return jobs, files
+
     async def unit_file(self, name: str) -> str:
         log.debug("etcd: reading the unit file of %s", name)
         return await self.client.unit_file(name)

@@ -56,7 +56,7 @@ async def create_units(
     """fleet's lazy creation, then its `Unit <n> inactive` line for each unit created or (fleet
     style) replaced. The unit names, each one's desired state now, and the global ones."""
     arguments = arguments_of(units)
-    jobs, files = await driver.jobs(), await driver.unit_files()
+    jobs, files = await driver.jobs_and_files()
     try:
         plan = plan_creation(arguments, jobs, files, command, replace is not None, read_unit_file)
     except (ClientError, ReadError) as error:
