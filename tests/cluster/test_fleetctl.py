@@ -211,7 +211,10 @@ async def test_restart_and_replace(fleet: FleetCluster, fleetctl: Fleetctl) -> N
     )
     assert fleetctl("start", "web.service").returncode == 0
     started = fleetctl("start", "agent.service")
-    assert started.stdout == "Triggered global unit agent.service start\n"
+    assert started.stdout == (
+        "Unit agent.service inactive\n"  # created, as fleet says
+        "Triggered global unit agent.service start\n"
+    )
     await fleet.client.wait_until(lambda u: len(u["agent.service"].active_on()) == 3, 20)
     machine = fleet.active_on("web.service")[0]
     web_pid = fleet.main_pid(machine, "web.service")
