@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from fleetd.fleetctl.cli import main
 from fleetd.keys import Keys
-from fleetd.model import DesiredState, JobRecord
+from fleetd.model import DesiredState, JobRecord, UnitState
 from fleetd.registry import Registry
 from fleetd.unitfile import parse_unit_file
 from fleetlab.etcd import EtcdServer
@@ -325,6 +325,11 @@ async def test_a_hostile_machine_address_in_etcd_never_reaches_ssh(
         job = JobRecord("web.service", unit.hash, DesiredState.LAUNCHED)
         await registry.create_jobs([(job, unit.serialize())], replace=False)
         await registry.client.put(registry.keys.placement("web.service"), machine_id.encode())
+        # ...and loaded there, or fleetctl refuses before any address is used ("does not
+        # appear to be loaded", fleet's words for a unit whose current state is inactive).
+        lease = await registry.grant_lease(60)
+        running = UnitState("loaded", "active", "running", unit.hash)
+        await registry.write_states({"web.service": running}, [], machine_id, lease)
     env = {**HOST_ENV, "FLEETCTL_DRIVER": "etcd", "FLEETCTL_ENDPOINT": etcd.endpoint}
     refusal = (
         f"Machine {machine_id} has no valid IP address in etcd ({hostile!r});"
