@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .machine_plan import RUNNING_STATES
-from .model import UnitStatus
+from .model import DesiredState, UnitStatus
 from .unitfile import UnitFile
 
 
@@ -19,4 +19,12 @@ def current_state(status: UnitStatus, global_unit: bool) -> str:
     if status.machine is None or status.machine not in status.states:
         return "inactive"
     # From what systemd reports, not from the desired state: `stop` waits until it really stopped.
-    return "launched" if status.states[status.machine].active in RUNNING_STATES else "loaded"
+    active = status.states[status.machine].active
+    if active in RUNNING_STATES:
+        return "launched"
+    # A unit its agent started that then failed stays launched, as fleet's job-state heartbeat
+    # kept it (the agent does not start it again; systemd's Restart= may): list-units says
+    # `failed` in ACTIVE, list-unit-files `launched` in STATE.
+    if active == "failed" and status.desired == DesiredState.LAUNCHED:
+        return "launched"
+    return "loaded"

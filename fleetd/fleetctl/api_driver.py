@@ -1,4 +1,4 @@
-"""fleetctl's API driver: the same operations as fleetd.client, over fleet's HTTP API v1.
+"""fleetctl's API driver (the default): the Driver operations over fleet's HTTP API v1.
 
 fleetd serves the API on a unix socket (unix:///var/run/fleet.sock); an http:// URL works too.
 Errors in fleet's JSON form become ClientError with the server's message.
@@ -7,18 +7,19 @@ Errors in fleet's JSON form become ClientError with the server's message.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
-import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from urllib.parse import quote, urlsplit
 
 import aiohttp
 
-from ..client import ClientError, check_unit, not_found_message
+from ..client import ClientError
 from ..model import DesiredState, JobRecord, Machine, UnitState, UnitStatus
 from ..unitfile import UnitFile
-from ..unitname import parse_unit_name
+
+log = logging.getLogger("fleetctl")
 
 
 class ApiUnavailable(Exception):
@@ -55,8 +56,10 @@ class ApiClient:
             yield cls(session, base + "/fleet/v1")
 
     async def request(self, method: str, path: str, body: object = None) -> object:
+        log.debug("%s %s", method, self.base + path)
         try:
             async with self.session.request(method, self.base + path, json=body) as response:
+                log.debug("%s %s: %s", method, self.base + path, response.status)
                 payload = (
                     await response.json(content_type=None) if response.content_length != 0 else None
                 )
@@ -91,8 +94,7 @@ class ApiClient:
             for name, u in (await self.unit_entities()).items()
         }
 
-    async def units(self) -> dict[str, UnitStatus]:
-        entities = await self.unit_entities()
+    async def published_states(self) -> dict[str, dict[str, UnitState]]:
         states: dict[str, dict[str, UnitState]] = {}
         for s in await self.collection("/state", "states"):
             state = UnitState(
@@ -102,6 +104,20 @@ class ApiClient:
                 str(s.get("hash", "")),
             )
             states.setdefault(str(s["name"]), {})[str(s["machineID"])] = state
+        return states
+
+    async def jobs_and_files(self) -> tuple[dict[str, JobRecord], dict[str, str]]:
+        entities = await self.unit_entities()  # one listing for both
+        files = {name: UnitFile.from_options(u["options"]) for name, u in entities.items()}  # type: ignore[arg-type]
+        jobs = {
+            name: JobRecord(name, files[name].hash, DesiredState(u["desiredState"]))  # type: ignore[arg-type]
+            for name, u in entities.items()
+        }
+        return jobs, {name: unit.serialize() for name, unit in files.items()}
+
+    async def units(self) -> dict[str, UnitStatus]:
+        entities = await self.unit_entities()
+        states = await self.published_states()
         found = {}
         for name, unit in sorted(entities.items()):
             desired, machine = DesiredState(unit["desiredState"]), unit.get("machineID")  # type: ignore[arg-type]
@@ -140,36 +156,16 @@ class ApiClient:
             body["options"] = unit.to_options()
         await self.request("PUT", f"/units/{quote(name)}", body)
 
-    async def create(
-        self, names: Sequence[str], files: Mapping[str, str], desired: DesiredState
-    ) -> list[str]:
-        """Create the named units fleet lacks, from files or templates; undone on a failure."""
-        jobs = await self.jobs()
-        units: dict[str, UnitFile] = {}
-        for name in names:
-            if name not in jobs:
-                units[name] = check_unit(name, await self.lazy_body(name, jobs, files))
+    async def create(self, units: Mapping[str, UnitFile]) -> None:
+        """Create the units; the ones created are removed again when one fails."""
         created: list[str] = []
         try:
             for name, unit in units.items():
-                await self.put(name, desired, unit)
+                await self.put(name, DesiredState.INACTIVE, unit)
                 created.append(name)
         except ClientError:
             await self.destroy(created)
             raise
-        return created
-
-    async def lazy_body(
-        self, name: str, jobs: Mapping[str, JobRecord], files: Mapping[str, str]
-    ) -> str:
-        if name in files:
-            return files[name]
-        template = parse_unit_name(name).template
-        if template in files:
-            return files[template]  # type: ignore[index]
-        if template is not None and template in jobs:
-            return await self.unit_file(template)
-        raise ClientError(not_found_message(name))
 
     async def replace(self, name: str, unit: UnitFile, desired: DesiredState) -> None:
         await self.put(name, desired, unit)
@@ -180,13 +176,3 @@ class ApiClient:
     async def destroy(self, names: Sequence[str]) -> None:
         for name in names:
             await self.request("DELETE", f"/units/{quote(name)}")
-
-    async def wait_until(
-        self, condition: Callable[[dict[str, UnitStatus]], bool], timeout: float, poll: float = 0.25
-    ) -> dict[str, UnitStatus]:
-        deadline = time.monotonic() + timeout
-        while not condition(units := await self.units()):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"condition not met after {timeout:.0f}s")
-            await asyncio.sleep(poll)
-        return units

@@ -1,11 +1,13 @@
-"""fleetctl: argument parsing and output. The work is done by a driver: fleet's HTTP API
-(`--driver=API`, the default, api_driver.ApiClient) or etcd directly (`--driver=etcd`,
-fleetd.client.FleetClient); both offer the same operations.
+"""fleetctl: argument parsing and output. The work is done by a driver (driver.Driver): fleet's
+HTTP API (`--driver=API`, the default, api_driver.ApiClient) or etcd directly (`--driver=etcd`,
+etcd_driver.EtcdDriver).
 """
 
 from __future__ import annotations
 
+import logging
 import sys
+from collections.abc import Collection
 
 import click
 
@@ -16,8 +18,25 @@ from .remote import SshOptions, forward_stdio
 from .session import Failure
 from .tables import FieldError
 
+# Root flags that are booleans in fleet (Go's pflag): given bare they mean true, and a value
+# comes only after "=", so `--experimental-api list-units` never takes the command as its value.
+BOOLEAN_FLAGS = ("--experimental-api", "--strict-host-key-checking")
+
+
+def pflag_booleans(args: list[str], commands: Collection[str]) -> list[str]:
+    """The root's arguments with bare boolean flags given their `=true` (up to the command)."""
+    normalized = []
+    for index, arg in enumerate(args):
+        if arg in commands:
+            return normalized + args[index:]
+        normalized.append(f"{arg}=true" if arg in BOOLEAN_FLAGS else arg)
+    return normalized
+
 
 class FleetctlGroup(click.Group):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, pflag_booleans(args, self.commands))
+
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
@@ -25,6 +44,8 @@ class FleetctlGroup(click.Group):
             click.echo(str(error), err=True)
             sys.exit(1)
 
+
+DEPRECATED = "DEPRECATED: do not use this flag."
 
 # fleet takes -h as well as --help, on the group and every command. `ssh` stops parsing options
 # at its first argument, so `fleetctl ssh m1 ls -h` still hands -h to the remote command.
@@ -56,6 +77,13 @@ CONTEXT_SETTINGS = {"auto_envvar_prefix": "FLEETCTL", "help_option_names": ["-h"
     "--etcd-password-file, never from the command line.",
 )
 @click.option("--etcd-password-file", default="", help="File whose first line is the password.")
+@click.option("--debug", is_flag=True, help="Print out more debug information to stderr.")
+# fleet's deprecated flags: still accepted, with the effect they had (the TLS ones are the old
+# names of --key-file, --cert-file and --ca-file; --experimental-api=false means --driver=etcd).
+@click.option("--experimental-api", type=bool, default=True, help=DEPRECATED)
+@click.option("--etcd-keyfile", default="", help=DEPRECATED)
+@click.option("--etcd-certfile", default="", help=DEPRECATED)
+@click.option("--etcd-cafile", default="", help=DEPRECATED)
 @click.version_option(VERSION, "--version", "-v", message="fleetctl version %(version)s")
 @click.pass_context
 def main(
@@ -74,11 +102,20 @@ def main(
     etcd_key_prefix: str,
     etcd_username: str,
     etcd_password_file: str,
+    debug: bool,
+    experimental_api: bool,
+    etcd_keyfile: str,
+    etcd_certfile: str,
+    etcd_cafile: str,
 ) -> None:
     """fleetctl: control a Flotilla (fleet) cluster."""
     if ctx.invoked_subcommand is None:  # a bare `fleetctl`: fleet prints its help, exit 0
         click.echo(ctx.get_help())
         ctx.exit(0)
+    if debug:
+        enable_debug_log()
+    if not experimental_api:  # fleet: the old switch to etcd wins over --driver
+        driver = "etcd"
     ssh = SshOptions(ssh_username, 22, strict_host_key_checking, known_hosts_file, ssh_timeout)
     ctx.obj = {
         "endpoint": endpoint,
@@ -89,8 +126,19 @@ def main(
         "etcd_password_file": etcd_password_file,
         "ssh": ssh,
         "tunnel": tunnel,
-        "tls": (ca_file, cert_file, key_file),
+        "tls": (ca_file or etcd_cafile, cert_file or etcd_certfile, key_file or etcd_keyfile),
     }
+
+
+def enable_debug_log() -> None:
+    """--debug: fleetctl's own debug lines (each request, each skipped unit) on stderr, with
+    timestamps as fleet's; libraries keep their own levels."""
+    log = logging.getLogger("fleetctl")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(handler)
+    log.setLevel(logging.DEBUG)
 
 
 @main.command()

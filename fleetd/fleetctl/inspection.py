@@ -10,11 +10,12 @@ from dataclasses import replace
 import click
 
 from ..client import ClientError
-from ..status import is_global
+from ..status import current_state, is_global
 from ..unitfile import parse_unit_file
 from ..unitname import mangle_name
+from .driver import Driver
 from .remote import AddressError, local_machine_id, machine_address, run_on, ssh_argv
-from .session import Driver, Failure, run
+from .session import Failure, run
 from .tables import select_fields, table
 from .views import (
     MACHINE_FIELDS,
@@ -38,7 +39,9 @@ def status(ctx: click.Context, units: tuple[str, ...], ssh_port: int, no_block: 
         if index:
             click.echo()
         command = ["systemctl", "status", "-l", mangle_name(unit)]
-        exit_status = max(exit_status, on_unit_machines(ctx, mangle_name(unit), command, ssh_port))
+        exit_status = max(
+            exit_status, on_unit_machines(ctx, mangle_name(unit), command, ssh_port, "loaded")
+        )
     sys.exit(exit_status)
 
 
@@ -75,11 +78,15 @@ def journal(
         output,
         *(["-f"] if follow else []),
     ]
-    sys.exit(on_unit_machines(ctx, name, command, ssh_port))
+    sys.exit(on_unit_machines(ctx, name, command, ssh_port, "running"))
 
 
-def on_unit_machines(ctx: click.Context, name: str, command: list[str], ssh_port: int) -> int:
-    """Run command where the unit runs: its machine, or each machine of a global unit."""
+def on_unit_machines(
+    ctx: click.Context, name: str, command: list[str], ssh_port: int, wanted: str
+) -> int:
+    """Run command where the unit runs: its machine, or each machine of a global unit. A unit
+    whose current state is inactive is refused in fleet's words: it "does not appear to be"
+    `wanted` (loaded for status, running for journal)."""
 
     async def where(client: Driver) -> list[tuple[str, str]]:
         units = await client.units()
@@ -89,10 +96,12 @@ def on_unit_machines(ctx: click.Context, name: str, command: list[str], ssh_port
         status = units[name]
         if is_global(parse_unit_file(await client.unit_file(name), name)):
             targets = sorted(status.states)
-        else:
+        elif current_state(status, False) != "inactive":
             targets = [status.machine] if status.machine else []
+        else:
+            targets = []
         if not targets:
-            raise Failure(f"Unit {name} does not appear to be loaded.")
+            raise Failure(f"Unit {name} does not appear to be {wanted}.")
         return [(m, machines[m].ip if m in machines else "") for m in targets]
 
     ssh = replace(ctx.find_root().obj["ssh"], port=ssh_port)
@@ -243,7 +252,16 @@ def list_machines(ctx: click.Context, fields: str, full: bool, no_legend: bool) 
     async def action(client: Driver) -> str:
         return table(machine_records(await client.machines(), full), chosen, not no_legend)
 
-    click.echo(run(ctx, action), nl=False)
+    try:
+        listing = run(ctx, action)
+    except Failure as error:
+        raise Failure(
+            f"Error retrieving list of active machines from fleet API ({error})\n"
+            "Possible issues:\n"
+            "  etcd is unhealthy and/or lost quorum\n"
+            "  connection cannot be established to any etcd servers"
+        ) from error
+    click.echo(listing, nl=False)
 
 
 listing_options(list_units, "unit,machine,active,sub")

@@ -1,142 +1,122 @@
 """fleetctl's commands that change units: submit, load, start, stop, unload, destroy, restart,
-with fleet's lazy creation, --replace and waiting."""
+with fleet's lazy creation (creation.py), --replace and waiting (waiting.py).
+
+Each command reads what it decides from once (the units, their files), checks everything,
+then writes; only the waiting polls.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import errno
-from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Collection, Sequence
 
 import click
 
-from ..client import ClientError, template_of
-from ..model import DesiredState
+from ..client import ClientError
+from ..model import DesiredState, UnitStatus
 from ..status import current_state, is_global
 from ..unitfile import parse_unit_file
 from ..unitname import mangle_name
-from .session import POLL_SECONDS, ROUND_SECONDS, Driver, Failure, T, run
-from .views import (
-    legend_of,
-)
+from .creation import ReadError, arguments_of, plan_creation, read_unit_file
+from .driver import Driver
+from .session import Failure, T, run
+from .waiting import report_and_wait, wait_destroyed, wait_for, wait_restarted_everywhere
 
-# -- creating units: fleet's lazy creation from the registry, files and templates --------------
-
-
-def local_files(arguments: Sequence[str]) -> tuple[list[str], dict[str, str]]:
-    """Mangled unit names, and the unit files found next to them on disk (with templates)."""
-    names, files = [], {}
-    for argument in arguments:
-        name = mangle_name(argument)
-        names.append(name)
-        path = Path(argument)
-        if (text := read_unit_file(path)) is not None:
-            files[name] = text
-        template = template_of(name)  # a bad name is refused when it is created, not here
-        if template and (text := read_unit_file(path.parent / template)) is not None:
-            files.setdefault(template, text)
-    return names, files
-
-
-def read_unit_file(path: Path) -> str | None:
-    """The file's text; None when there is no such file (or no file can have that name, as
-    one longer than the file system allows: the name's own check then says what is wrong)."""
-    try:
-        if not path.is_file():
-            return None
-        return path.read_text()
-    except OSError as error:
-        if error.errno == errno.ENAMETOOLONG:
-            return None
-        raise Failure(f"cannot read {path}: {error.strerror}") from error
-
-
-# Which desired states `--replace` may replace a unit in, per command (as fleet).
-REPLACEABLE = {
-    "submit": {DesiredState.INACTIVE},
-    "load": {DesiredState.INACTIVE, DesiredState.LOADED},
-    "start": {DesiredState.INACTIVE, DesiredState.LOADED, DesiredState.LAUNCHED},
-}
-
-
-async def compare_with_registry(
-    client: Driver, files: dict[str, str], replace: bool, command: str
-) -> dict[str, str]:
-    """Local files of units the registry lacks. A unit the registry has with another body is
-    used as the registry has it (with a warning) or, with --replace, replaced by the file."""
-    jobs = await client.jobs()
-    new = {}
-    for name, text in files.items():
-        if name not in jobs:
-            new[name] = text
-            continue
-        unit = parse_unit_file(text, name)
-        if unit.hash == jobs[name].hash:
-            if replace:
-                click.echo(f"Found same Unit({name}) in Registry, nothing to do", err=True)
-        elif not replace:
-            click.echo(
-                f"WARNING: Unit {name} in registry differs from local unit file {name}."
-                " Add --replace to override.",
-                err=True,
-            )
-        elif jobs[name].desired not in REPLACEABLE[command]:
-            click.echo(
-                f"Warning: can not replace Unit({name}) in state '{jobs[name].desired}',"
-                " use the appropriate command",
-                err=True,
-            )
-        else:
-            # Replaced in place: the agent unloads the old file and loads the new one.
-            await creating(client.replace(name, unit, jobs[name].desired))
-    return new
+log = logging.getLogger("fleetctl")
+SIGN_WARNING = "WARNING: The signed/verified units feature is DEPRECATED and cannot be used."
 
 
 async def creating(creation: Awaitable[T]) -> T:
     try:
         return await creation
-    except ClientError as error:
+    except (ClientError, ReadError) as error:
         raise Failure(f"Error creating units: {error}") from error
 
 
-# -- waiting ----------------------------------------------------------------------------------
+def global_units(files: dict[str, str], names: Sequence[str]) -> set[str]:
+    """The global ones among `names` (a file that no longer parses counts as not global)."""
+    found = set()
+    for name in names:
+        try:
+            if name in files and is_global(parse_unit_file(files[name], name)):
+                found.add(name)
+        except ValueError:
+            continue
+    return found
 
 
-async def wait_for(client: Driver, names: list[str], target: str, attempts: int) -> None:
-    """Wait until each unit reaches `target`, printing fleet's lines; fail with the engine's
-    reason when a unit cannot be placed (fleet hung here forever)."""
-    machines = await client.machines()
-    pending = set(names)
-    rounds = 0
-    while pending:
-        units = await client.units()
-        for name in sorted(pending):
-            status = units[name]
-            if status.reason and status.machine is None and target != "inactive":
-                raise Failure(
-                    f"Error waiting for units: unit {name} cannot be placed: {status.reason}"
-                )
-            if current_state(status, False) == target:
-                pending.discard(name)
-                where = (
-                    f" on {legend_of(status.machine, machines, False)}" if status.machine else ""
-                )
-                click.echo(f"Unit {name} {target}{where}")
-        if pending:
-            await asyncio.sleep(POLL_SECONDS)
-            rounds += 1
-            if attempts > 0 and rounds * POLL_SECONDS >= attempts * ROUND_SECONDS:
-                raise Failure(
-                    f"Error waiting for units: timed out waiting for unit "
-                    f"{sorted(pending)[0]} to report state {target}"
-                )
+async def create_units(
+    driver: Driver,
+    units: tuple[str, ...],
+    command: str,
+    replace: str | None,
+    attempts: int,
+) -> tuple[list[str], dict[str, DesiredState], set[str]]:
+    """fleet's lazy creation, then its `Unit <n> inactive` line for each unit created or (fleet
+    style) replaced. The unit names, each one's desired state now, and the global ones."""
+    arguments = arguments_of(units)
+    jobs, files = await driver.jobs_and_files()
+    try:
+        plan = plan_creation(arguments, jobs, files, command, replace is not None, read_unit_file)
+    except (ClientError, ReadError) as error:
+        raise Failure(f"Error creating units: {error}") from error
+    for note in plan.notes:
+        click.echo(note)
+    for warning in plan.warnings:
+        click.echo(warning, err=True)
+    if plan.new:
+        await creating(driver.create(plan.new))
+    for name in plan.new:
+        click.echo(f"Unit {name} inactive")
+    desired = {name: job.desired for name, job in jobs.items()}
+    desired.update(dict.fromkeys(plan.new, DesiredState.INACTIVE))
+    names = [argument.name for argument in arguments]
+    globals_ = global_units(files, names) | {
+        n for n, unit in {**plan.new, **plan.replaced}.items() if is_global(unit)
+    }
+    for name, unit in plan.replaced.items():
+        # fleet's replace is a new unit under the old name: back to inactive, unscheduled,
+        # placed again by the engine (maybe elsewhere). --replace-in-place keeps it where it is.
+        keep = replace == "in-place"
+        desired[name] = desired[name] if keep else DesiredState.INACTIVE
+        await creating(driver.replace(name, unit, desired[name]))
+    if replace != "in-place" and plan.replaced:
+        local = [name for name in plan.replaced if name not in globals_]
+        await wait_for(driver, local, "inactive", attempts)
+        for name in plan.replaced:
+            if name in globals_:
+                click.echo(f"Unit {name} inactive")
+    return names, desired, globals_
 
 
-async def split_global(client: Driver, names: list[str]) -> tuple[list[str], list[str]]:
-    """(non-global, global) units; every unit file in one read, not one read per unit."""
-    texts = await client.unit_files()
-    global_units = {n for n in names if n in texts and is_global(parse_unit_file(texts[n], n))}
-    return [n for n in names if n not in global_units], [n for n in names if n in global_units]
+def refuse_signing(sign: bool) -> None:
+    """fleet dropped signed units; asking for them is refused before anything is done."""
+    if sign:
+        click.echo(SIGN_WARNING, err=True)
+        sys.exit(2)
+
+
+def replace_mode(replace: bool, replace_in_place: bool) -> str | None:
+    return "in-place" if replace_in_place else "fleet" if replace else None
+
+
+def creation_options(function: Callable[..., None]) -> Callable[..., None]:
+    function = click.option(
+        "--sign", is_flag=True, help="DEPRECATED - this option cannot be used."
+    )(function)
+    function = click.option(
+        "--replace-in-place",
+        is_flag=True,
+        help="Replace units whose local file differs without unscheduling them: the unit "
+        "keeps its machine and desired state, and its machine reloads the new file.",
+    )(function)
+    return click.option(
+        "--replace",
+        is_flag=True,
+        help="Replace units whose local file differs, as fleet does: the unit goes back to "
+        "inactive and is placed again (maybe on another machine).",
+    )(function)
 
 
 def block_options(function: Callable[..., None]) -> Callable[..., None]:
@@ -150,62 +130,57 @@ def block_options(function: Callable[..., None]) -> Callable[..., None]:
     )(function)
 
 
-async def set_and_wait(
-    client: Driver, names: list[str], target: str, verb: str, no_block: bool, attempts: int
-) -> None:
-    local, globals_ = await split_global(client, names)
-    if no_block:
-        for name in local:
-            click.echo(f"Triggered unit {name} {verb}")
-    for name in globals_:
-        click.echo(f"Triggered global unit {name} {verb}")
-    if not no_block:
-        await wait_for(client, local, target, attempts)
-
-
-# -- commands ---------------------------------------------------------------------------------
+# -- submit, load, start ------------------------------------------------------------------------
 
 
 @click.command()
 @click.argument("units", nargs=-1)
-@click.option("--replace", is_flag=True, help="Replace units whose local file differs.")
+@creation_options
 @click.pass_context
-def submit(ctx: click.Context, units: tuple[str, ...], replace: bool) -> None:
+def submit(
+    ctx: click.Context,
+    units: tuple[str, ...],
+    replace: bool,
+    replace_in_place: bool,
+    sign: bool,
+) -> None:
     """Upload units to the cluster without starting them."""
+    refuse_signing(sign)
     if not units:
         click.echo("No units given", err=True)
         return
-    names, files = local_files(units)
 
-    async def action(client: Driver) -> list[str]:
-        new = await compare_with_registry(client, files, replace, "submit")
-        created = await creating(client.create(names, new, DesiredState.INACTIVE))
-        return [name for name in names if name in created]
+    async def action(driver: Driver) -> None:
+        mode = replace_mode(replace, replace_in_place)
+        await create_units(driver, units, "submit", mode, 0)
 
-    for name in run(ctx, action):
-        click.echo(f"Unit {name} inactive")
+    run(ctx, action)
 
 
 def activate(
     ctx: click.Context,
     units: tuple[str, ...],
-    desired: DesiredState,
-    target: str,
+    target: DesiredState,
     verb: str,
     no_block: bool,
     attempts: int,
-    replace: bool,
+    replace: str | None,
 ) -> None:
     if not units:
         click.echo("No units given", err=True)
         return
-    names, files = local_files(units)
 
-    async def action(client: Driver) -> None:
-        new = await compare_with_registry(client, files, replace, verb)
-        await creating(client.create(names, new, DesiredState.INACTIVE))
-        await client.set_desired(names, desired)
-        await set_and_wait(client, names, target, verb, no_block, attempts)
+    async def action(driver: Driver) -> None:
+        names, desired, globals_ = await create_units(driver, units, verb, replace, attempts)
+        triggered = []
+        for name in names:
+            if desired[name] == target:  # fleet: nothing to do, said in its debug log
+                log.debug("Unit(%s) already %s, skipping.", name, target.value)
+            else:
+                triggered.append(name)
+        if triggered:
+            await driver.set_desired(triggered, target)
+        await report_and_wait(driver, triggered, globals_, target.value, verb, no_block, attempts)
 
     run(ctx, action)
 
@@ -213,61 +188,103 @@ def activate(
 @click.command()
 @click.argument("units", nargs=-1)
 @block_options
-@click.option("--replace", is_flag=True, help="Replace units whose local file differs.")
+@creation_options
 @click.pass_context
 def load(
-    ctx: click.Context, units: tuple[str, ...], no_block: bool, block_attempts: int, replace: bool
+    ctx: click.Context,
+    units: tuple[str, ...],
+    no_block: bool,
+    block_attempts: int,
+    replace: bool,
+    replace_in_place: bool,
+    sign: bool,
 ) -> None:
     """Schedule units onto machines without starting them."""
-    activate(ctx, units, DesiredState.LOADED, "loaded", "load", no_block, block_attempts, replace)
+    refuse_signing(sign)
+    mode = replace_mode(replace, replace_in_place)
+    activate(ctx, units, DesiredState.LOADED, "load", no_block, block_attempts, mode)
 
 
 @click.command()
 @click.argument("units", nargs=-1)
 @block_options
-@click.option("--replace", is_flag=True, help="Replace units whose local file differs.")
+@creation_options
 @click.pass_context
 def start(
-    ctx: click.Context, units: tuple[str, ...], no_block: bool, block_attempts: int, replace: bool
+    ctx: click.Context,
+    units: tuple[str, ...],
+    no_block: bool,
+    block_attempts: int,
+    replace: bool,
+    replace_in_place: bool,
+    sign: bool,
 ) -> None:
     """Schedule and start units."""
-    activate(
-        ctx, units, DesiredState.LAUNCHED, "launched", "start", no_block, block_attempts, replace
-    )
+    refuse_signing(sign)
+    mode = replace_mode(replace, replace_in_place)
+    activate(ctx, units, DesiredState.LAUNCHED, "start", no_block, block_attempts, mode)
 
 
-def known_units(ctx: click.Context, units: tuple[str, ...]) -> list[str]:
-    """The named units the registry has (fleet skips the others silently)."""
-    names = [mangle_name(unit) for unit in units]
+# -- stop, unload, destroy, restart -------------------------------------------------------------
 
-    async def action(client: Driver) -> list[str]:
-        jobs = await client.jobs()
-        return [name for name in names if name in jobs]
 
-    known = run(ctx, action)
+class NotFound(Exception):
+    """None of the named units is in the registry (fleet says so and exits 0)."""
+
+
+def known_names(units: tuple[str, ...], present: Collection[str]) -> list[str]:
+    """The named units the registry has, each once (fleet skips the others silently)."""
+    names = list(dict.fromkeys(mangle_name(unit) for unit in units))
+    known = [name for name in names if name in present]
     if not known:
-        click.echo("Units not found in registry", err=True)
+        raise NotFound
     return known
 
 
-def change(
-    ctx: click.Context,
+def run_on_known(ctx: click.Context, action: Callable[[Driver], Awaitable[None]]) -> None:
+    try:
+        run(ctx, action)
+    except NotFound:
+        click.echo("Units not found in registry", err=True)
+
+
+async def change_state(
+    driver: Driver,
     units: tuple[str, ...],
-    desired: DesiredState,
-    target: str,
+    target: DesiredState,
     verb: str,
     no_block: bool,
     attempts: int,
 ) -> list[str]:
-    known = known_units(ctx, units)
-    if known:
+    """stop and unload, decided from each unit's current state as fleet decides: a unit already
+    there is skipped (not waited for, nothing printed); the units waited for are returned.
 
-        async def action(client: Driver) -> None:
-            await client.set_desired(known, desired)
-            await set_and_wait(client, known, target, verb, no_block, attempts)
-
-        run(ctx, action)
-    return known
+    Unlike fleet, a skipped unit whose desired state differs still gets the target written: a
+    unit `start`ed but not yet placed would otherwise stay wanted after an `unload`."""
+    statuses = await driver.units()
+    known = known_names(units, statuses)
+    globals_ = global_units(await driver.unit_files(), known)
+    already = {
+        DesiredState.LOADED: "loaded",
+        DesiredState.INACTIVE: "inactive",
+    }[target]
+    waiting = []
+    for name in known:
+        state = current_state(statuses[name], False)
+        if name in globals_:
+            continue
+        if target == DesiredState.LOADED and state == "inactive":
+            raise Failure(f"Unable to stop unit {name} in state inactive")
+        if state == already:
+            log.debug("Unit(%s) already %s, skipping.", name, already)
+        else:
+            waiting.append(name)
+    to_set = [name for name in known if statuses[name].desired != target]
+    if to_set:
+        await driver.set_desired(to_set, target)
+    triggered = waiting + [name for name in known if name in globals_]
+    await report_and_wait(driver, triggered, globals_, already, verb, no_block, attempts)
+    return waiting
 
 
 @click.command()
@@ -276,17 +293,17 @@ def change(
 @click.pass_context
 def stop(ctx: click.Context, units: tuple[str, ...], no_block: bool, block_attempts: int) -> None:
     """Stop units (they stay loaded on their machine)."""
+    if not units:
+        click.echo("No units given", err=True)
+        return
 
-    async def inactive(client: Driver) -> list[str]:
-        statuses = await client.units()
-        names = [mangle_name(unit) for unit in units]
-        return [n for n in names if n in statuses and statuses[n].desired == DesiredState.INACTIVE]
+    async def action(driver: Driver) -> None:
+        stopped = await change_state(
+            driver, units, DesiredState.LOADED, "stop", no_block, block_attempts
+        )
+        click.echo(f"Successfully stopped units {format_list(stopped)}.", err=True)
 
-    for name in run(ctx, inactive):
-        raise Failure(f"Unable to stop unit {name} in state inactive")
-    known = change(ctx, units, DesiredState.LOADED, "loaded", "stop", no_block, block_attempts)
-    if known:
-        click.echo(f"Successfully stopped units {format_list(known)}.", err=True)
+    run_on_known(ctx, action)
 
 
 @click.command()
@@ -295,23 +312,50 @@ def stop(ctx: click.Context, units: tuple[str, ...], no_block: bool, block_attem
 @click.pass_context
 def unload(ctx: click.Context, units: tuple[str, ...], no_block: bool, block_attempts: int) -> None:
     """Unschedule units (stopping them)."""
-    known = change(
-        ctx, units, DesiredState.INACTIVE, "inactive", "unload", no_block, block_attempts
-    )
-    if known:
-        click.echo(f"Successfully unloaded units {format_list(known)}.", err=True)
+    if not units:
+        click.echo("No units given", err=True)
+        return
+
+    async def action(driver: Driver) -> None:
+        unloaded = await change_state(
+            driver, units, DesiredState.INACTIVE, "unload", no_block, block_attempts
+        )
+        click.echo(f"Successfully unloaded units {format_list(unloaded)}.", err=True)
+
+    run_on_known(ctx, action)
 
 
 @click.command()
 @click.argument("units", nargs=-1)
+@click.option(
+    "--block-attempts",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Rounds of 2 s to wait for the units' machines to unload them (0: until done).",
+)
+@click.option("--no-block", is_flag=True, help="Do not wait until the units are gone.")
 @click.pass_context
-def destroy(ctx: click.Context, units: tuple[str, ...]) -> None:
-    """Remove units from the cluster."""
-    known = known_units(ctx, units)
-    if known:
-        run(ctx, lambda client: client.destroy(known))
-    for name in known:
-        click.echo(f"Destroyed {name}")
+def destroy(
+    ctx: click.Context, units: tuple[str, ...], block_attempts: int, no_block: bool
+) -> None:
+    """Remove units from the cluster (waiting until no machine has them loaded)."""
+    if not units:
+        click.echo("No units given", err=True)
+        return
+
+    async def action(driver: Driver) -> None:
+        known = known_names(units, await driver.jobs())
+        globals_ = global_units(await driver.unit_files(), known)
+        await driver.destroy(known)
+        if no_block:
+            for name in known:
+                click.echo(f"Destroyed {name}")
+            return
+        # Global units are not waited for (as in fleet): every machine unloads its own copy.
+        await wait_destroyed(driver, known, globals_, block_attempts)
+
+    run_on_known(ctx, action)
 
 
 @click.command()
@@ -326,40 +370,42 @@ def destroy(ctx: click.Context, units: tuple[str, ...]) -> None:
 @click.pass_context
 def restart(ctx: click.Context, units: tuple[str, ...], block_attempts: int) -> None:
     """Stop and start units again; global units on every machine that runs them."""
-    known = known_units(ctx, units)
 
-    async def action(client: Driver) -> None:
-        statuses = await client.units()
-        local, globals_ = await split_global(client, known)
-        for name in local:
+    async def action(driver: Driver) -> None:
+        statuses = await driver.units()
+        known = known_names(units, statuses)
+        globals_ = global_units(await driver.unit_files(), known)
+        for name in known:
+            if name in globals_:
+                await restart_global(driver, name, block_attempts)
+                continue
             state = current_state(statuses[name], False)
             if state == "inactive":
                 click.echo(f"Unable to restart unit {name} in state inactive", err=True)
                 continue
             if state == "launched":
-                await client.set_desired([name], DesiredState.LOADED)
-                await wait_for(client, [name], "loaded", block_attempts)
-            await client.set_desired([name], DesiredState.LAUNCHED)
-            await wait_for(client, [name], "launched", block_attempts)
-        for name in globals_:
-            await restart_global(client, name, block_attempts)
+                await driver.set_desired([name], DesiredState.LOADED)
+                await wait_for(driver, [name], "loaded", block_attempts)
+            await driver.set_desired([name], DesiredState.LAUNCHED)
+            await wait_for(driver, [name], "launched", block_attempts)
 
-    if known:
-        run(ctx, action)
+    if units:
+        run_on_known(ctx, action)
 
 
-async def restart_global(client: Driver, name: str, attempts: int) -> None:
+async def restart_global(driver: Driver, name: str, attempts: int) -> None:
     """fleet's restart did nothing for global units; here: stopped everywhere, then started."""
-    await client.set_desired([name], DesiredState.LOADED)
-    await client.wait_until(lambda u: not u[name].active_on(), attempts * ROUND_SECONDS or 3600)
-    await client.set_desired([name], DesiredState.LAUNCHED)
-    units = await client.wait_until(
-        lambda u: bool(u[name].states) and len(u[name].active_on()) == len(u[name].states),
-        attempts * ROUND_SECONDS or 3600,
-    )
-    machines = await client.machines()
-    for machine_id in units[name].active_on():
-        click.echo(f"Unit {name} launched on {legend_of(machine_id, machines, False)}")
+    await driver.set_desired([name], DesiredState.LOADED)
+
+    def stopped(status: UnitStatus) -> bool:
+        return not status.active_on()
+
+    def started(status: UnitStatus) -> bool:
+        return bool(status.states) and len(status.active_on()) == len(status.states)
+
+    await wait_restarted_everywhere(driver, name, stopped, attempts, quiet=True)
+    await driver.set_desired([name], DesiredState.LAUNCHED)
+    await wait_restarted_everywhere(driver, name, started, attempts, quiet=False)
 
 
 def format_list(names: list[str]) -> str:

@@ -12,18 +12,19 @@ from urllib.parse import urlsplit
 
 import click
 
-from ..client import ClientError, FleetClient
+from ..client import ClientError
 from ..etcdclient import TlsFiles
 from ..keys import Keys
 from ..registry import Registry, RegistryError
 from .api_driver import ApiClient, ApiUnavailable
+from .driver import Driver
+from .etcd_driver import EtcdDriver
 from .remote import TunnelError, tunnel
 
 T = TypeVar("T")
 PASSWORD_VARIABLE = "FLEETCTL_ETCD_PASSWORD"  # never a flag: argv is readable by every user
 POLL_SECONDS = 0.25
 DEFAULT_ENDPOINTS = {"API": "unix:///var/run/fleet.sock", "etcd": "http://127.0.0.1:2379"}
-Driver = FleetClient | ApiClient  # the same operations, over etcd or over fleet's API
 ROUND_SECONDS = 2.0
 
 
@@ -61,7 +62,7 @@ def run_with(
                 endpoint, Keys(options["prefix"]), options["timeout"], username, password, tls
             )
             async with registry as opened:
-                return await action(FleetClient(opened))
+                return await action(EtcdDriver(opened))
         async with ApiClient.open(
             endpoint, options["timeout"], tls_context(*options["tls"])
         ) as api:

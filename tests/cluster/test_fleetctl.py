@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from fleetd.fleetctl.cli import main
 from fleetd.keys import Keys
-from fleetd.model import DesiredState, JobRecord
+from fleetd.model import DesiredState, JobRecord, UnitState
 from fleetd.registry import Registry
 from fleetd.unitfile import parse_unit_file
 from fleetlab.etcd import EtcdServer
@@ -22,6 +22,10 @@ from .fleet import FleetCluster
 
 pytestmark = pytest.mark.cluster
 FLEETCTL = str(Path(sys.executable).with_name("fleetctl"))
+REPO = Path(__file__).resolve().parents[2]
+# The venv's fleetctl script imports whichever checkout the venv was installed from: run it on
+# this one's code.
+HOST_ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 
 class Fleetctl:
@@ -42,7 +46,7 @@ class Fleetctl:
     def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
         if self.driver == "etcd":
             env = {
-                **os.environ,
+                **HOST_ENV,
                 "FLEETCTL_DRIVER": "etcd",
                 "FLEETCTL_ENDPOINT": self.fleet.lab.host_etcd_endpoint,
             }
@@ -68,7 +72,7 @@ def rows(text: str) -> list[list[str]]:
 
 
 def test_bare_fleetctl_prints_help_and_succeeds_as_fleets_does() -> None:
-    bare = subprocess.run([FLEETCTL], capture_output=True, text=True, timeout=60)
+    bare = subprocess.run([FLEETCTL], capture_output=True, text=True, timeout=60, env=HOST_ENV)
     assert bare.returncode == 0, bare.stderr
     assert bare.stdout.startswith("Usage: fleetctl") and "list-machines" in bare.stdout
 
@@ -105,6 +109,7 @@ async def test_fleetctl_drives_units_through_their_life(
     lines = sorted(rows(started.stdout))  # printed as each unit gets there
     assert [line[:3] for line in lines] == [
         ["Unit", "hello.service", "launched"],
+        ["Unit", "tick@7.service", "inactive"],  # created from its template, as fleet says
         ["Unit", "tick@7.service", "launched"],
     ]
     where = lines[0][4]  # <id8>.../<ip>
@@ -192,7 +197,7 @@ async def test_fleetctl_errors(fleet: FleetCluster, fleetctl: Fleetctl) -> None:
         [FLEETCTL, "list-units"],
         capture_output=True,
         text=True,
-        env={**os.environ, "FLEETCTL_DRIVER": "API"},
+        env={**HOST_ENV, "FLEETCTL_DRIVER": "API"},
     )
     assert no_api.returncode == 1
     assert no_api.stderr.startswith("error talking to fleet at unix:///var/run/fleet.sock")
@@ -206,7 +211,10 @@ async def test_restart_and_replace(fleet: FleetCluster, fleetctl: Fleetctl) -> N
     )
     assert fleetctl("start", "web.service").returncode == 0
     started = fleetctl("start", "agent.service")
-    assert started.stdout == "Triggered global unit agent.service start\n"
+    assert started.stdout == (
+        "Unit agent.service inactive\n"  # created, as fleet says
+        "Triggered global unit agent.service start\n"
+    )
     await fleet.client.wait_until(lambda u: len(u["agent.service"].active_on()) == 3, 20)
     machine = fleet.active_on("web.service")[0]
     web_pid = fleet.main_pid(machine, "web.service")
@@ -317,7 +325,12 @@ async def test_a_hostile_machine_address_in_etcd_never_reaches_ssh(
         job = JobRecord("web.service", unit.hash, DesiredState.LAUNCHED)
         await registry.create_jobs([(job, unit.serialize())], replace=False)
         await registry.client.put(registry.keys.placement("web.service"), machine_id.encode())
-    env = {**os.environ, "FLEETCTL_DRIVER": "etcd", "FLEETCTL_ENDPOINT": etcd.endpoint}
+        # ...and loaded there, or fleetctl refuses before any address is used ("does not
+        # appear to be loaded", fleet's words for a unit whose current state is inactive).
+        lease = await registry.grant_lease(60)
+        running = UnitState("loaded", "active", "running", unit.hash)
+        await registry.write_states({"web.service": running}, [], machine_id, lease)
+    env = {**HOST_ENV, "FLEETCTL_DRIVER": "etcd", "FLEETCTL_ENDPOINT": etcd.endpoint}
     refusal = (
         f"Machine {machine_id} has no valid IP address in etcd ({hostile!r});"
         " refusing to pass it to ssh.\n"

@@ -1,0 +1,78 @@
+"""fleetctl's etcd driver (`--driver=etcd`): the Driver operations straight on the registry,
+through fleetd.client's FleetClient where it already does the work (reading unit states, the
+checks every new unit passes)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+from ..client import ClientError, FleetClient
+from ..model import DesiredState, JobRecord, Machine, UnitState, UnitStatus
+from ..registry import Conflict, Registry
+from ..unitfile import UnitFile
+
+log = logging.getLogger("fleetctl")
+
+
+class EtcdDriver:
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.client = FleetClient(registry)
+
+    async def jobs(self) -> dict[str, JobRecord]:
+        log.debug("etcd: reading jobs")
+        return await self.registry.jobs()
+
+    async def unit_files(self) -> dict[str, str]:
+        log.debug("etcd: reading unit files")
+        return await self.client.unit_files()
+
+    async def jobs_and_files(self) -> tuple[dict[str, JobRecord], dict[str, str]]:
+        log.debug("etcd: reading jobs and their unit files")
+        jobs = await self.registry.jobs()
+        bodies = await self.registry.unit_bodies({job.hash for job in jobs.values()})
+        files = {name: bodies[job.hash] for name, job in jobs.items() if job.hash in bodies}
+        return jobs, files
+
+    async def unit_file(self, name: str) -> str:
+        log.debug("etcd: reading the unit file of %s", name)
+        return await self.client.unit_file(name)
+
+    async def units(self) -> dict[str, UnitStatus]:
+        log.debug("etcd: reading units and their states")
+        return await self.client.units()
+
+    async def published_states(self) -> dict[str, dict[str, UnitState]]:
+        log.debug("etcd: reading unit states")
+        states: dict[str, dict[str, UnitState]] = {}
+        for (unit, machine), state in (await self.registry.unit_states()).items():
+            states.setdefault(unit, {})[machine] = state
+        return states
+
+    async def machines(self) -> dict[str, Machine]:
+        log.debug("etcd: reading machines")
+        return await self.registry.machines()
+
+    async def create(self, units: Mapping[str, UnitFile]) -> None:
+        log.debug("etcd: creating %s", ", ".join(units))
+        records = [
+            (JobRecord(name, unit.hash, DesiredState.INACTIVE), unit.serialize())
+            for name, unit in units.items()
+        ]
+        try:
+            await self.registry.create_jobs(records, replace=False)
+        except Conflict as error:  # created meanwhile by someone else: nothing was written
+            raise ClientError(str(error)) from error
+
+    async def replace(self, name: str, unit: UnitFile, desired: DesiredState) -> None:
+        log.debug("etcd: replacing %s (desired %s)", name, desired.value)
+        await self.client.replace(name, unit, desired)
+
+    async def set_desired(self, names: Sequence[str], desired: DesiredState) -> None:
+        log.debug("etcd: setting %s to %s", ", ".join(names), desired.value)
+        await self.client.set_desired(names, desired)
+
+    async def destroy(self, names: Sequence[str]) -> None:
+        log.debug("etcd: destroying %s", ", ".join(names))
+        await self.registry.destroy_jobs(names)
