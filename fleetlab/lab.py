@@ -12,7 +12,7 @@ from pathlib import Path
 
 from flotilla.process import run
 
-from . import cgroups, machine, network
+from . import cgroups, firewall, machine, network
 from .etcd import free_port, start_forwarder, start_lab_etcd, wait_lab_etcd
 from .layout import (
     DEFAULT_STATE_ROOT,
@@ -94,6 +94,7 @@ class Lab:
         save_state(self.layout.state_file, state)
         network.create_lab_network(self.layout)
         start_lab_etcd(self.layout)
+        firewall.allow_only_root(self.name, state.etcd_host_port)  # before the port listens
         start_forwarder(self.layout, state.etcd_host_port)
         ssh_key = self.layout.state_dir / "ssh_key"
         run(
@@ -124,6 +125,7 @@ class Lab:
         cgroups.remove_if_empty(self.layout.cgroup_root)
         cgroups.wait_until_reaped(self.layout.cgroup, timeout=10)
         network.delete_lab_namespaces(self.layout)
+        firewall.remove_rules(self.name)
         shutil.rmtree(self.layout.state_dir, ignore_errors=True)
 
     @property

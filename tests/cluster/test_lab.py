@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fleetd.client import FleetClient
-from fleetlab import network
+from fleetlab import firewall, network
 from fleetlab.fleet import fleet_client, start_fleetd
 from fleetlab.lab import Lab, LabError
 
@@ -74,6 +74,20 @@ def test_machines_reach_each_other_and_etcd_by_ip(lab: Lab) -> None:
         assert can_ping(lab, source, ip_of(lab, target)), f"{source} cannot reach {target}"
     for machine in ("m1", "m2", "m3"):
         assert etcd_reachable(lab, machine), f"{machine} cannot reach etcd"
+
+
+def test_only_root_reaches_the_labs_etcd_from_the_host(lab: Lab) -> None:
+    """etcd has no authentication in the lab: another user on the host could run units as
+    root on every machine through the forwarded port."""
+    port = lab.require_state().etcd_host_port
+    connect = f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=2)"
+    as_root = subprocess.run(["/usr/bin/python3", "-c", connect], capture_output=True, text=True)
+    assert as_root.returncode == 0, as_root.stderr
+    nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    as_nobody = subprocess.run(
+        [*nobody, "/usr/bin/python3", "-c", connect], capture_output=True, text=True
+    )
+    assert "ConnectionRefusedError" in as_nobody.stderr
 
 
 def test_machines_have_no_route_out(lab: Lab) -> None:
@@ -158,6 +172,8 @@ def lab_leftovers(lab: Lab) -> list[str]:
     found += [line for line in links.splitlines() if lab.layout.netns in line]
     if lab.layout.cgroup.exists():
         found.append(str(lab.layout.cgroup))
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    found += [line for line in tables.splitlines() if line.endswith(f" {firewall.table(lab.name)}")]
     if lab.layout.state_dir.exists():
         found.append(str(lab.layout.state_dir))
     for proc in Path("/proc").glob("[0-9]*"):
