@@ -298,6 +298,17 @@ class Agent:
             self.planned_at = None
             self.loop.wake()
 
+    async def still_running(self, units: Collection[str]) -> list[str]:
+        """Those of `units` systemd runs, or is starting or stopping (a failed query counts
+        every one as running: the safe side)."""
+        if not units:
+            return []
+        try:
+            states = await self.systemd.unit_states(list(units))
+        except sd.SystemdError:
+            return sorted(units)
+        return sorted(u for u, s in states.items() if s.active_state in RUNNING_STATES)
+
     async def purge(self) -> None:
         """Graceful shutdown: stop and unload every unit, so they can move at once."""
         await self.cancel_pass()

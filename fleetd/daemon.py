@@ -308,6 +308,15 @@ class Server:
         with contextlib.suppress(RegistryError):
             await registry.resign(heart.machine.id)
         await agent.purge()
+        if running := await agent.still_running(executor.unit_files()):
+            # Revoking now would move them while they run here (systemd refuses or delays
+            # stops while the machine shuts down): let the lease expire by itself instead; the
+            # backstop stops them by its deadline, before the lease can expire.
+            log.warning(
+                "leaving with units still running (%s): the lease is left to expire",
+                " ".join(running),
+            )
+            return
         if keeper is not None and not executor.unit_files():
             keeper.retire()  # else the backstop stops what is left at the deadline
         with contextlib.suppress(RegistryError):

@@ -15,7 +15,7 @@ import pytest
 from fleetd.guard import PEER_REFRESH_SECONDS
 from fleetd.machine_plan import RUNNING_STATES as RUNNING
 
-from .fleet import FleetCluster, never_twice, unit
+from .fleet import SLEEPER, FleetCluster, never_twice, unit
 
 pytestmark = pytest.mark.cluster
 
@@ -154,6 +154,26 @@ async def test_graceful_stop_moves_units_at_once(fleet: FleetCluster) -> None:
         where, _ = await wait_active_elsewhere(fleet, "mover.service", machine, fleet.ttl + 10)
     assert time.monotonic() - started < fleet.ttl, "a graceful stop should not wait for the TTL"
     assert where != machine
+
+
+async def test_a_leave_whose_unit_will_not_stop_leaves_the_lease_to_expire(
+    fleet: FleetCluster,
+) -> None:
+    """A graceful stop revokes the lease only once its units are stopped: one that systemd
+    will not stop (here RefuseManualStop; at a poweroff, systemd's own stop jobs) keeps the
+    machine registered until the backstop has it down, and only then does the unit move."""
+    name = "stubborn.service"
+    body = "[Unit]\nRefuseManualStop=yes\n\n" + SLEEPER
+    await fleet.client.start([name], {name: body})
+    units = await fleet.client.wait_until(lambda u: u[name].active_on(), 20)
+    machine = fleet.machine_of(units, name)
+    with never_twice(fleet, [name], every=SAMPLE_EVERY):
+        fleet.systemctl(machine, "stop", "fleetd.service")
+        assert fleet.ids[machine] in await fleet.client.machines()  # the lease was not revoked
+        where, _ = await wait_active_elsewhere(fleet, name, machine, fleet.ttl + 15)
+    assert where != machine
+    journal = fleet.lab.journal_text(machine, ["-u", "fleetd"])
+    assert "leaving with units still running (stubborn.service)" in journal
 
 
 @pytest.mark.agent_ttl(5)
