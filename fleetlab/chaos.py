@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fleetd.client import ClientError, FleetClient
@@ -154,6 +155,24 @@ def healthy(world: World) -> bool:
 
 # -- runs and the promises (pure) ------------------------------------------------------------
 
+UNIT_STOPPED = "9d1aaa27d60140bd96365438aad20286"  # systemd's MESSAGE_ID of "Stopped <unit>."
+
+
+def stop_times(journal: str) -> dict[str, float]:
+    """When systemd logged each unit stopped (`journalctl -o json` of its UNIT_STOPPED
+    messages), on the host's CLOCK_MONOTONIC (lab machines share the host's clock): the latest
+    per unit."""
+    times: dict[str, float] = {}
+    for line in journal.splitlines():
+        try:
+            entry = json.loads(line)
+            unit, at = entry["UNIT"], int(entry["__MONOTONIC_TIMESTAMP"]) / 1e6
+        except (ValueError, KeyError, TypeError):
+            continue
+        if entry.get("MESSAGE_ID") == UNIT_STOPPED and isinstance(unit, str):
+            times[unit] = max(times.get(unit, at), at)
+    return times
+
 
 @dataclass
 class Run:
@@ -262,11 +281,16 @@ class Sampler:
             self.runs.append(run)
             self.open[(machine, unit)] = run
 
-    def machine_died(self, machine: str, at: float) -> None:
-        """A kill or a power-off ended every run on that machine by `at`."""
+    def machine_died(
+        self, machine: str, at: float, stopped: Mapping[str, float] | None = None
+    ) -> None:
+        """A kill or a power-off ended every run on that machine by `at`, or, for a unit in
+        `stopped` (when systemd logged it stopped during a power-off), at that moment."""
         with self.lock:
             for key in [k for k in self.open if k[0] == machine]:
-                self.open.pop(key).end = at
+                run = self.open.pop(key)
+                end = (stopped or {}).get(run.unit)
+                run.end = end if end is not None and run.start <= end <= at else at
 
     def running(self) -> dict[str, list[str]]:
         with self.lock:
@@ -331,7 +355,13 @@ class Chaos:
                 self.sampler.machine_died(target, time.monotonic())
             case "stop":
                 lab.stop(target)
-                self.sampler.machine_died(target, time.monotonic())
+                # The units stopped during the power-off, before its end: when, systemd's
+                # journal on the machine's disk says (the sampler cannot ask a machine going down).
+                ended = time.monotonic()
+                journal = lab.journal_text(
+                    target, ["-b", "-o", "json", f"MESSAGE_ID={UNIT_STOPPED}"]
+                )
+                self.sampler.machine_died(target, ended, stop_times(journal))
             case "start":
                 await asyncio.to_thread(lab.start, target)
             case "partition":

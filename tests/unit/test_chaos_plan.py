@@ -3,7 +3,20 @@ gives the same events, and overlapping runs are found exactly."""
 
 from __future__ import annotations
 
-from fleetlab.chaos import Run, World, believe, event_sequence, overlaps, parse_show
+import json
+import threading
+
+from fleetlab.chaos import (
+    UNIT_STOPPED,
+    Run,
+    Sampler,
+    World,
+    believe,
+    event_sequence,
+    overlaps,
+    parse_show,
+    stop_times,
+)
 
 MACHINES = ["m1", "m2", "m3", "m4", "m5"]
 
@@ -47,3 +60,30 @@ def test_systemctl_show_output_is_read_per_unit() -> None:
     samples = parse_show(text)
     assert samples["a.service"].state == "active" and samples["a.service"].since == 2.5
     assert samples["b.service"].since == 0.0
+
+
+def journal_line(unit: str, at: float, message_id: str = UNIT_STOPPED) -> str:
+    fields = {"UNIT": unit, "MESSAGE_ID": message_id, "__MONOTONIC_TIMESTAMP": str(int(at * 1e6))}
+    return json.dumps(fields)
+
+
+def test_a_power_off_ends_a_run_when_systemd_logged_the_unit_stopped() -> None:
+    """The sampler cannot ask a machine going down: a run ends when its journal says, not when
+    the power-off is over, or a unit that moved after a clean stop would look like a double."""
+    journal = "\n".join(
+        [
+            journal_line("a.service", 10.2),
+            journal_line("a.service", 3.0),  # an earlier run's stop
+            journal_line("b.service", 10.3, message_id="7ad2d189f7e94e70a38c781354912448"),
+            "not json",
+        ]
+    )
+    assert stop_times(journal) == {"a.service": 10.2}
+    sampler = Sampler.__new__(Sampler)  # the bookkeeping only, no lab
+    sampler.lock = threading.Lock()
+    runs = {u: Run("m1", u, 5.0) for u in ("a.service", "b.service", "c.service")}
+    sampler.open = {("m1", u): run for u, run in runs.items()}
+    sampler.machine_died("m1", 11.0, {**stop_times(journal), "c.service": 12.0})
+    # b: not a "Stopped" message; c: logged after the power-off was over, so not believed
+    assert [runs[u].end for u in sorted(runs)] == [10.2, 11.0, 11.0]
+    assert sampler.open == {}
