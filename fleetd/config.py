@@ -22,10 +22,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from .metadata_match import METADATA_KEY
+
 DEFAULT_CONFIG_FILE = Path("/etc/fleet/fleet.conf")
 DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-METADATA_KEY = re.compile(r"[A-Za-z0-9_.-]+")
 # systemd's unit search paths (`systemd-analyze unit-paths`, system and user managers): the agent
 # takes every unit file in units_directory for one it wrote, and unloads and deletes the ones
 # the cluster did not assign, so it must never be pointed at (or into) one of these.

@@ -27,7 +27,7 @@ from enum import Enum
 
 # The keys a machine's metadata can have (fleet.conf and the API's PATCH both refuse others).
 KEY_CHARACTERS = "letters, digits, '_', '.' and '-'"
-_KEY = re.compile(r"[A-Za-z0-9_.-]+")
+METADATA_KEY = re.compile(r"[A-Za-z0-9_.-]+")
 NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 # These would make an expression ambiguous (`a=<3`, `a==b`), so no value may contain them.
 RESERVED = "=<>"
@@ -101,7 +101,7 @@ class MetadataExpression:
 
 def parse_expression(text: str) -> MetadataExpression:
     """Read one expression; MetadataExpressionError names the character at fault."""
-    key = _KEY.match(text)
+    key = METADATA_KEY.match(text)
     if key is None:
         what = f"unexpected {text[0]!r}" if text else "the expression is empty"
         reason = f"{what}: it must start with a key ({KEY_CHARACTERS})"
