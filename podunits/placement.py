@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from fleetd.metadata_match import MetadataExpressionError, parse_expression
 from fleetd.unitname import UnitNameError, check_unit_name, mangle_name
 from flotilla.manifest import Location, Manifest
 
@@ -29,7 +30,7 @@ class FleetOptions:
 
     machine_id: str | None = None
     machine_of: tuple[str, ...] = ()
-    machine_metadata: tuple[tuple[str, str], ...] = ()
+    machine_metadata: tuple[str, ...] = ()  # expressions: `key=value`, `key>=4`, ...
     conflicts: tuple[str, ...] = ()
     is_global: bool = False
     replaces: tuple[str, ...] = ()
@@ -76,25 +77,31 @@ def _fleet_words(
     return tuple(items)
 
 
-def _fleet_metadata(manifest: Manifest, raw: dict[str, object]) -> tuple[tuple[str, str], ...]:
-    """`[key=value, ...]` or `{key: value}` / `{key: [values]}` (any of the values will do)."""
+def _fleet_metadata(manifest: Manifest, raw: dict[str, object]) -> tuple[str, ...]:
+    """`[expression, ...]` (`key=value`, `key!=value`, numeric `key>=4` ...: fleetd's
+    operators) or `{key: value}` / `{key: [values]}` (equality; any of the values will do)."""
     value = raw.get("machine_metadata", [])
     where: Location = ("x-fleet", "machine_metadata")
-    pairs: list[tuple[Location, object, object]] = []
+    found: list[tuple[Location, str, str, str]] = []  # where, key, operator, value
     if isinstance(value, dict):
         for key, allowed in value.items():
             for item in allowed if isinstance(allowed, list) else [allowed]:
-                pairs.append(((*where, str(key)), key, item))
+                location = (*where, str(key))
+                found.append((location, key, "=", text_of(manifest, location, item)))
     else:
         for index, item in enumerate(typed(manifest, where, value, list)):
             text = typed(manifest, (*where, index), item, str)
-            if text.count("=") != 1:
-                raise manifest.error((*where, index), f"{text!r}: write key=value")
-            pairs.append(((*where, index), *text.split("=")))
-    for location, key, item in pairs:
+            try:
+                expression = parse_expression(text)
+            except MetadataExpressionError as error:
+                raise manifest.error((*where, index), f"{text!r}: {error}") from error
+            found.append(
+                ((*where, index), expression.key, expression.operator.value, expression.value)
+            )
+    for location, key, _, item in found:
         _fleet_word(manifest, location, key)
-        _fleet_word(manifest, location, text_of(manifest, location, item))
-    return tuple((str(key), str(item)) for _, key, item in pairs)
+        _fleet_word(manifest, location, item)
+    return tuple(f"{key}{op}{item}" for _, key, op, item in found)
 
 
 def _fleet_word(manifest: Manifest, where: Location, word: object) -> None:

@@ -175,7 +175,12 @@ BAD_SPECS = [
     (
         "image: busybox\nx-fleet:\n  machine_metadata: [region]  # <-\n",
         "x-fleet.machine_metadata.0",
-        "key=value",
+        "character 7: nothing after the key 'region': expected an operator",
+    ),
+    (
+        "image: busybox\nx-fleet:\n  machine_metadata: ['disk>=big']  # <-\n",
+        "x-fleet.machine_metadata.0",
+        "character 7",
     ),
     (
         "image: busybox\nx-fleet:\n  machine_metadata: {role: 'a b'}  # <-\n",
@@ -396,6 +401,11 @@ x-fleet:
         ("global: true", "Global", ["true"]),
         ("replaces: [old-api, old@1.service]", "Replaces", ["old-api.service", "old@1.service"]),
         ("machine_metadata: [role=web, role=api]", "MachineMetadata", ["role=web", "role=api"]),
+        (
+            "machine_metadata: ['disk>=100', 'region!=east', 'cores<8']",
+            "MachineMetadata",
+            ["disk>=100", "region!=east", "cores<8"],
+        ),
     ],
 )
 def test_x_fleet_option_lines(tmp_path: Path, fleet: str, option: str, values: list[str]) -> None:
