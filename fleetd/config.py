@@ -344,10 +344,11 @@ def load_config(
 
 
 def environment_values(environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:
-    """The FLEET_<NAME> variables of known keys, as name: (value, where)."""
+    """The FLEET_<NAME> variables of known keys, as name: (value, where). An empty variable
+    counts as unset, as in fleet, so `Environment=FLEET_X=` in a drop-in clears an inherited one."""
     found: dict[str, tuple[str, str]] = {}
     for name in [*SETTINGS_BY_NAME, *COMPATIBILITY_KEYS_BY_NAME]:
-        if (variable := ENVIRONMENT_PREFIX + name.upper()) in environ:
+        if environ.get(variable := ENVIRONMENT_PREFIX + name.upper()):
             found[name] = (environ[variable], f"environment variable {variable}")
     return found
 

@@ -31,6 +31,14 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
     assert config.public_ip == "10.0.0.9"
 
 
+def test_an_empty_variable_counts_as_unset(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.conf"
+    path.write_text("agent_ttl=30s\n")
+    environ = {"FLEET_AGENT_TTL": "", "FLEET_PUBLIC_IP": ""}
+    config, warnings = load_config(read_config_file(path), environ, {})
+    assert (config.agent_ttl, config.public_ip, warnings) == (30.0, "", [])
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [
