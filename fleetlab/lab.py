@@ -10,9 +10,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from flotilla import firewall
 from flotilla.process import run
 
-from . import cgroups, firewall, machine, network
+from . import cgroups, hostkeys, machine, network
 from .etcd import free_port, start_forwarder, start_lab_etcd, wait_lab_etcd
 from .layout import (
     DEFAULT_STATE_ROOT,
@@ -94,7 +95,7 @@ class Lab:
         save_state(self.layout.state_file, state)
         network.create_lab_network(self.layout)
         start_lab_etcd(self.layout)
-        firewall.allow_only_root(self.name, state.etcd_host_port)  # before the port listens
+        firewall.allow_only_root(self.layout.firewall_table, [state.etcd_host_port])  # first
         start_forwarder(self.layout, state.etcd_host_port)
         ssh_key = self.layout.state_dir / "ssh_key"
         run(
@@ -111,10 +112,17 @@ class Lab:
                 ssh_key,
             ]
         )
+        keys = {r.name: self.layout.state_dir / "host_keys" / r.name for r in records}
+        for record in records:
+            hostkeys.make_host_keys(keys[record.name], f"fleetlab-{self.name}-{record.name}")
+        known = hostkeys.known_hosts(
+            [(r.ip, r.name, hostkeys.public_keys(keys[r.name])) for r in records]
+        )
         for record in records:
             layout = self.layout.machine(record.name)
             network.create_machine_network(self.layout, layout)
             machine.seed_identity(layout, record.machine_id, hosts_file(records), ssh_key)
+            hostkeys.install(keys[record.name], layout.upper / "etc", known)
             machine.boot(layout, rootfs, source)
         return state
 
@@ -125,7 +133,7 @@ class Lab:
         cgroups.remove_if_empty(self.layout.cgroup_root)
         cgroups.wait_until_reaped(self.layout.cgroup, timeout=10)
         network.delete_lab_namespaces(self.layout)
-        firewall.remove_rules(self.name)
+        firewall.remove_table(self.layout.firewall_table)
         shutil.rmtree(self.layout.state_dir, ignore_errors=True)
 
     @property

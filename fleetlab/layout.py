@@ -110,6 +110,12 @@ class LabLayout:
         return self.cgroup_root / self.name
 
     @property
+    def firewall_table(self) -> str:
+        """The nftables table that keeps the forwarded etcd port root's (flotilla.firewall);
+        lab names are [a-z][a-z0-9]*, a valid nft identifier as they are."""
+        return f"fleetlab_{self.name}"
+
+    @property
     def gateway_ip(self) -> str:
         return f"{SUBNET_PREFIX}.1"
 

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from flotilla import firewall
 from flotilla.process import CommandError, run
 from provision.inventory import CLUSTER_NAME, Node, plan_inventory
 from provision.render import Rendered
@@ -220,6 +221,20 @@ class Cluster:
             config.name, files, lambda: self.pid(name) is not None, lambda: qemu_log(files)
         )
         self.update(name, pid=pid, ports=ports)
+        self.keep_etcd_ports_for_root()
+
+    def keep_etcd_ports_for_root(self) -> None:
+        """Only root may reach the nodes' forwarded etcd ports: etcd has no authentication,
+        and it runs any unit as root on every node (flotilla.firewall). QEMU opens a port
+        before this runs, but the guest's etcd answers only tens of seconds later."""
+        with self.locked():
+            self.load()
+            ports = [r.ports[ETCD_PORT] for r in self.records.values() if ETCD_PORT in r.ports]
+            firewall.allow_only_root(self.firewall_table, ports)
+
+    @property
+    def firewall_table(self) -> str:
+        return f"flotilla_cluster_{self.name}"  # cluster names are [a-z][a-z0-9]*
 
     def vm_config(self, node: Node, record: NodeRecord, tap: int) -> VmConfig:
         spec = self.spec
@@ -279,6 +294,7 @@ class Cluster:
             for pid in pids:
                 wait_gone(pid, KILL_TIMEOUT)
         delete_network(self.netns)
+        firewall.remove_table(self.firewall_table)
         shutil.rmtree(self.directory, ignore_errors=True)
 
     # state of nodes

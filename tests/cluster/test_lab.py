@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fleetd.client import FleetClient
-from fleetlab import firewall, network
+from fleetlab import network
 from fleetlab.fleet import fleet_client, start_fleetd
 from fleetlab.lab import Lab, LabError
 
@@ -173,7 +173,8 @@ def lab_leftovers(lab: Lab) -> list[str]:
     if lab.layout.cgroup.exists():
         found.append(str(lab.layout.cgroup))
     tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
-    found += [line for line in tables.splitlines() if line.endswith(f" {firewall.table(lab.name)}")]
+    table = lab.layout.firewall_table
+    found += [line for line in tables.splitlines() if line.endswith(f" {table}")]
     if lab.layout.state_dir.exists():
         found.append(str(lab.layout.state_dir))
     for proc in Path("/proc").glob("[0-9]*"):

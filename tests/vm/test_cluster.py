@@ -9,6 +9,7 @@ import json
 import secrets
 import shutil
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,6 +69,8 @@ def save_consoles(cluster: Cluster) -> dict[str, str]:
 
 def assert_nothing_left(cluster: Cluster) -> None:
     assert not cluster.directory.exists()
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    assert cluster.firewall_table not in tables.split()
     assert not netns_exists(cluster.netns)
     assert not any(cluster.name in line for line in Path("/proc/mounts").read_text().splitlines())
     for proc in Path("/proc").iterdir():
@@ -111,6 +114,21 @@ def test_etcd_has_three_healthy_members_and_every_node_writes_and_reads(
         cluster.ssh(writer, f"etcdctl del {key}")
         for reader in NODES:
             assert cluster.ssh(reader, f"etcdctl get --print-value-only {key}").strip() == ""
+
+
+def test_only_root_reaches_the_forwarded_etcd_ports(cluster: Cluster) -> None:
+    """etcd has no authentication: another user on the host could run units as root on every
+    node through a forwarded port."""
+    nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    for node in NODES:
+        port = cluster.host_port(node, 2379)
+        connect = f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=5)"
+        as_root = subprocess.run(["/usr/bin/python3", "-c", connect], capture_output=True)
+        assert as_root.returncode == 0, as_root.stderr
+        as_nobody = subprocess.run(
+            [*nobody, "/usr/bin/python3", "-c", connect], capture_output=True, text=True
+        )
+        assert "ConnectionRefusedError" in as_nobody.stderr, f"{node}: {as_nobody.stderr}"
 
 
 def test_ignition_applied_the_whole_config(cluster: Cluster) -> None:
