@@ -29,7 +29,13 @@ from .disk import allocated_size, convert_to_qcow2, write_disk
 from .filesystems import copy_into_vfat, make_erofs, make_ext4, make_vfat
 from .image_spec import DEFAULT_IMAGE_SPEC, ImageSpec, load_image_spec
 from .layout import format_size
-from .payload import install_trusted_key, payload_file, public_key, signing_key, write_payload
+from .payload import (
+    install_trusted_key,
+    payload_file,
+    public_key,
+    signing_key,
+    write_payload,
+)
 from .rootfs import build_rootfs, rootfs_key
 from .spec import load_spec
 from .tree import PACKAGE_LIST, ImageError, build_tree, find_kernel, tree_key
@@ -113,7 +119,13 @@ def build_image(
 ) -> Artifacts:
     spec = load_image_spec(spec_path)
     check_host_tools()
-    signer = signing_key(signing_key_path, out)
+    with signing_key(signing_key_path, out) as signer:
+        return _build(spec, out, cache_root, epoch, signer)
+
+
+def _build(
+    spec: ImageSpec, out: Path, cache_root: Path | None, epoch: int | None, signer: Path
+) -> Artifacts:
     key_line = public_key(signer)
     cache_root = cache_root or default_cache_root()
     epoch = source_date_epoch() if epoch is None else epoch
@@ -208,10 +220,13 @@ def make_usr_filesystem(
         sha256=described.pop("sha256"),
         verity=VerityTree(**described),
     )
-    for image, part in ((usr.filesystem, slot), (usr.hash_tree, verity_slot)):
+    for what, image, part in (
+        ("/usr", usr.filesystem, slot),
+        ("/usr's hash tree", usr.hash_tree, verity_slot),
+    ):
         if image.stat().st_size > part.size:
             raise ImageError(
-                f"{spec.path}: partitions: {image.name} needs {format_size(image.stat().st_size)},"
+                f"{spec.path}: partitions: {what} needs {format_size(image.stat().st_size)},"
                 f" more than {part.label}'s {format_size(part.size)}"
             )
     return usr

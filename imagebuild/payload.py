@@ -13,6 +13,9 @@ Without --signing-key a development key is made once in the output directory
 from __future__ import annotations
 
 import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from flotilla.process import CommandError, run
@@ -33,19 +36,28 @@ TRUSTED_KEYS_DIR = "share/flotilla/update-keys"  # under /usr
 TRUSTED_KEY_FILE = "image-signing-key.pub"
 
 
-def signing_key(given: Path | None, out: Path) -> Path:
-    """The key to sign with: the one given, else the output directory's development key,
-    made on first use."""
+@contextmanager
+def signing_key(given: Path | None, out: Path) -> Iterator[Path]:
+    """The key to sign with: the one given, else the output directory's development key. A
+    new development key is made aside and moved into `out` only when the build succeeds, so a
+    failed build leaves nothing behind and the next one makes its own."""
     if given is not None:
         if not given.is_file():
             raise ImageError(f"--signing-key: no key file at {given}")
-        return given
+        yield given
+        return
     key = out / DEV_KEY_NAME
-    if not key.is_file():
-        out.mkdir(parents=True, exist_ok=True)
+    if key.is_file():
+        yield key
+        return
+    with tempfile.TemporaryDirectory(prefix="flotilla-signing-key-") as scratch:
+        made = Path(scratch) / DEV_KEY_NAME
         comment = "flotilla update signing (development key)"
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", key])
-    return key
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", made])
+        yield made
+        out.mkdir(parents=True, exist_ok=True)
+        for path in (made.with_suffix(".pub"), made):  # the private key last: it marks "made"
+            shutil.move(path, out / path.name)
 
 
 def public_key(key: Path) -> str:

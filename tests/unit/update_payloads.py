@@ -14,7 +14,10 @@ ROOT_HASH = "ab" * 32
 
 def make_key(directory: Path) -> Path:
     """A fresh ed25519 key without a passphrase (imagebuild's development key)."""
-    return signing_key(None, directory)
+    with signing_key(None, directory) as made:
+        pass
+    assert not made.exists()  # made aside, then moved into the directory
+    return directory / made.name
 
 
 def trust(key: Path, usr: Path) -> Path:
