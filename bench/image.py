@@ -1,7 +1,8 @@
 """Benchmark: the OS image. Cold and cached build time, sizes, boot time to systemd `running`
 under TCG (UEFI from the disk, and direct kernel boot), and whether two cold builds from the
-same inputs and SOURCE_DATE_EPOCH give a byte-identical USR partition. Prints its figures and
-the image issue's targets.
+same inputs, SOURCE_DATE_EPOCH and update signing key give a byte-identical USR partition, the
+same dm-verity root hash and hash tree. Prints its figures and the image
+issue's targets.
 
     .venv/bin/python bench/image.py [--boots N] [--skip-cold]
 """
@@ -36,9 +37,9 @@ TARGETS = {
 BOOT_KINDS = ("uefi boot", "uefi ssh login", "direct boot", "direct ssh login")
 
 
-def timed_build(out: Path, cache: Path, epoch: int) -> tuple[float, Artifacts]:
+def timed_build(out: Path, cache: Path, epoch: int, key: Path) -> tuple[float, Artifacts]:
     started = time.monotonic()
-    artifacts = build_image(out=out, cache_root=cache, epoch=epoch)
+    artifacts = build_image(out=out, cache_root=cache, epoch=epoch, signing_key_path=key)
     return time.monotonic() - started, artifacts
 
 
@@ -90,15 +91,18 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="flotilla-bench-image-", dir="/var/tmp"))
     key = work / "id_ed25519"
     run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key])
+    # The update signing key is an input (its public half is in /usr): the same for every build.
+    signer = work / "update-signing-key"
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", signer])
     figures: dict[str, str] = {}
     try:
         cache = work / "cache-1"
         if options.skip_cold:
             cache = Path("/var/cache/flotilla")
         else:
-            cold, first = timed_build(work / "out-1", cache, epoch)
+            cold, first = timed_build(work / "out-1", cache, epoch, signer)
             figures["cold build"] = f"{cold:.0f} s (empty cache: rootfs, packages, everything)"
-        cached, artifacts = timed_build(work / "out-2", cache, epoch)
+        cached, artifacts = timed_build(work / "out-2", cache, epoch, signer)
         figures["cached rebuild"] = f"{cached:.1f} s (disk, ESP, ROOT, qcow2 remade from cache)"
         report = report_of(artifacts)
         sizes = report["sizes"]
@@ -110,10 +114,21 @@ def main() -> None:
         )
         figures["packages"] = str(report["packages"])
         if not options.skip_cold:
-            _, second = timed_build(work / "out-3", work / "cache-2", epoch)
-            same = report_of(first)["usr_sha256"] == report_of(second)["usr_sha256"]
+            _, second = timed_build(work / "out-3", work / "cache-2", epoch, signer)
+            one, two = report_of(first), report_of(second)
+            same = one["usr_sha256"] == two["usr_sha256"]
             figures["reproducible usr"] = (
                 "yes, byte-identical" if same else "NO: the USR images differ"
+            )
+            # The initramfs is not reproducible (dracut), so the payloads' usr entries are
+            # compared, not their whole manifests.
+            same_hash = one["usr_root_hash"] == two["usr_root_hash"]
+            same_tree = payload_usr(first) == payload_usr(second)
+            figures["reproducible verity"] = (
+                "yes, same root hash, hash tree and payload usr entries"
+                if same_hash and same_tree
+                else f"NO: root hash {'same' if same_hash else 'differs'},"
+                f" payload usr entries {'same' if same_tree else 'differ'}"
             )
         for kind, values in boot_times(artifacts, key, options.boots).items():
             figures[kind] = (
@@ -129,6 +144,12 @@ def main() -> None:
 
 def report_of(artifacts: Artifacts) -> dict:
     return json.loads(artifacts.report.read_text())
+
+
+def payload_usr(artifacts: Artifacts) -> tuple[object, object]:
+    """The update manifest's entries for usr.img and usr.verity (sizes and sha256s)."""
+    files = json.loads((artifacts.update / "manifest.json").read_text())["files"]
+    return files["usr"], files["usr_verity"]
 
 
 if __name__ == "__main__":

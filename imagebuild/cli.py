@@ -16,6 +16,7 @@ from .image import DEFAULT_OUT, build_image
 from .image_spec import DEFAULT_IMAGE_SPEC
 from .report import report_document, report_json, report_lines
 from .rootfs import build_rootfs, default_rootfs_cache
+from .serve import DEFAULT_HOST, make_server
 from .spec import DEFAULT_SPEC, SpecError
 from .tree import ImageError
 
@@ -81,6 +82,13 @@ def rootfs(spec: Path, cache: Path | None) -> None:
     help="Timestamp for every file in /usr [default: $SOURCE_DATE_EPOCH, else the last commit].",
 )
 @click.option(
+    "--signing-key",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="ed25519 private key (OpenSSH format, no passphrase) that signs the update payload;"
+    " its public key goes into the image [default: OUT/update-signing-key, made once].",
+)
+@click.option(
     "--json",
     "as_json",
     is_flag=True,
@@ -98,15 +106,17 @@ def build(
     out: Path,
     cache: Path | None,
     source_date_epoch: int | None,
+    signing_key: Path | None,
     as_json: bool,
     verbose: bool,
 ) -> None:
-    """Build the OS disk image (raw and qcow2), its kernel and initramfs; print a summary.
+    """Build the OS disk image (raw and qcow2), its kernel and initramfs, and the signed
+    update payload (OUT/update/); print a summary.
 
     The steps and their durations go to stderr, so stdout holds only the result."""
     steps.show_details = verbose
     try:
-        artifacts = build_image(spec, out, cache, source_date_epoch)
+        artifacts = build_image(spec, out, cache, source_date_epoch, signing_key)
         document = report_document(artifacts.report.read_text(), artifacts.report)
     except (ManifestError, ImageError, SpecError, CommandError, ValueError) as error:
         click.echo(f"imagebuild: {error}", err=True)
@@ -115,3 +125,40 @@ def build(
         click.echo(report_json(document))
     else:
         click.echo("\n".join(report_lines(document, out)))
+
+
+@main.command("serve-update")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), required=True, help="TCP port (0: a free one)."
+)
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=DEFAULT_OUT / "update",
+    show_default=True,
+    help="The payload directory a build wrote.",
+)
+@click.option(
+    "--host",
+    default=DEFAULT_HOST,
+    show_default=True,
+    help="Address to listen on; VMs on QEMU's user network reach 127.0.0.1 as 10.0.2.2.",
+)
+def serve_update(port: int, directory: Path, host: str) -> None:
+    """Serve the update payload over HTTP until interrupted.
+
+    The first line on stdout is the payload's URL (with the port chosen when --port is 0)."""
+    try:
+        server = make_server(directory, port, host)
+    except (ImageError, OSError) as error:
+        click.echo(f"imagebuild: {error}", err=True)
+        sys.exit(1)
+    click.echo(f"http://{host}:{server.server_port}/", nl=True)
+    sys.stdout.flush()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

@@ -1,8 +1,9 @@
 """`imagebuild build`: the OS disk image, as a flat recipe of verb-named steps.
 
-rootfs (shared with the lab, cached) -> image tree (cached) -> /usr filesystem (cached) ->
-ESP, OEM, ROOT -> GPT disk -> qcow2. Everything is made in a partial directory next to the
-outputs and renamed into place only when complete.
+rootfs (shared with the lab, cached) -> image tree (cached) -> /usr filesystem and its
+dm-verity hash tree (cached) -> ESP, OEM, ROOT -> GPT disk -> qcow2, and the signed update
+payload. Everything is made in a partial directory next to the outputs and renamed into place
+only when complete.
 """
 
 from __future__ import annotations
@@ -20,15 +21,25 @@ from pathlib import Path
 from flotilla.process import CommandError, run
 from flotilla.resources import code_root
 from flotilla.steps import step
+from flotilla.update.manifest import BOARD, UpdateManifest
+from flotilla.update.slots import SLOTS, Slot, boot_entry, entry_file_name, usr_arguments
 
 from .cache import cached_tree, default_cache_root, hash_inputs, remove_build_dir
 from .disk import allocated_size, convert_to_qcow2, write_disk
 from .filesystems import copy_into_vfat, make_erofs, make_ext4, make_vfat
 from .image_spec import DEFAULT_IMAGE_SPEC, ImageSpec, load_image_spec
 from .layout import format_size
+from .payload import (
+    install_trusted_key,
+    payload_file,
+    public_key,
+    signing_key,
+    write_payload,
+)
 from .rootfs import build_rootfs, rootfs_key
 from .spec import load_spec
 from .tree import PACKAGE_LIST, ImageError, build_tree, find_kernel, tree_key
+from .verity import VerityTree, make_hash_tree
 
 # Outputs go where the user is (or --out), never into the code's own directory.
 DEFAULT_OUT = Path("build")
@@ -40,6 +51,8 @@ HOST_TOOLS = {
     "sfdisk": "fdisk",
     "mkfs.ext4": "e2fsprogs",
     "qemu-img": "qemu-utils",
+    "veritysetup": "cryptsetup-bin",
+    "ssh-keygen": "openssh-client",
 }
 BOOT_LOADER = "usr/lib/systemd/boot/efi/systemd-bootx64.efi"
 # Makes Ignition run (its dracut generator keys on it); only the first boot carries it.
@@ -56,6 +69,7 @@ class Artifacts:
     initrd: Path
     cmdline: Path
     packages: Path
+    update: Path  # the signed update payload (a directory)
     report: Path
 
     @classmethod
@@ -67,6 +81,7 @@ class Artifacts:
             initrd=directory / f"{name}.initrd",
             cmdline=directory / f"{name}.cmdline",
             packages=directory / f"{name}.packages.txt",
+            update=directory / "update",
             report=directory / f"{name}.report.json",
         )
 
@@ -78,6 +93,7 @@ class Artifacts:
             self.initrd,
             self.cmdline,
             self.packages,
+            self.update,
             self.report,
         ]  # the report last: it is written when everything else is in place
 
@@ -99,9 +115,18 @@ def build_image(
     out: Path = DEFAULT_OUT,
     cache_root: Path | None = None,
     epoch: int | None = None,
+    signing_key_path: Path | None = None,
 ) -> Artifacts:
     spec = load_image_spec(spec_path)
     check_host_tools()
+    with signing_key(signing_key_path, out) as signer:
+        return _build(spec, out, cache_root, epoch, signer)
+
+
+def _build(
+    spec: ImageSpec, out: Path, cache_root: Path | None, epoch: int | None, signer: Path
+) -> Artifacts:
+    key_line = public_key(signer)
     cache_root = cache_root or default_cache_root()
     epoch = source_date_epoch() if epoch is None else epoch
     started = time.monotonic()
@@ -109,20 +134,22 @@ def build_image(
     rootfs = build_rootfs(spec.rootfs, cache_root / "rootfs")
     key = tree_key(spec, rootfs_key(rootfs_spec))
     tree = cached_tree(cache_root / "image-tree", key, lambda d: build_tree(spec, rootfs, d))
-    usr = make_usr_filesystem(spec, tree, cache_root / "usr", key, epoch)
+    usr = make_usr_filesystem(spec, tree, cache_root / "usr", key, epoch, key_line)
     with output_directory(out, spec.name) as partial:
         artifacts = Artifacts.named(partial, spec.name)
         kernel = find_kernel(spec, tree)
-        copy_boot_files(spec, tree, kernel, artifacts)
+        copy_boot_files(spec, tree, kernel, artifacts, usr.verity)
         images = {
-            "EFI-SYSTEM": make_esp(spec, tree, artifacts, partial / "esp.img"),
-            "USR-A": usr,
+            "EFI-SYSTEM": make_esp(spec, tree, artifacts, partial / "esp.img", usr.verity),
+            "USR-A": usr.filesystem,
+            "USR-A-VERITY": usr.hash_tree,
             "OEM": make_oem(spec, partial / "oem.img", epoch),
             "ROOT": make_root(spec, tree, partial / "root.img", epoch),
         }
         make_disk(spec, images, artifacts)
         make_qcow2(artifacts)
-        write_report(spec, tree, images, artifacts, epoch, time.monotonic() - started)
+        make_update_payload(spec, usr, artifacts, signer)
+        write_report(spec, tree, usr, images, artifacts, epoch, time.monotonic() - started)
     return Artifacts.named(out, spec.name)
 
 
@@ -143,41 +170,97 @@ def output_directory(out: Path, name: str) -> Iterator[Path]:
     try:
         yield partial
         for path in Artifacts.named(partial, name).all():
+            if path.is_dir() and (out / path.name).is_dir():
+                remove_build_dir(out / path.name)
             path.rename(out / path.name)
     finally:
         if partial.exists():
             remove_build_dir(partial)
 
 
+@dataclass(frozen=True)
+class UsrImage:
+    """Slot A's content: the /usr filesystem, its dm-verity hash tree and what describes them."""
+
+    filesystem: Path
+    hash_tree: Path
+    sha256: str  # of the filesystem
+    verity: VerityTree
+
+
 def make_usr_filesystem(
-    spec: ImageSpec, tree: Path, cache: Path, tree_key: str, epoch: int
-) -> Path:
+    spec: ImageSpec, tree: Path, cache: Path, tree_key: str, epoch: int, key_line: str
+) -> UsrImage:
+    """The tree's /usr plus the trusted update key as erofs, and its hash tree; cached by the
+    tree, the epoch and the key (a new key costs seconds, not a new tree)."""
     slot = spec.layout.by_label("USR-A")
+    verity_slot = spec.layout.by_label("USR-A-VERITY")
 
     def build(directory: Path) -> None:
         with step("make the /usr filesystem (erofs, lz4hc)"):
-            make_erofs(tree / "usr", directory / "usr.erofs", epoch=epoch, uuid=slot.uuid)
+            staging = directory / "usr"
+            # Hard links: the cached tree stays untouched and nothing big is copied.
+            run(["cp", "-a", "--link", tree / "usr", staging])
+            install_trusted_key(staging, key_line)
+            make_erofs(staging, directory / "usr.erofs", epoch=epoch, uuid=slot.uuid)
+            remove_build_dir(staging)
+        with step("compute the dm-verity hash tree"):
+            digest = sha256(directory / "usr.erofs")
+            verity = make_hash_tree(directory / "usr.erofs", directory / "usr.verity", digest)
+            (directory / "verity.json").write_text(
+                json.dumps({"sha256": digest, **verity.__dict__}, indent=2) + "\n"
+            )
 
-    image = cached_tree(cache, hash_inputs([tree_key, epoch, slot.uuid], []), build) / "usr.erofs"
-    if image.stat().st_size > slot.size:
-        raise ImageError(
-            f"{spec.path}: partitions: /usr needs {format_size(image.stat().st_size)}, "
-            f"more than USR-A's {format_size(slot.size)}"
-        )
-    return image
+    inputs = [tree_key, epoch, slot.uuid, key_line]
+    directory = cached_tree(cache, hash_inputs(inputs, []), build)
+    described = json.loads((directory / "verity.json").read_text())
+    usr = UsrImage(
+        filesystem=directory / "usr.erofs",
+        hash_tree=directory / "usr.verity",
+        sha256=described.pop("sha256"),
+        verity=VerityTree(**described),
+    )
+    for what, image, part in (
+        ("/usr", usr.filesystem, slot),
+        ("/usr's hash tree", usr.hash_tree, verity_slot),
+    ):
+        if image.stat().st_size > part.size:
+            raise ImageError(
+                f"{spec.path}: partitions: {what} needs {format_size(image.stat().st_size)},"
+                f" more than {part.label}'s {format_size(part.size)}"
+            )
+    return usr
 
 
-def copy_boot_files(spec: ImageSpec, tree: Path, kernel: str, artifacts: Artifacts) -> None:
+def slot_cmdline(spec: ImageSpec, slot: Slot, root_hash: str) -> str:
+    """The full kernel command line that boots `slot`: the manifest's, then the slot's /usr."""
+    usr = spec.layout.by_label(slot.usr_label).uuid
+    hash_tree = spec.layout.by_label(slot.verity_label).uuid
+    return f"{spec.cmdline} {usr_arguments(usr, hash_tree, root_hash)}"
+
+
+def copy_boot_files(
+    spec: ImageSpec, tree: Path, kernel: str, artifacts: Artifacts, verity: VerityTree
+) -> None:
     with step("copy the kernel, initramfs and package list"):
         shutil.copyfile(tree / f"boot/vmlinuz-{kernel}", artifacts.kernel)
         shutil.copyfile(tree / f"boot/initrd.img-{kernel}", artifacts.initrd)
         shutil.copyfile(tree / PACKAGE_LIST, artifacts.packages)
-        artifacts.cmdline.write_text(spec.cmdline + "\n")
+        # Direct kernel boot runs slot A, pinned by its root hash like the boot entry.
+        artifacts.cmdline.write_text(slot_cmdline(spec, SLOTS["a"], verity.root_hash) + "\n")
 
 
-def make_esp(spec: ImageSpec, tree: Path, artifacts: Artifacts, image: Path) -> Path:
+def make_esp(
+    spec: ImageSpec, tree: Path, artifacts: Artifacts, image: Path, verity: VerityTree
+) -> Path:
     """systemd-boot on the removable-media path (boots without NVRAM entries), the kernel and
-    initramfs of slot A, and a boot entry for it."""
+    initramfs of slot A, and a boot entry for it.
+
+    An update writes the other slot's entry with a boot counter (`<name>-b+3.conf`);
+    systemd-boot then tries it first and, once its tries run out without systemd-bless-boot
+    marking it good, falls back to this one. The image's own entry starts with the first-boot
+    flag, which makes Ignition run; flotilla-ignition-done.service drops it once a boot got
+    past Ignition."""
     with step("make the EFI system partition"):
         part = spec.layout.by_label("EFI-SYSTEM")
         staging = image.with_suffix(".d")
@@ -186,7 +269,9 @@ def make_esp(spec: ImageSpec, tree: Path, artifacts: Artifacts, image: Path) -> 
         # timeout 0: boot at once; hold a key during boot for the menu.
         loader_conf.write_text("timeout 0\neditor no\nconsole-mode keep\n")
         entry = staging / "entry.conf"
-        entry.write_text(boot_entry(spec, "a", first_boot=True))
+        slot = SLOTS["a"]
+        options = f"{slot_cmdline(spec, slot, verity.root_hash)} {FIRST_BOOT_ARGUMENT}"
+        entry.write_text(boot_entry(spec.name, spec.version, slot, options))
         make_vfat(image, size=part.size, label="EFI-SYSTEM")
         copy_into_vfat(
             image,
@@ -194,31 +279,13 @@ def make_esp(spec: ImageSpec, tree: Path, artifacts: Artifacts, image: Path) -> 
                 "/EFI/BOOT/BOOTX64.EFI": tree / BOOT_LOADER,
                 "/EFI/systemd/systemd-bootx64.efi": tree / BOOT_LOADER,
                 "/loader/loader.conf": loader_conf,
-                f"/loader/entries/{spec.name}-a.conf": entry,
+                f"/loader/entries/{entry_file_name(spec.name, SLOTS['a'])}": entry,
                 f"/{spec.name}/vmlinuz-a": artifacts.kernel,
                 f"/{spec.name}/initrd-a": artifacts.initrd,
             },
         )
         shutil.rmtree(staging)
     return image
-
-
-def boot_entry(spec: ImageSpec, slot: str, first_boot: bool = False) -> str:
-    """A Boot Loader Specification entry for a USR slot. An update writes the other slot's entry
-    with a boot counter (`<name>-b+3.conf`); systemd-boot then tries it first and, once its tries
-    run out without systemd-bless-boot marking it good, falls back to this one.
-
-    The image's own entry starts with the first-boot flag, which makes Ignition run;
-    flotilla-ignition-done.service drops it once a boot got past Ignition."""
-    options = f"{spec.cmdline} {FIRST_BOOT_ARGUMENT}" if first_boot else spec.cmdline
-    return (
-        f"title Flotilla {spec.version} (USR-{slot.upper()})\n"
-        f"sort-key {spec.name}\n"
-        f"version {spec.version}\n"
-        f"linux /{spec.name}/vmlinuz-{slot}\n"
-        f"initrd /{spec.name}/initrd-{slot}\n"
-        f"options {options}\n"
-    )
 
 
 def make_oem(spec: ImageSpec, image: Path, epoch: int) -> Path:
@@ -269,15 +336,39 @@ def make_qcow2(artifacts: Artifacts) -> None:
         convert_to_qcow2(artifacts.raw, artifacts.qcow2)
 
 
+def make_update_payload(spec: ImageSpec, usr: UsrImage, artifacts: Artifacts, key: Path) -> None:
+    with step("write the signed update payload"):
+        sources = {
+            "usr": usr.filesystem,
+            "usr_verity": usr.hash_tree,
+            "kernel": artifacts.kernel,
+            "initrd": artifacts.initrd,
+        }
+        known = {"usr": usr.sha256}
+        manifest = UpdateManifest(
+            name=spec.name,
+            board=BOARD,
+            version=spec.version,
+            root_hash=usr.verity.root_hash,
+            kernel_arguments=spec.cmdline,
+            files=tuple(
+                payload_file(role, path, known.get(role) or sha256(path))
+                for role, path in sources.items()
+            ),
+        )
+        write_payload(artifacts.update, sources, manifest, key)
+
+
 def write_report(
     spec: ImageSpec,
     tree: Path,
+    usr_image: UsrImage,
     images: dict[str, Path],
     artifacts: Artifacts,
     epoch: int,
     seconds: float,
 ) -> None:
-    usr = images["USR-A"]
+    usr = usr_image.filesystem
     usr_content = apparent_size(tree / "usr")
     report = {
         "name": spec.name,
@@ -285,11 +376,12 @@ def write_report(
         "source_date_epoch": epoch,
         "build_seconds": round(seconds, 1),
         "kernel": find_kernel(spec, tree),
-        "cmdline": spec.cmdline,
+        "cmdline": artifacts.cmdline.read_text().strip(),
         "packages": len(artifacts.packages.read_text().splitlines()),
         "sizes": {
             "usr_content_bytes": usr_content,
             "usr_filesystem_bytes": usr.stat().st_size,
+            "usr_verity_bytes": usr_image.verity.hash_size,
             "usr_partition_bytes": spec.layout.by_label("USR-A").size,
             "kernel_bytes": artifacts.kernel.stat().st_size,
             "initrd_bytes": artifacts.initrd.stat().st_size,
@@ -298,7 +390,9 @@ def write_report(
             "raw_allocated_bytes": allocated_size(artifacts.raw),
             "qcow2_bytes": artifacts.qcow2.stat().st_size,
         },
-        "usr_sha256": sha256(usr),
+        "usr_sha256": usr_image.sha256,
+        "usr_root_hash": usr_image.verity.root_hash,
+        "usr_verity_salt": usr_image.verity.salt,
         "container_images": [image.name for image in spec.container_images],
         "partitions": [
             {

@@ -14,6 +14,7 @@ from pathlib import Path
 import jinja2
 
 from flotilla.manifest import Location, Manifest, load_manifest
+from flotilla.update.slots import slot_arguments_in
 
 from .layout import PARTITION_TYPES, DiskLayout, PartitionSpec, plan_disk
 
@@ -196,6 +197,13 @@ def _with_cmdline(manifest: Manifest, spec: ImageSpec) -> ImageSpec:
         # The template is the manifest's own code: whatever it raises (a TemplateError, or
         # ZeroDivisionError from {{ 1/0 }}, TypeError from {{ name + 1 }}) is its mistake.
         raise manifest.error(("cmdline",), f"template: {error}") from error
+    owned = slot_arguments_in(text)
+    if owned:
+        raise manifest.error(
+            ("cmdline",),
+            f"{owned[0]}: imagebuild writes each slot's /usr arguments (mount.usr=, usrhash=,"
+            " systemd.verity_usr_*=) itself; remove it",
+        )
     return ImageSpec(**{**spec.__dict__, "cmdline": " ".join(text.split())})
 
 

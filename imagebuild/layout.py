@@ -3,7 +3,9 @@
 Partitions start on 1 MiB boundaries after the primary GPT; the backup GPT takes the last MiB.
 The USR slots carry Flatcar's priority/tries/successful attribute bits (48-51, 52-55, 56) so an
 A/B selector can read the same state Flatcar's gptprio does; USR-A starts as priority 1,
-successful.
+successful. Each slot has a dm-verity hash partition of its own (USR-A-VERITY, USR-B-VERITY):
+systemd 252's veritysetup reads the verity superblock at the start of the hash device and has no
+hash offset, so the hash tree cannot share the slot's partition as Flatcar's does.
 """
 
 from __future__ import annotations
@@ -19,8 +21,18 @@ PARTITION_TYPES = {
     "usr": "5DFBF5F4-2848-4BAC-AA5E-0D9A20B745A6",  # coreos-usr
     "oem": "0FC63DAF-8483-4772-8E79-3D69D8477DE4",  # Linux filesystem data
     "root": "3884DD41-8582-4404-B9A8-E9B84F2DF50E",  # coreos-resize: grown at boot
+    # The Discoverable Partitions Specification's "usr verity (x86-64)": what it holds, by name.
+    "usr-verity": "77FF5F63-E7B6-4633-ACF4-1565B864C0E6",
 }
-REQUIRED = {"EFI-SYSTEM": "esp", "USR-A": "usr", "USR-B": "usr", "OEM": "oem", "ROOT": "root"}
+REQUIRED = {
+    "EFI-SYSTEM": "esp",
+    "USR-A": "usr",
+    "USR-B": "usr",
+    "OEM": "oem",
+    "USR-A-VERITY": "usr-verity",
+    "USR-B-VERITY": "usr-verity",
+    "ROOT": "root",
+}
 ACTIVE_SLOT_ATTRIBUTES = "GUID:48,56"  # priority 1, successful
 
 
@@ -101,6 +113,11 @@ def check_partitions(specs: tuple[PartitionSpec, ...]) -> None:
     if len(usr_sizes) > 1:
         raise ValueError(
             "USR-A and USR-B must be the same size: an update writes one into the other"
+        )
+    verity_sizes = {spec.size for spec in specs if spec.kind == "usr-verity"}
+    if len(verity_sizes) > 1:
+        raise ValueError(
+            "USR-A-VERITY and USR-B-VERITY must be the same size: an update writes either"
         )
     for spec in specs:
         if spec.size % ALIGNMENT:

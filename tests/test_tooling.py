@@ -47,6 +47,8 @@ PURE_MODULES = [
     "qemu/summary.py",
     "qemu/cluster_listing.py",
     "imagebuild/report.py",
+    "flotilla/update/slots.py",
+    "flotilla/update/manifest.py",
     "fleetd/fleetctl/views.py",
     "fleetd/fleetctl/tables.py",
     "provision/inventory.py",

@@ -18,8 +18,11 @@ STANDARD = (
     PartitionSpec("USR-A", "usr", 1024 * MIB, "22222222-2222-2222-2222-222222222222"),
     PartitionSpec("USR-B", "usr", 1024 * MIB, "33333333-3333-3333-3333-333333333333"),
     PartitionSpec("OEM", "oem", 64 * MIB, "44444444-4444-4444-4444-444444444444"),
+    PartitionSpec("USR-A-VERITY", "usr-verity", 16 * MIB, "77777777-7777-7777-7777-777777777777"),
+    PartitionSpec("USR-B-VERITY", "usr-verity", 16 * MIB, "88888888-8888-8888-8888-888888888888"),
     PartitionSpec("ROOT", "root", 512 * MIB, "55555555-5555-5555-5555-555555555555"),
 )
+REQUIRED_LABELS = ("EFI-SYSTEM", "USR-A", "USR-B", "OEM", "USR-A-VERITY", "USR-B-VERITY")
 EXTRA = PartitionSpec("DATA", "oem", 64 * MIB, "66666666-6666-6666-6666-666666666666")
 
 
@@ -47,16 +50,18 @@ def test_partitions_are_placed_in_order_on_mib_boundaries_after_the_primary_gpt(
         (2, "USR-A", 129, 1153),
         (3, "USR-B", 1153, 2177),
         (4, "OEM", 2177, 2241),
-        (5, "ROOT", 2241, 2753),
+        (5, "USR-A-VERITY", 2241, 2257),
+        (6, "USR-B-VERITY", 2257, 2273),
+        (7, "ROOT", 2273, 2785),
     ]
 
 
 def test_disk_size_is_the_last_end_plus_one_mib_for_the_backup_gpt() -> None:
     layout = plan_disk(STANDARD)
-    assert layout.size == layout.partitions[-1].end + MIB == 2754 * MIB
+    assert layout.size == layout.partitions[-1].end + MIB == 2786 * MIB
 
 
-@pytest.mark.parametrize("disk_size", [2754 * MIB, 8 * GIB])
+@pytest.mark.parametrize("disk_size", [2786 * MIB, 8 * GIB])
 def test_an_explicit_disk_size_that_fits_is_kept(disk_size: int) -> None:
     assert plan_disk(STANDARD, disk_size).size == disk_size
 
@@ -69,14 +74,14 @@ def test_an_explicit_disk_size_too_small_names_both_sizes() -> None:
 
 def test_a_disk_one_mib_short_has_no_room_for_the_backup_gpt() -> None:
     with pytest.raises(ValueError, match="more than disk_size"):
-        plan_disk(STANDARD, 2753 * MIB)
+        plan_disk(STANDARD, 2785 * MIB)
 
 
 @pytest.mark.parametrize(
     ("specs", "message"),
     [
         pytest.param(
-            by_label("EFI-SYSTEM", "USR-A", "USR-B", "OEM", "OEM", "ROOT"),
+            by_label(*REQUIRED_LABELS, "OEM", "ROOT"),
             "label 'OEM' is used twice",
             id="duplicate-label",
         ),
@@ -91,7 +96,7 @@ def test_a_disk_one_mib_short_has_no_room_for_the_backup_gpt() -> None:
             id="wrong-type-for-required-label",
         ),
         pytest.param(
-            by_label("EFI-SYSTEM", "USR-A", "USR-B", "ROOT", "OEM"),
+            by_label("EFI-SYSTEM", "USR-A", "USR-B", "USR-A-VERITY", "USR-B-VERITY", "ROOT", "OEM"),
             "ROOT must be the last partition",
             id="root-not-last",
         ),
@@ -104,6 +109,16 @@ def test_a_disk_one_mib_short_has_no_room_for_the_backup_gpt() -> None:
             changed("USR-B", size=512 * MIB),
             "USR-A and USR-B must be the same size",
             id="usr-slot-sizes-differ",
+        ),
+        pytest.param(
+            without("USR-B-VERITY"),
+            "a partition labelled 'USR-B-VERITY' (type usr-verity) is required",
+            id="missing-hash-partition",
+        ),
+        pytest.param(
+            changed("USR-A-VERITY", size=32 * MIB),
+            "USR-A-VERITY and USR-B-VERITY must be the same size",
+            id="hash-partition-sizes-differ",
         ),
         pytest.param(
             changed("OEM", size=64 * MIB + 512),
@@ -126,7 +141,7 @@ def test_bad_layouts_are_refused_with_a_reason(
 
 
 def test_extra_partitions_may_sit_between_the_required_ones_and_root() -> None:
-    specs = by_label("EFI-SYSTEM", "USR-A", "USR-B", "OEM", "DATA", "ROOT")
+    specs = by_label(*REQUIRED_LABELS, "DATA", "ROOT")
     assert [p.label for p in plan_disk(specs).partitions][-2:] == ["DATA", "ROOT"]
 
 
@@ -167,6 +182,8 @@ def test_only_usr_a_starts_with_the_active_slot_attributes() -> None:
         '"USR-A"': '"GUID:48,56"',
         '"USR-B"': None,
         '"OEM"': None,
+        '"USR-A-VERITY"': None,
+        '"USR-B-VERITY"': None,
         '"ROOT"': None,
     }
 
@@ -207,8 +224,10 @@ def test_valid_layouts_never_overlap_and_leave_room_for_the_backup_gpt(
         dataclasses.replace(STANDARD[1], size=usr),
         dataclasses.replace(STANDARD[2], size=usr),
         dataclasses.replace(STANDARD[3], size=oem),
+        STANDARD[4],
+        STANDARD[5],
         *(dataclasses.replace(EXTRA, label=f"DATA{i}", size=s) for i, s in enumerate(extras)),
-        dataclasses.replace(STANDARD[4], size=root),
+        dataclasses.replace(STANDARD[6], size=root),
     )
     needed = MIB + sum(spec.size for spec in specs) + MIB
     layout = plan_disk(specs, None if slack is None else needed + slack)

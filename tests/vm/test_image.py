@@ -71,7 +71,9 @@ def identity(vm: Vm) -> dict[str, str]:
             "sudo blkid --probe --match-tag PTUUID --output value /dev/vda"
         ).strip(),
         "host_key": vm.ssh("ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub").strip(),
-        "root_bytes": vm.ssh("lsblk --bytes --nodeps --noheadings --output SIZE /dev/vda5").strip(),
+        "root_bytes": vm.ssh(
+            "lsblk --bytes --nodeps --noheadings --output SIZE /dev/disk/by-partlabel/ROOT"
+        ).strip(),
     }
 
 
@@ -103,7 +105,9 @@ def test_os_release_is_flotilla(machine: Vm) -> None:
 def test_usr_is_read_only_from_usr_a(machine: Vm) -> None:
     source, options = machine.ssh("findmnt --noheadings --output SOURCE,OPTIONS /usr").split()
     assert options.split(",")[0] == "ro"
-    assert machine.ssh(f"lsblk --noheadings --output PARTLABEL {source}").strip() == "USR-A"
+    # /usr is USR-A through dm-verity (test_verity.py): the device's parents are the slot's pair.
+    parents = machine.ssh(f"lsblk --inverse --noheadings --output PARTLABEL {source}").split()
+    assert {"USR-A", "USR-A-VERITY"} <= set(parents)
     assert "erofs" in machine.ssh("findmnt --noheadings --output FSTYPE /usr")
     remount = machine.ssh("sudo mount -o remount,rw /usr 2>&1; echo status=$?", check=False)
     assert "status=0" not in remount
@@ -211,5 +215,5 @@ def test_report_describes_the_image(image: Artifacts) -> None:
     report = json.loads(image.report.read_text())
     assert report["sizes"]["usr_filesystem_bytes"] <= report["sizes"]["usr_partition_bytes"]
     assert [p["label"] for p in report["partitions"]] == [
-        "EFI-SYSTEM", "USR-A", "USR-B", "OEM", "ROOT"
+        "EFI-SYSTEM", "USR-A", "USR-B", "OEM", "USR-A-VERITY", "USR-B-VERITY", "ROOT"
     ]  # fmt: skip

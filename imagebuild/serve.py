@@ -1,0 +1,34 @@
+"""`imagebuild serve-update`: the update payload over HTTP, read-only, on loopback.
+
+VMs on QEMU's user network reach the host's loopback as 10.0.2.2 (a `restrict=on` network needs
+a guestfwd rule for the port). Plain HTTP is enough: the payload is signed, and machines check
+the signature before they fetch anything big (flotilla/update/fetch.py).
+"""
+
+from __future__ import annotations
+
+import functools
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from flotilla.update.manifest import MANIFEST_NAME
+
+from .tree import ImageError
+
+DEFAULT_HOST = "127.0.0.1"
+
+
+class PayloadHandler(SimpleHTTPRequestHandler):
+    """GET and HEAD of the payload's files; no directory listings."""
+
+    def list_directory(self, path: str) -> None:
+        self.send_error(404, "no listings")
+
+
+def make_server(directory: Path, port: int, host: str = DEFAULT_HOST) -> ThreadingHTTPServer:
+    """A server for `directory` (not started); port 0 picks a free one (server.server_port)."""
+    if not (directory / MANIFEST_NAME).is_file():
+        raise ImageError(f"{directory} holds no update payload (no {MANIFEST_NAME}); build first")
+    handler = functools.partial(PayloadHandler, directory=str(directory.resolve()))
+    ThreadingHTTPServer.allow_reuse_address = True
+    return ThreadingHTTPServer((host, port), handler)
