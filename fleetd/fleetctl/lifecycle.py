@@ -345,8 +345,9 @@ def destroy(
         return
 
     async def action(driver: Driver) -> None:
-        known = known_names(units, await driver.jobs())
-        globals_ = global_units(await driver.unit_files(), known)
+        jobs, files = await driver.jobs_and_files()
+        known = known_names(units, jobs)
+        globals_ = global_units(files, known)
         await driver.destroy(known)
         if no_block:
             for name in known:
