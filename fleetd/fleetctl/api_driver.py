@@ -189,8 +189,8 @@ class ApiClient:
             await self.destroy(created)
             raise
 
-    async def replace(self, name: str, unit: UnitFile, desired: DesiredState) -> None:
-        await self.put(name, desired, unit)
+    async def replace(self, units: Mapping[str, tuple[UnitFile, DesiredState]]) -> None:
+        await self.for_each(list(units), lambda n: self.put(n, units[n][1], units[n][0]))
 
     async def set_desired(self, names: Sequence[str], desired: DesiredState) -> None:
         await self.for_each(names, lambda name: self.put(name, desired))

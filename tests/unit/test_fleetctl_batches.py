@@ -12,7 +12,7 @@ import pytest
 from fleetd.client import ClientError
 from fleetd.fleetctl.api_driver import CONCURRENT_REQUESTS, ApiClient
 from fleetd.fleetctl.waiting import wait_destroyed
-from fleetd.model import UnitState
+from fleetd.model import DesiredState, UnitState
 from fleetd.unitfile import parse_unit_file
 
 SLEEPER = "[Service]\nExecStart=/bin/sleep infinity\n"
@@ -84,3 +84,10 @@ async def test_destroy_does_not_wait_for_global_units(capsys: pytest.CaptureFixt
     await wait_destroyed(driver, ["a.service", "g.service"], {"g.service"}, 0)  # type: ignore[arg-type]
     assert driver.reads == 1
     assert capsys.readouterr().out == "Destroyed a.service\nDestroyed g.service\n"
+
+
+async def test_replacing_many_units_goes_a_few_at_a_time_too() -> None:
+    api = FakeApi()
+    unit = parse_unit_file(SLEEPER, "u.service")
+    await api.replace({f"u{i}.service": (unit, DesiredState.INACTIVE) for i in range(100)})
+    assert len(api.requests) == 100 and 1 < api.most <= CONCURRENT_REQUESTS
