@@ -13,6 +13,7 @@ from fleetd.client import ClientError
 from fleetd.fleetctl.api_driver import CONCURRENT_REQUESTS, ApiClient
 from fleetd.fleetctl.waiting import wait_destroyed
 from fleetd.model import DesiredState, UnitState
+from fleetd.registry import sized_chunks
 from fleetd.unitfile import parse_unit_file
 
 SLEEPER = "[Service]\nExecStart=/bin/sleep infinity\n"
@@ -91,3 +92,12 @@ async def test_replacing_many_units_goes_a_few_at_a_time_too() -> None:
     unit = parse_unit_file(SLEEPER, "u.service")
     await api.replace({f"u{i}.service": (unit, DesiredState.INACTIVE) for i in range(100)})
     assert len(api.requests) == 100 and 1 < api.most <= CONCURRENT_REQUESTS
+
+
+def test_unit_bodies_are_written_in_chunks_within_etcds_request_limit() -> None:
+    bodies = [(f"h{i}", "x" * 400) for i in range(10)] + [("big", "y" * 5000), ("h10", "z")]
+    chunks = [list(chunk) for chunk in sized_chunks(bodies, 4, 1000)]
+    assert [item for chunk in chunks for item in chunk] == bodies  # all, once, in order
+    assert [len(chunk) for chunk in chunks] == [2, 2, 2, 2, 2, 1, 1]
+    assert chunks[-2] == [("big", "y" * 5000)]  # larger than the limit: alone
+    assert [len(chunk) for chunk in sized_chunks(bodies[:10], 4, 10**6)] == [4, 4, 2]
