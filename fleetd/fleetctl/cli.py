@@ -71,8 +71,10 @@ class LazyCommands(MutableMapping[str, click.Command]):
         self.loaded[name] = command
 
     def __delitem__(self, name: str) -> None:
+        if name not in self:
+            raise KeyError(name)
         self.modules.pop(name, None)
-        del self.loaded[name]
+        self.loaded.pop(name, None)
 
     def __contains__(self, name: object) -> bool:  # without importing anything
         return name in self.modules or name in self.loaded

@@ -69,3 +69,16 @@ def test_the_etcd_driver_loads_no_http_client() -> None:
     )
     assert "error talking to etcd" in result.stderr
     assert set(found) >= ETCD_CLIENT and "aiohttp" not in found
+
+
+def test_every_command_is_listed_and_found_by_its_name() -> None:
+    from fleetd.fleetctl.cli import COMMAND_MODULES, LazyCommands, main
+
+    assert set(main.commands) == {*COMMAND_MODULES, "version", "help", "fd-forward", "verify"}
+    assert "list-unit-files" in main.commands and "no-such" not in main.commands
+    for name in COMMAND_MODULES:
+        assert main.commands[name].name == name  # the module's function of that name
+    commands = LazyCommands({"cat": "inspection", "stop": "lifecycle"})
+    commands["version"] = main.commands["version"]
+    del commands["cat"]
+    assert list(commands) == ["stop", "version"] and len(commands) == 2
