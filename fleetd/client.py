@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from .machine_plan import install_aliases
 from .model import DesiredState, JobRecord, Machine, UnitState, UnitStatus
-from .registry import Registry
 from .unitfile import UnitFile, parse_unit_file, requirements
 from .unitname import UnitNameError, check_unit_name, parse_unit_name
+
+if TYPE_CHECKING:  # fleetctl's API driver uses this module's checks without loading aetcd
+    from .registry import Registry
 
 
 class ClientError(Exception):

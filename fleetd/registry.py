@@ -43,6 +43,9 @@ from .model import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_TXN_OPS = 100
+# etcd refuses a request over 1.5 MiB by default (--max-request-bytes); unit bodies are written
+# in transactions that stay under this, with room for the keys and the request's framing.
+MAX_TXN_BYTES = 1024 * 1024
 SET_DESIRED_ATTEMPTS = 5
 
 FEW_BODIES = 20  # above this many, one ranged read of every body beats a request per body
@@ -191,6 +194,22 @@ def lease_seconds(ttl: float) -> int:
 def chunks(items: Sequence, size: int) -> Iterator[Sequence]:  # type: ignore[type-arg]
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def sized_chunks(
+    items: Sequence[tuple[str, str]], size: int, max_bytes: int
+) -> Iterator[Sequence[tuple[str, str]]]:
+    """(key, text) items in chunks of at most `size` items and, past the first item of a chunk,
+    `max_bytes` of text (one item larger than that goes alone: etcd judges it)."""
+    start, used = 0, 0
+    for index, (_, text) in enumerate(items):
+        length = len(text.encode())
+        if index > start and (index - start >= size or used + length > max_bytes):
+            yield items[start:index]
+            start, used = index, 0
+        used += length
+    if start < len(items):
+        yield items[start:]
 
 
 class Registry:
@@ -479,7 +498,7 @@ class Registry:
             if clashes:
                 raise Conflict(f"unit {clashes[0]} already exists with a different unit file")
         bodies = {job.hash: body for job, body in jobs}
-        for batch in chunks(sorted(bodies.items()), MAX_TXN_OPS):
+        for batch in sized_chunks(sorted(bodies.items()), MAX_TXN_OPS, MAX_TXN_BYTES):
             # Bodies are content-addressed, so writing one that exists changes nothing.
             ops = [self.ops.put(self.keys.unit_body(h), body.encode()) for h, body in batch]
             await self._txn([], ops, "storing unit files")

@@ -5,18 +5,38 @@ etcd_driver.EtcdDriver).
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
-from collections.abc import Collection
+from collections.abc import Collection, Iterator, Mapping, MutableMapping
 
 import click
 
 from .. import __version__ as VERSION
 from ..keys import DEFAULT_PREFIX
-from . import inspection, lifecycle
-from .remote import SshOptions, forward_stdio
 from .session import Failure
 from .tables import FieldError
+
+# The commands that live in modules of their own, by name, and the module each is in (the
+# command is that module's function of the same name, "-" read as "_"). A module is imported
+# only when its command runs, or when help lists every command: `fleetctl version` then loads
+# no command logic, no driver, no HTTP or etcd client.
+COMMAND_MODULES = {
+    "submit": "lifecycle",
+    "load": "lifecycle",
+    "start": "lifecycle",
+    "stop": "lifecycle",
+    "unload": "lifecycle",
+    "destroy": "lifecycle",
+    "restart": "lifecycle",
+    "cat": "inspection",
+    "list-units": "inspection",
+    "list-unit-files": "inspection",
+    "list-machines": "inspection",
+    "status": "inspection",
+    "journal": "inspection",
+    "ssh": "inspection",
+}
 
 # Root flags that are booleans in fleet (Go's pflag): given bare they mean true, and a value
 # comes only after "=", so `--experimental-api list-units` never takes the command as its value.
@@ -33,7 +53,44 @@ def pflag_booleans(args: list[str], commands: Collection[str]) -> list[str]:
     return normalized
 
 
+class LazyCommands(MutableMapping[str, click.Command]):
+    """A group's commands by name, each imported from its module (COMMAND_MODULES) the first
+    time it is looked up; commands added the usual way are kept as they are."""
+
+    def __init__(self, modules: Mapping[str, str]) -> None:
+        self.modules = dict(modules)
+        self.loaded: dict[str, click.Command] = {}
+
+    def __getitem__(self, name: str) -> click.Command:
+        if name not in self.loaded:
+            module = importlib.import_module(f"{__package__}.{self.modules[name]}")
+            self.loaded[name] = getattr(module, name.replace("-", "_"))
+        return self.loaded[name]
+
+    def __setitem__(self, name: str, command: click.Command) -> None:
+        self.loaded[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self:
+            raise KeyError(name)
+        self.modules.pop(name, None)
+        self.loaded.pop(name, None)
+
+    def __contains__(self, name: object) -> bool:  # without importing anything
+        return name in self.modules or name in self.loaded
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys([*self.modules, *self.loaded]))
+
+    def __len__(self) -> int:
+        return len(self.modules.keys() | self.loaded.keys())
+
+
 class FleetctlGroup(click.Group):
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.commands = LazyCommands(COMMAND_MODULES)  # type: ignore[assignment]
+
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         return super().parse_args(ctx, pflag_booleans(args, self.commands))
 
@@ -116,6 +173,8 @@ def main(
         enable_debug_log()
     if not experimental_api:  # fleet: the old switch to etcd wins over --driver
         driver = "etcd"
+    from .remote import SshOptions  # here: most of remote's imports serve ssh and tunnels
+
     ssh = SshOptions(ssh_username, 22, strict_host_key_checking, known_hosts_file, ssh_timeout)
     ctx.obj = {
         "endpoint": endpoint,
@@ -159,6 +218,8 @@ def help_command(ctx: click.Context) -> None:
 @click.argument("socket_path")
 def fd_forward(socket_path: str) -> None:
     """Internal (fleet's tunnel): copy stdin and stdout to a unix socket."""
+    from .remote import forward_stdio
+
     sys.exit(forward_stdio(socket_path))
 
 
@@ -169,22 +230,3 @@ def verify() -> None:
         "WARNING: The signed/verified units feature is DEPRECATED and cannot be used.", err=True
     )
     sys.exit(2)
-
-
-for command in (
-    lifecycle.submit,
-    lifecycle.load,
-    lifecycle.start,
-    lifecycle.stop,
-    lifecycle.unload,
-    lifecycle.destroy,
-    lifecycle.restart,
-    inspection.cat,
-    inspection.list_units,
-    inspection.list_unit_files,
-    inspection.list_machines,
-    inspection.status,
-    inspection.journal,
-    inspection.ssh,
-):
-    main.add_command(command)

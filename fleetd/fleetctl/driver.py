@@ -41,8 +41,8 @@ class Driver(Protocol):
     async def create(self, units: Mapping[str, UnitFile]) -> None:
         """Create units with desired state inactive, all or nothing (they were checked)."""
 
-    async def replace(self, name: str, unit: UnitFile, desired: DesiredState) -> None:
-        """Give an existing unit a new file and the desired state `desired`."""
+    async def replace(self, units: Mapping[str, tuple[UnitFile, DesiredState]]) -> None:
+        """Give existing units each a new file and a desired state."""
 
     async def set_desired(self, names: Sequence[str], desired: DesiredState) -> None:
         """Set existing units' desired state."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 
-from ..client import ClientError, FleetClient
+from ..client import ClientError, FleetClient, check_unit
 from ..model import DesiredState, JobRecord, Machine, UnitState, UnitStatus
 from ..registry import Conflict, Registry
 from ..unitfile import UnitFile
@@ -65,9 +65,13 @@ class EtcdDriver:
         except Conflict as error:  # created meanwhile by someone else: nothing was written
             raise ClientError(str(error)) from error
 
-    async def replace(self, name: str, unit: UnitFile, desired: DesiredState) -> None:
-        log.debug("etcd: replacing %s (desired %s)", name, desired.value)
-        await self.client.replace(name, unit, desired)
+    async def replace(self, units: Mapping[str, tuple[UnitFile, DesiredState]]) -> None:
+        log.debug("etcd: replacing %s", ", ".join(units))
+        records = []
+        for name, (unit, desired) in units.items():
+            checked = check_unit(name, unit.serialize())  # as a new unit is checked
+            records.append((JobRecord(name, checked.hash, desired), checked.serialize()))
+        await self.registry.create_jobs(records, replace=True)  # a few transactions for all
 
     async def set_desired(self, names: Sequence[str], desired: DesiredState) -> None:
         log.debug("etcd: setting %s to %s", ", ".join(names), desired.value)

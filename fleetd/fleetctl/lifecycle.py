@@ -75,12 +75,14 @@ async def create_units(
     globals_ = global_units(files, names) | {
         n for n, unit in {**plan.new, **plan.replaced}.items() if is_global(unit)
     }
-    for name, unit in plan.replaced.items():
+    for name in plan.replaced:
         # fleet's replace is a new unit under the old name: back to inactive, unscheduled,
         # placed again by the engine (maybe elsewhere). --replace-in-place keeps it where it is.
         keep = replace == "in-place"
         desired[name] = desired[name] if keep else DesiredState.INACTIVE
-        await creating(driver.replace(name, unit, desired[name]))
+    if plan.replaced:
+        replaced = {name: (unit, desired[name]) for name, unit in plan.replaced.items()}
+        await creating(driver.replace(replaced))
     if replace != "in-place" and plan.replaced:
         local = [name for name in plan.replaced if name not in globals_]
         await wait_for(driver, local, "inactive", attempts)
@@ -345,8 +347,9 @@ def destroy(
         return
 
     async def action(driver: Driver) -> None:
-        known = known_names(units, await driver.jobs())
-        globals_ = global_units(await driver.unit_files(), known)
+        jobs, files = await driver.jobs_and_files()
+        known = known_names(units, jobs)
+        globals_ = global_units(files, known)
         await driver.destroy(known)
         if no_block:
             for name in known:

@@ -3,23 +3,20 @@ an SSH tunnel), and turning its errors into one line for the user."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import ssl
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
 import click
 
-from ..client import ClientError
-from ..etcdclient import TlsFiles
-from ..keys import Keys
-from ..registry import Registry, RegistryError
-from .api_driver import ApiClient, ApiUnavailable
-from .driver import Driver
-from .etcd_driver import EtcdDriver
-from .remote import TunnelError, tunnel
+# fleetctl's start-up time is mostly imports, and cli.py imports this module for every command
+# (`fleetctl version` included): what only running a command against a cluster needs (asyncio,
+# a driver, the unit checks, SSH) is imported where it is used.
+if TYPE_CHECKING:
+    import ssl
+
+    from .driver import Driver
 
 T = TypeVar("T")
 PASSWORD_VARIABLE = "FLEETCTL_ETCD_PASSWORD"  # never a flag: argv is readable by every user
@@ -37,6 +34,8 @@ def run(ctx: click.Context, action: Callable[[Driver], Awaitable[T]]) -> T:
     options = ctx.find_root().obj
     endpoint = options["endpoint"] or DEFAULT_ENDPOINTS[options["driver"]]
     if options["tunnel"]:
+        from .remote import TunnelError, tunnel
+
         # One SSH forward reaches one address: through a tunnel, the first etcd member only.
         endpoint = endpoint.split(",")[0]
         try:
@@ -53,25 +52,68 @@ def run_with(
     shown: str,  # type: ignore[type-arg]
     action: Callable[[Driver], Awaitable[T]],
 ) -> T:
-    async def with_driver() -> T:
+    from ..client import ClientError
+
+    try:
         if options["driver"] == "etcd":
-            tls = TlsFiles(*options["tls"])  # --ca-file, --cert-file, --key-file: for etcd too
-            username = options["etcd_username"]
-            password = etcd_password(options["etcd_password_file"]) if username else ""
-            registry = Registry.open(
-                endpoint, Keys(options["prefix"]), options["timeout"], username, password, tls
-            )
-            async with registry as opened:
-                return await action(EtcdDriver(opened))
-        async with ApiClient.open(
-            endpoint, options["timeout"], tls_context(*options["tls"])
-        ) as api:
-            return await action(api)
+            return run_on_etcd(options, endpoint, shown, action)
+        return run_on_api(options, endpoint, shown, action)
+    except ClientError as error:
+        raise Failure(str(error)) from error
+    except ValueError as error:  # a malformed endpoint
+        raise Failure(str(error)) from error
+
+
+# Each driver is imported only when it is used: aetcd with gRPC, and aiohttp, were most of a
+# command's start-up time, and no command needs both.
+
+
+def run_on_etcd(
+    options: dict,
+    endpoint: str,
+    shown: str,  # type: ignore[type-arg]
+    action: Callable[[Driver], Awaitable[T]],
+) -> T:
+    import asyncio
+
+    from ..etcdclient import TlsFiles
+    from ..keys import Keys
+    from ..registry import Registry, RegistryError
+    from .etcd_driver import EtcdDriver
+
+    async def with_driver() -> T:
+        tls = TlsFiles(*options["tls"])  # --ca-file, --cert-file, --key-file: for etcd too
+        username = options["etcd_username"]
+        password = etcd_password(options["etcd_password_file"]) if username else ""
+        registry = Registry.open(
+            endpoint, Keys(options["prefix"]), options["timeout"], username, password, tls
+        )
+        async with registry as opened:
+            return await action(EtcdDriver(opened))
 
     try:
         return asyncio.run(with_driver())
     except RegistryError as error:
         raise Failure(f"error talking to etcd at {shown} (is etcd up?): {error}") from error
+
+
+def run_on_api(
+    options: dict,
+    endpoint: str,
+    shown: str,  # type: ignore[type-arg]
+    action: Callable[[Driver], Awaitable[T]],
+) -> T:
+    import asyncio
+
+    from .api_driver import ApiClient, ApiUnavailable
+
+    async def with_driver() -> T:
+        tls = tls_context(*options["tls"])
+        async with ApiClient.open(endpoint, options["timeout"], tls) as api:
+            return await action(api)
+
+    try:
+        return asyncio.run(with_driver())
     except ApiUnavailable as error:
         if isinstance(getattr(error.__cause__, "os_error", None), PermissionError):
             socket = urlsplit(endpoint).path or endpoint
@@ -79,10 +121,6 @@ def run_with(
                 f"permission denied on {socket}: add yourself to the fleet group or use sudo"
             ) from error
         raise Failure(f"error talking to fleet at {shown} (is fleetd running?): {error}") from error
-    except ClientError as error:
-        raise Failure(str(error)) from error
-    except ValueError as error:  # a malformed endpoint
-        raise Failure(str(error)) from error
 
 
 def etcd_password(path: str) -> str:
@@ -104,6 +142,8 @@ def tls_context(ca_file: str, cert_file: str, key_file: str) -> ssl.SSLContext |
     """TLS for an https:// API: our CA (else the system's) and our client certificate."""
     if not (ca_file or cert_file):
         return None
+    import ssl  # only here: most commands never need TLS
+
     try:
         context = ssl.create_default_context(cafile=ca_file or None)
         if cert_file:
