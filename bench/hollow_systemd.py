@@ -31,7 +31,8 @@ ACTIVATING = UnitState("loaded", "activating", "start")
 ACTIVE = UnitState("loaded", "active", "running")
 DEACTIVATING = UnitState("loaded", "deactivating", "stop")
 FAILED = UnitState("loaded", "failed", "failed")
-RELOADING = ""  # the queue entry that tells watchers to read every unit again
+RELOADING = ""  # the change that tells watchers to read every unit again
+Change = tuple[str, UnitState]
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class SimulatedSystemd:
         self.states: dict[str, UnitState] = {}  # units in memory that are not plain dead
         self.pending: dict[str, asyncio.TimerHandle] = {}  # unit -> its job's completion
         self.stopped: dict[str, asyncio.Event] = {}  # unit -> set when its stop job is done
-        self.watchers: set[asyncio.Queue[str | None]] = set()
+        self.watchers: set[asyncio.Queue[Change | None]] = set()
         self.closed = False
 
     # --- the connection ---------------------------------------------------------------------
@@ -108,7 +109,7 @@ class SimulatedSystemd:
     async def reload(self) -> None:
         self._check_connected("Reload")
         await asyncio.sleep(self.latencies.reload)
-        self._notify(RELOADING)
+        self._notify(RELOADING, DEAD)
 
     # --- units ------------------------------------------------------------------------------
 
@@ -159,19 +160,18 @@ class SimulatedSystemd:
         """As `Systemd.watch_states`: the current state of each unit in `names()`, then every
         change, never the same state of a unit twice in a row."""
         self._check_connected("Subscribe")
-        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        queue: asyncio.Queue[Change | None] = asyncio.Queue()
         self.watchers.add(queue)
         given: dict[str, UnitState] = {}
         try:
-            changed: Collection[str] = list(names())
+            changes = [(name, self.state(name)) for name in names()]
             while True:
                 watched = names()
-                for name in changed:
-                    state = self.state(name)
+                for name, state in changes:
                     if name in watched and given.get(name) != state:
                         given[name] = state
                         yield name, state
-                changed = await self._next_change(queue, names)
+                changes = await self._next_changes(queue, names)
         finally:
             self.watchers.discard(queue)
 
@@ -192,20 +192,24 @@ class SimulatedSystemd:
             self.states[name] = state
         if state is not DEACTIVATING and (done := self.stopped.pop(name, None)) is not None:
             done.set()
-        self._notify(name)
+        self._notify(name, state)
 
-    def _notify(self, name: str) -> None:
+    def _notify(self, name: str, state: UnitState) -> None:
+        # Each change carries its state, as systemd's PropertiesChanged does: a watcher that
+        # reads later still sees every transition.
         for queue in self.watchers:
-            queue.put_nowait(name)
+            queue.put_nowait((name, state))
 
-    async def _next_change(
-        self, queue: asyncio.Queue[str | None], names: Callable[[], Collection[str]]
-    ) -> Collection[str]:
-        """The units whose state may have changed: one, or all after a reload."""
-        name = await queue.get()
-        if name is None:
+    async def _next_changes(
+        self, queue: asyncio.Queue[Change | None], names: Callable[[], Collection[str]]
+    ) -> list[Change]:
+        """The next change, or every watched unit's state after a reload."""
+        change = await queue.get()
+        if change is None:
             raise SystemdError("the simulated systemd is gone (its machine crashed or stopped)")
-        return list(names()) if name == RELOADING else [name]
+        if change[0] == RELOADING:
+            return [(name, self.state(name)) for name in names()]
+        return [change]
 
     def _check_connected(self, what: str) -> None:
         if self.closed:
