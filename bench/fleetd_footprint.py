@@ -94,6 +94,9 @@ async def one_round(rootfs: Path, measure_memory: bool) -> tuple[float, list[dic
         seconds = await registered_after(lab)
         memory = []
         if measure_memory:
+            # Where the start-up time goes, on one machine: systemd's jobs and fleetd's steps.
+            argv = ["journalctl", "-o", "short-monotonic", "--no-pager", "-u", "fleetd*"]
+            print(lab.run("m1", argv).stdout)
             await asyncio.sleep(IDLE_SECONDS)
             memory = [memory_of(fleetd_pid(lab, m)) for m in lab.running_machines()]
             probe = lab.run("m1", ["python3", "-c", IMPORT_PROBE]).stdout.split()
