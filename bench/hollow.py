@@ -20,13 +20,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import logging
 import os
 import random
 import resource
+import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -47,6 +51,7 @@ from bench.hollow_systemd import Latencies
 from fleetd.keys import Keys
 from fleetlab.etcd import free_ports, loopback_etcd
 
+TEMP_PREFIX = "flotilla-hollow-"
 BOOT_TOGETHER = 50  # machines started at once (as after a power cut of a rack, not a data centre)
 UNIT_BODY = "[Unit]\nDescription=hollow unit\n\n[Service]\nExecStart=/bin/sleep infinity\n"
 
@@ -224,11 +229,14 @@ class Run:
             await step()
 
     async def close(self) -> None:
-        await asyncio.gather(*(m.halt() for m in self.machines), return_exceptions=True)
+        stuck = await asyncio.gather(*(m.halt() for m in self.machines), return_exceptions=True)
+        problems = collections.Counter(str(reason) for reason in stuck if reason is not None)
+        for reason, count in problems.items():
+            print(f"hollow: {count} machines did not stop cleanly: {reason}", file=sys.stderr)
 
 
 async def run(args: argparse.Namespace) -> int:
-    with tempfile.TemporaryDirectory(prefix="flotilla-hollow-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}{os.getpid()}-") as tmp:
         root = Path(tmp)
         with loopback_etcd(root / "etcd", timeout=30) as etcd:
             bench = Run(args, etcd.endpoint, root)
@@ -260,8 +268,26 @@ async def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def stop_hard_after(seconds: float) -> None:
+    """The last resort of a bounded run: if the event loop never comes back, kill etcd (its
+    data directory is temporary) and exit, from a thread."""
+
+    def stop() -> None:
+        print(f"hollow: still running after {seconds:.0f}s; killing etcd and exiting", flush=True)
+        if (etcd := child_pid("etcd")) is not None:
+            os.kill(etcd, signal.SIGKILL)
+        for leftover in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}{os.getpid()}-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        os._exit(2)
+
+    timer = threading.Timer(seconds, stop)
+    timer.daemon = True
+    timer.start()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    stop_hard_after(args.deadline + 60)
     logging.basicConfig(
         level=logging.ERROR, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

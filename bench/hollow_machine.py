@@ -35,6 +35,8 @@ from fleetd.peer_key import obtain_peer_key
 from fleetd.publisher import StatePublisher
 from fleetd.registry import Registry
 
+HALT_SECONDS = 5.0
+
 
 @dataclass(frozen=True)
 class HollowSettings:
@@ -120,13 +122,25 @@ class HollowMachine:
         self.systemd.crash()
         await self.halt()
 
-    async def halt(self) -> None:
+    async def halt(self) -> str | None:
+        """Stop every task and close the connection; what did not stop in time, if anything."""
         for task in self.tasks:
             task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        stuck = None
+        try:
+            async with asyncio.timeout(HALT_SECONDS):
+                await asyncio.gather(*self.tasks, return_exceptions=True)
+        except TimeoutError:
+            stuck = "a component ignored its cancellation"
         self.tasks = []
-        with contextlib.suppress(Exception):
-            await self.stack.aclose()
+        try:
+            async with asyncio.timeout(HALT_SECONDS):
+                await self.stack.aclose()
+        except TimeoutError:
+            stuck = "closing the etcd connection hung"
+        except Exception as error:  # a crash's connection may fail to close cleanly
+            stuck = None if self.systemd.closed else f"closing failed: {error!r}"
+        return stuck
 
     def active_units(self) -> set[str]:
         return {u for u, s in self.systemd.states.items() if s.active_state == "active"}
