@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -40,7 +41,7 @@ from bench.hollow_machine import HollowMachine, HollowSettings
 from bench.hollow_measure import (
     CpuWindow,
     EnginePasses,
-    child_pid,
+    child_pids,
     etcd_metric,
     fleetctl,
     rss_mib,
@@ -49,7 +50,7 @@ from bench.hollow_measure import (
 )
 from bench.hollow_systemd import Latencies
 from fleetd.keys import Keys
-from fleetlab.etcd import free_ports, loopback_etcd
+from fleetlab.etcd import free_ports, loopback_etcd, loopback_etcd_cluster
 
 TEMP_PREFIX = "flotilla-hollow-"
 BOOT_TOGETHER = 50  # machines started at once (as after a power cut of a rack, not a data centre)
@@ -69,6 +70,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-rss", type=float, default=6144.0, help="MiB for this process")
     parser.add_argument("--row", action="store_true", help="also print a tab-separated row")
     parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--etcd-members", type=int, default=1, choices=(1, 3, 5))
     args = parser.parse_args(argv)
     if args.machines < 2 or (args.units is not None and args.units < 1):
         parser.error("--machines must be at least 2 and --units at least 1")
@@ -158,13 +160,15 @@ class Run:
         """At rest: CPU of etcd and of this process, etcd's db, and no unit moves meanwhile."""
         placement = {m.index: m.active_units() for m in self.machines}
         lost_before = sum(bool(m.heart and m.heart.lost_lease) for m in self.machines)
-        etcd = child_pid("etcd")
-        window = CpuWindow(
-            {"etcd": etcd, "hollow": os.getpid()} if etcd else {"hollow": os.getpid()}
-        )
+        members = {f"etcd{i}": pid for i, pid in enumerate(child_pids("etcd"))}
+        window = CpuWindow({**members, "hollow": os.getpid()})
         await asyncio.sleep(self.args.steady)
         shares = window.shares()
-        self.note("steady CPU etcd", f"{shares.get('etcd', float('nan')):.0%} of a core")
+        each = [shares[name] for name in members]
+        apart = (
+            f" (members: {', '.join(f'{share:.0%}' for share in each)})" if len(each) > 1 else ""
+        )
+        self.note("steady CPU etcd", f"{sum(each):.0%} of a core{apart}")
         self.note(
             "steady CPU hollow process",
             f"{shares['hollow']:.0%} of a core ({len(self.machines)} fleetds)",
@@ -175,8 +179,9 @@ class Run:
             "false failovers at rest",
             f"{moved} machines changed units, {lost} leases lost ({self.args.steady:.0f}s)",
         )
-        size = etcd_metric(self.endpoint, "etcd_mvcc_db_total_size_in_bytes")
-        in_use = etcd_metric(self.endpoint, "etcd_mvcc_db_total_size_in_use_in_bytes")
+        first = self.endpoint.split(",")[0]
+        size = etcd_metric(first, "etcd_mvcc_db_total_size_in_bytes")
+        in_use = etcd_metric(first, "etcd_mvcc_db_total_size_in_use_in_bytes")
         self.note(
             "etcd db size",
             f"{(size or 0) / 2**20:.1f} MiB ({(in_use or 0) / 2**20:.1f} MiB in use)",
@@ -235,14 +240,25 @@ class Run:
             print(f"hollow: {count} machines did not stop cleanly: {reason}", file=sys.stderr)
 
 
+@contextlib.contextmanager
+def etcd_on_loopback(data_dir: Path, members: int) -> Iterator[str]:
+    """etcd's client URLs (comma-separated): one member, or a cluster of `members`."""
+    if members == 1:
+        with loopback_etcd(data_dir, timeout=30) as etcd:
+            yield etcd.endpoint
+    else:
+        with loopback_etcd_cluster(data_dir, members, timeout=30) as cluster:
+            yield ",".join(member.endpoint for member in cluster)
+
+
 async def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}{os.getpid()}-") as tmp:
         root = Path(tmp)
-        with loopback_etcd(root / "etcd", timeout=30) as etcd:
-            bench = Run(args, etcd.endpoint, root)
+        with etcd_on_loopback(root / "etcd", args.etcd_members) as endpoint:
+            bench = Run(args, endpoint, root)
             print(
                 f"hollow: {args.machines} machines, {bench.units} units,"
-                f" agent_ttl {args.agent_ttl:.0f}s, etcd {etcd.endpoint}",
+                f" agent_ttl {args.agent_ttl:.0f}s, etcd {endpoint}",
                 flush=True,
             )
             memory = asyncio.create_task(bench.watch_memory())
@@ -274,7 +290,7 @@ def stop_hard_after(seconds: float) -> None:
 
     def stop() -> None:
         print(f"hollow: still running after {seconds:.0f}s; killing etcd and exiting", flush=True)
-        if (etcd := child_pid("etcd")) is not None:
+        for etcd in child_pids("etcd"):
             os.kill(etcd, signal.SIGKILL)
         for leftover in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}{os.getpid()}-*"):
             shutil.rmtree(leftover, ignore_errors=True)

@@ -33,6 +33,13 @@ def rss_mib(pid: int) -> float:
 
 def child_pid(name: str) -> int | None:
     """The pid of this process's child called `name` (the etcd that loopback_etcd started)."""
+    pids = child_pids(name)
+    return pids[0] if pids else None
+
+
+def child_pids(name: str) -> list[int]:
+    """The pids of this process's children called `name`, oldest first."""
+    found = []
     me = str(os.getpid())
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -42,9 +49,10 @@ def child_pid(name: str) -> int | None:
         except OSError:
             continue
         comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-        if comm == name and stat.rpartition(")")[2].split()[1] == me:
-            return int(entry.name)
-    return None
+        fields = stat.rpartition(")")[2].split()
+        if comm == name and fields[1] == me:
+            found.append((int(fields[19]), int(entry.name)))  # by start time
+    return [pid for _, pid in sorted(found)]
 
 
 def etcd_metric(endpoint: str, name: str) -> float | None:
