@@ -165,9 +165,13 @@ class Run:
         await asyncio.sleep(self.args.steady)
         shares = window.shares()
         each = [shares[name] for name in members]
-        apart = (
-            f" (members: {', '.join(f'{share:.0%}' for share in each)})" if len(each) > 1 else ""
-        )
+        urls = self.endpoint.split(",")
+        leads = [len(urls) > 1 and etcd_metric(url, "etcd_server_is_leader") == 1 for url in urls]
+        marks = [
+            f"{share:.0%}{' leader' if lead else ''}"
+            for share, lead in zip(each, leads, strict=True)
+        ]
+        apart = f" (members: {', '.join(marks)})" if len(each) > 1 else ""
         self.note("steady CPU etcd", f"{sum(each):.0%} of a core{apart}")
         self.note(
             "steady CPU hollow process",
