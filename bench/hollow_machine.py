@@ -131,7 +131,7 @@ class HollowMachine:
             async with asyncio.timeout(HALT_SECONDS):
                 await asyncio.gather(*self.tasks, return_exceptions=True)
         except TimeoutError:
-            stuck = "a component ignored its cancellation"
+            stuck = f"its components did not end within {HALT_SECONDS:.0f}s of being cancelled"
         self.tasks = []
         try:
             async with asyncio.timeout(HALT_SECONDS):
