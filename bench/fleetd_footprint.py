@@ -99,6 +99,10 @@ async def one_round(rootfs: Path, measure_memory: bool) -> tuple[float, list[dic
             print(lab.run("m1", argv).stdout)
             await asyncio.sleep(IDLE_SECONDS)
             memory = [memory_of(fleetd_pid(lab, m)) for m in lab.running_machines()]
+            # The API (aiohttp) loads at its first connection: what it adds to a fleetd.
+            lab.run("m1", ["fleetctl", "list-machines"])
+            with_api = memory_of(fleetd_pid(lab, "m1"))["rss"]
+            print(f"fleetd RSS on m1 once the API served fleetctl: {with_api:.1f} MiB")
             probe = lab.run("m1", ["python3", "-c", IMPORT_PROBE]).stdout.split()
             print(
                 f"import fleetd.daemon inside a machine: {float(probe[0]):.2f}s,"
