@@ -92,10 +92,13 @@ class FenceGuard:
         if not etcd_silence_suspicious(now, self.heart.last_contact, self.ttl):
             return
         reports = await self.probe()
+        failing_since = self.heart.failing_since
+        if failing_since is None:
+            return  # etcd answered the heart while the peers were being asked
         verdict = decide(
             time.monotonic(),
             self.heart.last_contact,
-            self.heart.failing_since,
+            failing_since,
             self.ttl,
             len(self.peer_ips),
             reports,

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import types
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from fleetd.fencing import PeerReport
 from fleetd.guard import FenceGuard
 from fleetd.heart import Heart
 from fleetd.keys import Keys
@@ -73,3 +75,23 @@ async def test_the_guard_reads_every_machine_only_after_the_list_changed(
     await registry.revoke_lease(peer)
     await guard.refresh_peers(4.0)
     assert (guard.peer_ips, full_reads) == (["10.0.0.3"], 3)
+
+
+async def test_etcd_answering_while_the_peers_are_asked_ends_the_tick_quietly(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """The heart may hear from etcd again during the probe (it runs beside the guard); the
+    guard must not decide on a silence that has ended (it raised a TypeError here)."""
+    me = Machine("me", "127.0.0.1")
+    heart = Heart(registry, me, 10.0, tmp_path / "lease")
+    heart.failing_since = 0.0  # etcd silent since long ago: the guard asks the peers
+    not_fenced = types.SimpleNamespace(fenced=False)
+    guard = FenceGuard(registry, heart, not_fenced, None, 7007, 1.0, tmp_path / "peers", b"k")  # type: ignore[arg-type]
+
+    async def probe_while_etcd_comes_back() -> list[PeerReport]:
+        heart.failing_since = None
+        return []
+
+    guard.probe = probe_while_etcd_comes_back  # type: ignore[method-assign]
+    await guard.tick()
+    assert guard.last_verdict == ""
