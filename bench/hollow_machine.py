@@ -132,6 +132,8 @@ class HollowMachine:
                 await asyncio.gather(*self.tasks, return_exceptions=True)
         except TimeoutError:
             stuck = f"its components did not end within {HALT_SECONDS:.0f}s of being cancelled"
+            for task in self.tasks:  # they end with the connection closed under them: expected
+                task.add_done_callback(lambda done: done.cancelled() or done.exception())
         self.tasks = []
         try:
             async with asyncio.timeout(HALT_SECONDS):
