@@ -23,9 +23,7 @@ from . import peers
 from . import systemd as sd
 from .activation import ActivationError
 from .agent import Agent
-from .api import Api, tls_context
-from .api import serve as serve_api
-from .client import FleetClient
+from .api_on_demand import ApiOnDemand, RunningServer
 from .config import (
     COMPATIBILITY_KEYS,
     DEFAULT_CONFIG_FILE,
@@ -244,13 +242,10 @@ class Server:
                     peer_key,
                 )
                 components["fence guard"] = guard.run()
-            api = await serve_api(
-                Api(FleetClient(registry), heart.registered, keys.machine(machine.id)),
-                self.listeners,
-                api_tls(config),
-                config.api_insecure_tcp,
-                api_listen_address(config),
+            api = ApiOnDemand(
+                self.listeners, lambda: start_api(config, registry, heart, self.listeners)
             )
+            components["API"] = api.run(at_once=api_at_once(config, self.listeners))
             tasks = [asyncio.create_task(c, name=name) for name, c in components.items()]
             heart_task = tasks[0]
             self.describe_state = lambda: format_state(
@@ -361,10 +356,32 @@ class Server:
                 raise AddressChanged(f"the public IP changed from {ip} to {found}")
 
 
+async def start_api(
+    config: Config, registry: Registry, heart: Heart, listeners: list[Listener]
+) -> RunningServer:
+    from .api import Api, serve  # the HTTP stack, loaded only when the API is wanted
+    from .client import FleetClient
+
+    api = Api(FleetClient(registry), heart.registered, registry.keys.machine(heart.machine.id))
+    tcp = api_listen_address(config)
+    return await serve(api, listeners, api_tls(config), config.api_insecure_tcp, tcp)
+
+
+def api_at_once(config: Config, listeners: list[Listener]) -> bool:
+    """Whether the API starts with fleetd rather than at its first connection: whenever TCP or
+    TLS is configured, so that their refusals and errors show at start as they always did."""
+    tls = (config.api_tls_cert, config.api_tls_key, config.api_tls_client_ca)
+    return bool(config.api_listen) or any(tls) or any(listener.is_tcp for listener in listeners)
+
+
 def api_tls(config: Config) -> ssl.SSLContext | None:
     """TLS for TCP listeners, when it is configured (all three files)."""
     files = (config.api_tls_cert, config.api_tls_key, config.api_tls_client_ca)
-    return tls_context(*files) if all(files) else None
+    if not all(files):
+        return None
+    from .api import tls_context
+
+    return tls_context(*files)
 
 
 def api_listen_address(config: Config) -> tuple[str, int] | None:

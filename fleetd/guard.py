@@ -60,6 +60,7 @@ class FenceGuard:
         # peers" from a fleetd cut off before its first read is not a one-machine cluster.
         self.peers_known = peers_file.exists()
         self.refreshed = float("-inf")
+        self.machines_version: tuple[int, int] | None = None  # of the last list read
         self.refreshing: asyncio.Task[None] | None = None
         self.last_verdict = ""
         self.fence_complete = False  # every fenced unit was seen stopped
@@ -91,10 +92,13 @@ class FenceGuard:
         if not etcd_silence_suspicious(now, self.heart.last_contact, self.ttl):
             return
         reports = await self.probe()
+        failing_since = self.heart.failing_since
+        if failing_since is None:
+            return  # etcd answered the heart while the peers were being asked
         verdict = decide(
             time.monotonic(),
             self.heart.last_contact,
-            self.heart.failing_since,
+            failing_since,
             self.ttl,
             len(self.peer_ips),
             reports,
@@ -153,10 +157,17 @@ class FenceGuard:
             return False
 
     async def refresh_peers(self, now: float) -> None:
+        # Every machine refreshes, so reading every machine each time costs the cluster N^2
+        # records per refresh period; a tiny read first says whether anything changed.
         try:
+            version = await self.registry.machines_version()
+            if version == self.machines_version:
+                self.refreshed = now
+                return
             machines = await self.registry.machines()
         except RegistryError:
             return
+        self.machines_version = version  # read before the list: a change between is read again
         found = sorted(m.ip for m in machines.values() if m.id != self.heart.machine.id)
         self.refreshed = now
         first, self.peers_known = not self.peers_known, True

@@ -340,6 +340,12 @@ class Registry:
         dynamic = await self._prefix(self.keys.metadata)
         return {m.id: m for m in with_dynamic_metadata(machines, dynamic)}
 
+    async def machines_version(self) -> tuple[int, int]:
+        """Changes whenever a machine registers, changes its record or vanishes (never with
+        a keepalive): whether `machines` would answer anything new, for a tiny read."""
+        with translated_errors("reading the machine list's version"):
+            return await self.client.prefix_version(self.keys.machines)
+
     async def peer_key(self) -> bytes:
         """The cluster's key for authenticating fencing probes; the first caller creates it."""
         key = self.keys.peer_key

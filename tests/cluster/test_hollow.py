@@ -1,0 +1,70 @@
+"""Hollow machines (bench/hollow_machine.py) against a real etcd: the measuring instrument of
+bench/hollow.py registers, runs what the engine assigns, and a crashed one's units move. The
+systemd here is simulated; what systemd does is tested on the lab's real machines elsewhere."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bench.hollow_machine import HollowMachine, HollowSettings
+from bench.hollow_systemd import Latencies
+from fleetd.client import FleetClient
+from fleetd.keys import Keys
+from fleetd.registry import Registry
+from fleetlab.etcd import EtcdServer, free_ports
+
+TTL = 3.0
+UNIT = "[Service]\nExecStart=/bin/sleep infinity\n"
+
+
+@pytest.fixture
+async def hollow(etcd: EtcdServer, tmp_path) -> AsyncIterator[list[HollowMachine]]:  # type: ignore[no-untyped-def]
+    (port,) = free_ports(1)
+    keys = Keys("/_coreos.com/fleet/")
+    settings = HollowSettings(
+        etcd.endpoint, keys, agent_ttl=TTL, peer_port=port, latencies=Latencies(0.01, 0.01)
+    )
+    machines = [HollowMachine(i, settings, tmp_path) for i in range(3)]
+    for machine in machines:
+        await machine.start()
+    try:
+        yield machines
+    finally:
+        await asyncio.gather(*(m.halt() for m in machines))
+
+
+async def until(condition, timeout: float) -> float:  # type: ignore[no-untyped-def]
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < timeout, "timed out"
+        await asyncio.sleep(0.05)
+    return time.monotonic() - started
+
+
+def active(machines: list[HollowMachine]) -> set[str]:
+    return {unit for m in machines if m.alive for unit in m.active_units()}
+
+
+async def test_hollow_machines_run_units_and_a_crashed_ones_move(
+    etcd: EtcdServer, hollow: list[HollowMachine]
+) -> None:
+    names = [f"h{i}.service" for i in range(9)]
+    async with Registry.open(etcd.endpoint, Keys("/_coreos.com/fleet/"), 3.0) as registry:
+        client = FleetClient(registry)
+        await until(lambda: all(m.heart and m.heart.registered.is_set() for m in hollow), 10)
+        assert len(await client.machines()) == 3
+        await client.start(names, dict.fromkeys(names, UNIT))
+        await until(lambda: active(hollow) == set(names), 15)
+        assert all(m.active_units() for m in hollow), "the engine spreads the units"
+        victim = next(m for m in hollow if m.engine and m.engine.leading_since is None)
+        lost = victim.active_units()
+        await victim.crash()
+        assert active(hollow) == set(names) - lost, "the crashed machine's units vanished"
+        moved_after = await until(lambda: active(hollow) == set(names), TTL + 10)
+        assert moved_after >= TTL - 1, "nothing moves before the lease can expire"
+        states = await client.unit_states()
+        assert {unit for unit, machine in states if machine == victim.machine.id} == set()
