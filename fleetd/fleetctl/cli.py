@@ -14,6 +14,7 @@ import click
 from .. import __version__ as VERSION
 from ..keys import DEFAULT_PREFIX
 from . import inspection, lifecycle
+from .dashboard import dashboard
 from .remote import SshOptions, forward_stdio
 from .session import Failure
 from .tables import FieldError
@@ -186,5 +187,6 @@ for command in (
     inspection.status,
     inspection.journal,
     inspection.ssh,
+    dashboard,
 ):
     main.add_command(command)
