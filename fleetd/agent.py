@@ -84,6 +84,7 @@ class Agent:
         self.hold_until = 0.0
         self.refused: dict[str, str] = {}  # unit -> why, as logged (once per unit and reason)
         self.last_tasks: list[AgentTask] = []  # the last plan (state_view)
+        self.last_pass_error: str | None = None  # "" after a pass that succeeded (/healthz)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -99,12 +100,15 @@ class Agent:
         self.current_pass = asyncio.create_task(self.reconcile())
         try:
             await self.current_pass
+            self.last_pass_error = ""
         except asyncio.CancelledError:
             if asyncio.current_task().cancelling():  # type: ignore[union-attr]
                 raise  # fleetd is stopping; a fence only cancels the pass itself
         except (RegistryError, sd.SystemdError, OSError) as error:
+            self.last_pass_error = str(error) or type(error).__name__
             log.log(self.heart.failure_level(), "agent pass failed: %s", error)
-        except Exception:
+        except Exception as error:
+            self.last_pass_error = repr(error)
             log.exception("agent pass failed unexpectedly; the next pass starts afresh")
         finally:
             self.current_pass = None

@@ -212,13 +212,7 @@ class Api:
 
     async def metrics(self, request: web.Request) -> web.Response:
         """Prometheus text format; cluster gauges are read from etcd now."""
-        units, machines = await self.client.units(), await self.client.machines()
-        metrics.MACHINES.set(len(machines))
-        for desired in DesiredState:
-            metrics.UNITS.labels(desired.value).set(
-                sum(u.desired == desired for u in units.values())
-            )
-        metrics.ACTIVE_UNITS.set(sum(1 for u in units.values() if u.active_on()))
+        await read_cluster_gauges(self.client)
         return web.Response(body=metrics.exposition(), content_type="text/plain")
 
     async def patch_machines(self, request: web.Request) -> web.Response:
@@ -229,6 +223,15 @@ class Api:
         changes = [metadata_change(op) for op in ops]
         await self.client.set_metadata(changes)
         return web.Response(status=204, content_type="application/json")
+
+
+async def read_cluster_gauges(client: FleetClient) -> None:
+    """The gauges of the whole cluster (machines, units), read from etcd for a scrape."""
+    units, machines = await client.units(), await client.machines()
+    metrics.MACHINES.set(len(machines))
+    for desired in DesiredState:
+        metrics.UNITS.labels(desired.value).set(sum(u.desired == desired for u in units.values()))
+    metrics.ACTIVE_UNITS.set(sum(1 for u in units.values() if u.active_on()))
 
 
 METADATA_PATH = re.compile(r"/([^/]+)/metadata/([A-Za-z0-9_.-]+)")

@@ -23,7 +23,7 @@ from . import peers
 from . import systemd as sd
 from .activation import ActivationError
 from .agent import Agent
-from .api import Api, tls_context
+from .api import Api, read_cluster_gauges, tls_context
 from .api import serve as serve_api
 from .client import FleetClient
 from .config import (
@@ -46,6 +46,7 @@ from .heart import Heart
 from .identity import detect_public_ip, this_machine
 from .keys import Keys
 from .listeners import Listener, take_passed_listeners, unix_listener
+from .metrics_listener import Health, serve_metrics
 from .peer_key import obtain_peer_key
 from .publisher import StatePublisher
 from .registry import Registry, RegistryError
@@ -251,6 +252,11 @@ class Server:
                 config.api_insecure_tcp,
                 api_listen_address(config),
             )
+            scrapes = await serve_metrics(  # metrics_listen: plain /metrics and /healthz
+                config.metrics_listen,
+                lambda: read_cluster_gauges(FleetClient(registry)),
+                lambda: Health(heart.registered.is_set(), agent.fenced, agent.last_pass_error),
+            )
             tasks = [asyncio.create_task(c, name=name) for name, c in components.items()]
             heart_task = tasks[0]
             self.describe_state = lambda: format_state(
@@ -267,6 +273,7 @@ class Server:
             await cancel([heart_task])
             responder.close()
             await api.close()
+            await scrapes.close()
         return outcome
 
     async def wait_for_signal_or_failure(self, tasks: list[asyncio.Task[None]]) -> str:
