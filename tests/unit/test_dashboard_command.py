@@ -31,6 +31,7 @@ def test_a_port_out_of_range_is_refused() -> None:
 
 
 def test_fleetctl_does_not_import_aiohttp_for_the_dashboard_command_until_it_runs() -> None:
-    probe = "import sys, fleetd.fleetctl.dashboard as d; print('dashboard_server' in str(sys.modules))"
-    found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    server = "fleetd.fleetctl.dashboard_server"
+    probe = f"import sys, fleetd.fleetctl.dashboard; print({server!r} in sys.modules)"
+    found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert found.stdout.strip() == "False"
