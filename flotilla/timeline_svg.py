@@ -164,9 +164,11 @@ def render_timeline(
             f' fill-opacity="0.35" stroke="{DOUBLE_RUN}"><title>{text(lane)} ran twice'
             f" from {first - origin:.2f}s to {last - origin:.2f}s</title></rect>"
         )
-    for index, mark in enumerate(sorted(marks, key=lambda m: m.at)):
-        line = mark_svg(mark, index, x(mark.at), lane_top, lane_rows, top, plot_bottom)
+    labelled = 0  # labels take turns on the rows above the lanes
+    for mark in sorted(marks, key=lambda m: m.at):
+        line = mark_svg(mark, labelled, x(mark.at), lane_top, lane_rows, top, plot_bottom)
         parts.append(line if x(mark.at) < width - 140 else line.replace("<text x=", END_TEXT))
+        labelled += bool(mark.label)
     parts.append(axis_svg(start, end, origin, x, plot, plot_bottom))
     parts.append(legend_svg(colours, plot_bottom + AXIS_HEIGHT + 14))
     parts.append("</svg>")
@@ -188,6 +190,11 @@ def mark_svg(
     else:
         y0, y1 = top, bottom
     label_y = HEADER + (index % MARK_LABEL_ROWS + 1) * MARK_LABEL_HEIGHT
+    if not mark.label:  # a tick in its lane only (a unit started or stopped, say)
+        return (
+            f'<g class="mark" data-kind="{text(mark.kind)}"><line x1="{at:.1f}" x2="{at:.1f}"'
+            f' y1="{y0}" y2="{y1}" stroke="{colour}" stroke-width="1"/></g>'
+        )
     return (
         f'<g class="mark" data-kind="{text(mark.kind)}"><line x1="{at:.1f}" x2="{at:.1f}"'
         f' y1="{y0}" y2="{y1}" stroke="{colour}" stroke-width="1.5" stroke-dasharray="4 2"/>'
@@ -232,7 +239,7 @@ def legend_svg(colours: dict[str, str], y: int) -> str:
 
 
 def machine_colours(spans: Sequence[Span]) -> dict[str, str]:
-    machines = dict.fromkeys(span.machine for span in spans)
+    machines = sorted({span.machine for span in spans})
     return {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(machines)}
 
 
