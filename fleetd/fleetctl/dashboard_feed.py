@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 from .driver import Driver
@@ -24,9 +25,9 @@ async def recent_events(driver: Driver) -> list[dict[str, Any]]:
     return list(await driver.events(None, None, None))  # type: ignore[attr-defined]
 
 
-async def new_events(driver: Driver, since: str | None) -> AsyncIterator[dict[str, Any]]:
-    """Events after `since` (an event's RFC 3339 time), as they happen; ends when the stream
-    breaks (the caller reconnects). May repeat an event of the `since` moment: callers keep
+async def new_events(driver: Driver, since: datetime | None) -> AsyncIterator[dict[str, Any]]:
+    """Events at or after `since` (None: only new ones), as they happen; ends when the stream
+    breaks (the caller reconnects). Repeats the events of the `since` moment: callers keep
     events by id."""
     if hasattr(driver, "follow_events"):
         async for event in driver.follow_events(None, None, since):  # type: ignore[attr-defined]

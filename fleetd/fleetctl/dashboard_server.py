@@ -18,6 +18,7 @@ import signal
 import socket
 import time
 from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -31,7 +32,7 @@ from ..status import is_global
 from ..unitfile import UnitFileError, parse_unit_file
 from .api_driver import ApiUnavailable
 from .dashboard_feed import has_history, new_events, recent_events
-from .dashboard_view import snapshot
+from .dashboard_view import event_time, snapshot
 from .driver import Driver
 
 log = logging.getLogger("fleetctl")
@@ -63,9 +64,11 @@ class ClusterWatch:
         while True:
             try:
                 fresh = await self.read()
-            except CLUSTER_ERRORS as error:
-                log.debug("dashboard: reading the cluster failed: %s", error)
-                await self.publish({**self.state, "error": f"cannot read the cluster: {error}"})
+            except Exception as error:  # whatever a restarting fleetd answers: shown, retried
+                level = logging.DEBUG if isinstance(error, CLUSTER_ERRORS) else logging.WARNING
+                log.log(level, "dashboard: reading the cluster failed: %r", error)
+                why = str(error) or type(error).__name__
+                await self.publish({**self.state, "error": f"cannot read the cluster: {why}"})
             else:
                 await self.publish({**fresh, "error": None})
             with contextlib.suppress(TimeoutError):
@@ -94,12 +97,14 @@ class ClusterWatch:
             try:
                 if not self.events:
                     self.keep(await recent_events(self.driver))
-                since = max((str(e.get("time", "")) for e in self.events.values()), default=None)
+                times = [t for e in self.events.values() if (t := event_time(e)) is not None]
+                since = datetime.fromtimestamp(max(times), UTC) if times else None
                 async for event in new_events(self.driver, since):
                     self.keep([event])
                     self.wakeup.set()  # the page shows the event with the state it explains
-            except CLUSTER_ERRORS as error:
-                log.debug("dashboard: the event stream broke: %s", error)
+            except Exception as error:  # the stream broke (fleetd restarts): reconnect
+                level = logging.DEBUG if isinstance(error, CLUSTER_ERRORS) else logging.WARNING
+                log.log(level, "dashboard: the event stream broke: %r", error)
             await asyncio.sleep(RETRY_SECONDS)
 
     def keep(self, events: list[dict[str, Any]]) -> None:

@@ -49,7 +49,8 @@ function setStatus(state) {
     status.className = "status error";
   } else {
     const when = state.updated ? new Date(state.updated * 1000).toLocaleTimeString() : "";
-    status.textContent = `read at ${when}` + (state.leader ? `, engine leader ${state.leader.slice(0, 8)}` : "");
+    status.textContent = `live; last change at ${when}` +
+      (state.leader ? `; engine leader ${state.leader.slice(0, 8)}` : "");
     status.className = "status";
   }
 }
