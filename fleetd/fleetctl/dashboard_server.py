@@ -39,6 +39,7 @@ log = logging.getLogger("fleetctl")
 POLL_SECONDS = 1.0  # the units' systemd states change without an event: read them this often
 RETRY_SECONDS = 1.0
 KEPT_EVENTS = 2000
+CLOCK_MARGIN_SECONDS = 2.0  # the machines' clocks against ours
 STATIC_FILES = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
 # What a read can fail with while fleetd restarts or etcd is away; shown on the page, retried.
 CLUSTER_ERRORS = (ApiUnavailable, ClientError, RegistryError, OSError, TimeoutError)
@@ -95,10 +96,13 @@ class ClusterWatch:
         """The event history, then every new event; reconnects after fleetd restarts."""
         while True:
             try:
+                # From the newest event kept, or from before the history was read: nothing
+                # written in between is missed (the repeats are kept by id).
+                read_at = time.time() - CLOCK_MARGIN_SECONDS
                 if not self.events:
                     self.keep(await recent_events(self.driver))
                 times = [t for e in self.events.values() if (t := event_time(e)) is not None]
-                since = datetime.fromtimestamp(max(times), UTC) if times else None
+                since = datetime.fromtimestamp(max(times, default=read_at), UTC)
                 async for event in new_events(self.driver, since):
                     self.keep([event])
                     self.wakeup.set()  # the page shows the event with the state it explains
