@@ -88,7 +88,7 @@ def write_timeline(spans: list[Span], ttl: float) -> Path:
     end = max(span.start for span in spans) + 2
     marks = [Mark(0.0, "kill", "fault"), Mark(ttl, f"agent_ttl {ttl:g}s", "lease")]
     title = f"fleet failover, agent_ttl {ttl:g}s: where each moved unit ran, from the kill"
-    svg = render_timeline(spans, marks, title=title, start=-3.0, end=end)
+    svg = render_timeline(spans, marks, title=title, start=-3.0, end=end, origin=0.0)
     OUTPUT_DIR.mkdir(exist_ok=True)
     path = OUTPUT_DIR / f"fleet-failover-ttl{ttl:g}.svg"
     path.write_text(svg)
