@@ -13,7 +13,7 @@ import click
 
 from .. import __version__ as VERSION
 from ..keys import DEFAULT_PREFIX
-from . import inspection, lifecycle
+from . import events_cmd, inspection, lifecycle
 from .remote import SshOptions, forward_stdio
 from .session import Failure
 from .tables import FieldError
@@ -186,5 +186,6 @@ for command in (
     inspection.status,
     inspection.journal,
     inspection.ssh,
+    events_cmd.events,
 ):
     main.add_command(command)
