@@ -264,8 +264,8 @@ class Api:
                     await response.write(b": keep-alive\n\n")
                     continue
                 await response.write(server_sent(event))
-        except (ConnectionError, asyncio.CancelledError):
-            pass  # the client went, or fleetd is stopping
+        except ConnectionError:
+            pass  # the client went
         finally:
             self.streams.discard(task)
             pump.cancel()

@@ -99,7 +99,7 @@ class Engine:
             else:
                 log.info("engine: this machine leads now")
                 me = self.heart.machine.id
-                self.record(Draft(ENGINE_LEADER, None, me, None, None, "won the election"))
+                self.record(Draft(ENGINE_LEADER, None, me, None, None, "leads the engine now"))
         self.leading_since = revision
 
     def quiet_since_last_pass(self, revision: int | None) -> bool:
