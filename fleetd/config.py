@@ -247,6 +247,8 @@ SETTINGS = (
         "serve the API on TCP (api_listen, fleet.socket) without TLS: anyone reaching the port"
         " can run commands on every machine",
     ),
+    Setting("events_limit", parse_nonnegative_int, "events this machine keeps in etcd (0: none)"),
+    Setting("events_max_age", parse_duration, "how long events are kept (up to 1.25 times)"),
 )
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 
@@ -301,6 +303,8 @@ class Config:
     api_tls_client_ca: str = ""
     api_insecure_tcp: bool = False
     metrics_listen: str = ""
+    events_limit: int = 1000
+    events_max_age: float = 86400.0
 
 
 def read_config_file(path: Path) -> dict[str, tuple[str, str]]:

@@ -40,6 +40,8 @@ from .deadline import watchdog_seconds
 from .deadline_keeper import DeadlineKeeper, discard_deadline
 from .engine import Engine
 from .etcdclient import TlsFiles
+from .events import MACHINE_LEFT, Draft
+from .events_store import EventReader, EventRecorder
 from .executor import TaskExecutor
 from .guard import FenceGuard
 from .heart import Heart
@@ -58,6 +60,7 @@ RUN_DIR = Path("/run/fleet")  # the lease id and the peer list survive a fleetd 
 DEADLINE_FILE = RUN_DIR / "deadline"  # read by fleetd-backstop (backstop.py)
 ADDRESS_CHECK_SECONDS = 5.0  # how soon a new detected public IP is taken up
 TRANSPORT_CHECK_SECONDS = 1.0
+EVENTS_DRAIN_SECONDS = 1.0  # a graceful leave writes its last events, but does not wait on etcd
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -204,12 +207,22 @@ class Server:
         )
         async with registry_context as registry, await sd.Systemd.connect() as systemd:
             heart = Heart(registry, machine, config.agent_ttl, RUN_DIR / "lease")
+            events = EventRecorder(registry, machine.id, config.events_limit, config.events_max_age)
+            record = events.record if config.events_limit else None
             executor = TaskExecutor(systemd, Path(config.units_directory))
             publisher = StatePublisher(registry, systemd, heart, lambda: executor.loaded)
             executor.on_unloaded.append(publisher.forget)
             agent = Agent(
-                registry, systemd, heart, executor, publisher, config.agent_reconcile_interval
+                registry,
+                systemd,
+                heart,
+                executor,
+                publisher,
+                config.agent_reconcile_interval,
+                record=record,
             )
+            publisher.on_change.append(agent.observe_state)
+            executor.on_unloaded.append(agent.transitions.forget)
             heart.on_new_lease.append(agent.republish)
             heart.on_contact.append(agent.unfence)
             keeper = None
@@ -226,12 +239,13 @@ class Server:
                 # Its systemd connection gone for good, it fails: fleetd restarts.
                 "state publisher": publisher.run(),
                 "peer responder": watch_transport(responder),
+                "event recorder": events.run(),
             }
             if not config.public_ip:
                 components["address watch"] = self.watch_address(machine.ip)
             engine = None
             if not config.disable_engine:
-                engine = Engine(registry, heart, config.engine_reconcile_interval)
+                engine = Engine(registry, heart, config.engine_reconcile_interval, record=record)
                 components["engine"] = engine.run()
             if keeper is not None:
                 guard = FenceGuard(
@@ -246,7 +260,12 @@ class Server:
                 )
                 components["fence guard"] = guard.run()
             api = await serve_api(
-                Api(FleetClient(registry), heart.registered, keys.machine(machine.id)),
+                Api(
+                    FleetClient(registry),
+                    heart.registered,
+                    keys.machine(machine.id),
+                    EventReader(registry),
+                ),
                 self.listeners,
                 api_tls(config),
                 config.api_insecure_tcp,
@@ -269,7 +288,7 @@ class Server:
             # The heart keeps the lease alive until the units are gone, so nothing moves early.
             await cancel([t for t in tasks if t is not heart_task])
             if outcome == "exit":
-                await self.leave(registry, agent, executor, heart, keeper)
+                await self.leave(registry, agent, executor, heart, keeper, events)
             await cancel([heart_task])
             responder.close()
             await api.close()
@@ -307,6 +326,7 @@ class Server:
         executor: TaskExecutor,
         heart: Heart,
         keeper: DeadlineKeeper | None,
+        events: EventRecorder,
     ) -> None:
         """Graceful stop: leadership given up, units stopped and unloaded, lease revoked, so
         every unit can move at once."""
@@ -326,6 +346,9 @@ class Server:
             return
         if keeper is not None and not executor.unit_files():
             keeper.retire()  # else the backstop stops what is left at the deadline
+        if self.config.events_limit:
+            events.record(Draft(MACHINE_LEFT, None, heart.machine.id, None, None, "fleetd stopped"))
+            await events.drain(EVENTS_DRAIN_SECONDS)
         with contextlib.suppress(RegistryError):
             await heart.stop()
         with contextlib.suppress(RegistryError):

@@ -13,7 +13,7 @@ import click
 
 from .. import __version__ as VERSION
 from ..keys import DEFAULT_PREFIX
-from . import inspection, lifecycle
+from . import events_cmd, inspection, lifecycle
 from .dashboard import dashboard
 from .remote import SshOptions, forward_stdio
 from .session import Failure
@@ -187,6 +187,7 @@ for command in (
     inspection.status,
     inspection.journal,
     inspection.ssh,
+    events_cmd.events,
     dashboard,
 ):
     main.add_command(command)
