@@ -31,7 +31,7 @@ from ..registry import RegistryError
 from ..status import is_global
 from ..unitfile import UnitFileError, parse_unit_file
 from .api_driver import ApiUnavailable
-from .dashboard_feed import has_history, new_events, recent_events
+from .dashboard_feed import NoHistory, new_events, recent_events
 from .dashboard_view import event_time, snapshot
 from .driver import Driver
 
@@ -40,6 +40,7 @@ POLL_SECONDS = 1.0  # the units' systemd states change without an event: read th
 RETRY_SECONDS = 1.0
 KEPT_EVENTS = 2000
 CLOCK_MARGIN_SECONDS = 2.0  # the machines' clocks against ours
+REFUSED_RETRY_SECONDS = 5.0
 STATIC_FILES = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
 # What a read can fail with while fleetd restarts or etcd is away; shown on the page, retried.
 CLUSTER_ERRORS = (ApiUnavailable, ClientError, RegistryError, OSError, TimeoutError)
@@ -53,6 +54,7 @@ class ClusterWatch:
         self.driver = driver
         self.events: dict[str, dict[str, Any]] = {}  # by id, in arrival order
         self.globals: dict[str, bool] = {}  # unit hash -> global (bodies never change)
+        self.history = True  # until the cluster says it keeps none
         self.state: dict[str, object] = {"version": 0, "error": "reading the cluster..."}
         self.text = json.dumps(self.state)
         self.changed = asyncio.Condition()
@@ -80,7 +82,7 @@ class ClusterWatch:
         units = await self.driver.units()
         machines = await self.driver.machines()
         globals_ = await self.global_units(units)
-        return snapshot(machines, units, globals_, self.events.values(), has_history(self.driver))
+        return snapshot(machines, units, globals_, self.events.values(), self.history)
 
     async def global_units(self, units: Mapping[str, UnitStatus]) -> set[str]:
         if any(status.hash not in self.globals for status in units.values()):
@@ -101,11 +103,19 @@ class ClusterWatch:
                 read_at = time.time() - CLOCK_MARGIN_SECONDS
                 if not self.events:
                     self.keep(await recent_events(self.driver))
+                self.history = True
                 times = [t for e in self.events.values() if (t := event_time(e)) is not None]
                 since = datetime.fromtimestamp(max(times, default=read_at), UTC)
                 async for event in new_events(self.driver, since):
                     self.keep([event])
                     self.wakeup.set()  # the page shows the event with the state it explains
+            except NoHistory as error:
+                # A refusal: no history at all, or a fleetd not yet registered after a restart
+                # (503); the API driver does not tell them apart, so ask again soon.
+                log.debug("dashboard: the event history was refused: %s", error)
+                self.history = bool(self.events)
+                await asyncio.sleep(REFUSED_RETRY_SECONDS)
+                continue
             except Exception as error:  # the stream broke (fleetd restarts): reconnect
                 level = logging.DEBUG if isinstance(error, CLUSTER_ERRORS) else logging.WARNING
                 log.log(level, "dashboard: the event stream broke: %r", error)

@@ -150,7 +150,10 @@ def find_failovers(events: Sequence[Event]) -> list[Failover]:
             continue
         unit, moved_at = event.get("unit"), event_time(event)
         old, new = str(event.get("from") or ""), str(event.get("to") or "")
-        before, after = events[:index], events[index + 1 :]
+        # Written in one engine pass, the expiry and the move may share their millisecond.
+        before = [e for e in events[:index] if e is not event]
+        before += [e for e in events[index + 1 :] if event_time(e) == moved_at]
+        after = events[index + 1 :]
         ran_from = last_time(before, "unit.started", unit, old)
         expired_at = last_time(before, ("machine.expired", "machine.left"), None, old)
         if expired_at is not None and ran_from is not None and expired_at < ran_from:

@@ -2,8 +2,9 @@
 through chromium-driver, against `fleetctl dashboard` running on the host.
 
 One lab for the live behaviour (machines and units listed, an unplaced unit's reason, a unit
-moving after its machine is killed and fleetd on the API's machine restarting, all without a
-reload, plus metrics_listen on that machine), one loopback etcd with 1,000 units for the first
+moving after its machine is killed, with the move in the event timeline and its failover
+picture, and fleetd on the API's machine restarting, all without a reload, plus metrics_listen
+on that machine), one loopback etcd with 1,000 units for the first
 paint. A failing test leaves a screenshot of the page in build/test-output/.
 """
 
@@ -41,6 +42,7 @@ FLEETCTL = str(Path(sys.executable).with_name("fleetctl"))
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 FIRST_PAINT_LIMIT_MS = 1000
 METRICS_PORT = 9100
+EVENT = "#events li[data-kind='%s']"
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +115,14 @@ def unit_row(browser: webdriver.Chrome, name: str) -> dict[str, str]:
     )
 
 
+def failover_marks(browser: webdriver.Chrome, unit_name: str) -> list[str]:
+    return browser.execute_script(
+        "return [...document.querySelectorAll("
+        "`#failovers figure[data-unit='${arguments[0]}'] g.mark`)].map((g) => g.dataset.kind)",
+        unit_name,
+    )
+
+
 def cells(browser: webdriver.Chrome, selector: str) -> set[str]:
     return {element.text for element in browser.find_elements(By.CSS_SELECTOR, selector)}
 
@@ -180,6 +190,15 @@ async def test_the_page_follows_the_lab_live(
             ),
             timeout=fleet.ttl + 20,
         )
+        # The live timeline has the move, and the failover its picture: the old machine's
+        # lease expiry, the reschedule and the start marked on the unit's lane.
+        wait_for("the move in the timeline", lambda: cells(browser, EVENT % "unit.moved"))
+        marks = wait_for(
+            "the failover picture",
+            lambda: {"lease", "schedule", "start"} <= set(failover_marks(browser, "web.service")),
+        )
+        assert marks
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#machines .leader")) == 1
         assert browser.execute_script("return window.notReloaded") is True
 
         # fleetd on the API's machine restarts (with metrics_listen now): the page keeps up.
@@ -191,6 +210,10 @@ async def test_the_page_follows_the_lab_live(
             "a unit started after the restart",
             lambda: unit_row(browser, "after.service").get("current") == "launched",
             timeout=30,
+        )
+        wait_for(  # the event stream reconnected too
+            "the new unit's start in the timeline",
+            lambda: any("after.service" in text for text in cells(browser, EVENT % "unit.started")),
         )
         assert browser.execute_script("return window.notReloaded") is True
 
