@@ -1,7 +1,8 @@
 """Benchmark: chaos. A seeded random sequence of faults (kill, stop, start, partition, heal,
 fleetd SIGKILL and SIGSTOP, etcd stop and start) and fleetctl start/stop/destroy on a lab, with
 systemd sampled on every machine every 0.25 s. Reports double runs and lost units (the target:
-0 and 0) and writes the event log to build/chaos-<seed>.log.
+0 and 0) and writes the event log to build/chaos-<seed>.log and a timeline picture (per unit,
+where it ran over time, every fault and repair marked) to build/chaos-<seed>.svg.
 
     .venv/bin/python bench/chaos.py [--events 1000] [--seed 1] [--machines 5] [--ttl 3]
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from fleetbench import fleet_lab
 
-from fleetlab.chaos import Chaos, ChaosFailure
+from fleetlab.chaos import Chaos, ChaosFailure, timeline
 
 LOG_DIR = Path(__file__).resolve().parents[1] / "build"
 
@@ -34,6 +35,11 @@ async def main(events: int, seed: int, machines: int, ttl: float) -> int:
     LOG_DIR.mkdir(exist_ok=True)
     log_path = LOG_DIR / f"chaos-{seed}.log"
     log_path.write_text("\n".join(chaos.log) + "\n")
+    picture_path = LOG_DIR / f"chaos-{seed}.svg"
+    title = f"chaos seed {seed}: {machines} machines, agent_ttl {ttl:g}s"
+    picture_path.write_text(
+        timeline(chaos.sampler.runs, chaos.moments, chaos.started, time.monotonic(), title)
+    )
     print(f"chaos: seed {seed}, {machines} machines, agent_ttl {ttl:g}s, {elapsed:.0f}s")
     print(f"  events            {sum(chaos.counts.values())} (the cluster restored included)")
     print(f"  checkpoints       {chaos.checkpoints}")
@@ -41,6 +47,7 @@ async def main(events: int, seed: int, machines: int, ttl: float) -> int:
     print(f"  double runs       {len(chaos.sampler.double_runs())}")
     print(f"  lost units        {0 if failure is None or 'lost' not in failure else 'yes'}")
     print(f"  event log         {log_path}")
+    print(f"  timeline          {picture_path} (per unit, where it ran; faults marked)")
     print("  by kind           " + ", ".join(f"{k} {n}" for k, n in sorted(chaos.counts.items())))
     if failure:
         print(failure, file=sys.stderr)

@@ -19,12 +19,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from functools import partial
 from itertools import groupby
 
 from . import metrics
 from . import systemd as sd
+from .events import FENCE, Draft
+from .events_decide import UnitTransitions, fence_draft, refusal_drafts
 from .executor import MAX_CONCURRENT_CALLS, TaskExecutor, each_unit, journal_fields
 from .heart import Heart
 from .machine_plan import (
@@ -37,7 +39,7 @@ from .machine_plan import (
     refusal,
     units_to_load,
 )
-from .model import Assignment
+from .model import Assignment, UnitState
 from .publisher import StatePublisher
 from .reconcile import MONOTONIC, Clock, ReconcileLoop
 from .registry import Registry, RegistryError
@@ -64,6 +66,7 @@ class Agent:
         publisher: StatePublisher,
         interval: float,
         clock: Clock = MONOTONIC,
+        record: Callable[[Draft], None] | None = None,
     ) -> None:
         self.registry = registry
         self.systemd = systemd
@@ -84,6 +87,11 @@ class Agent:
         self.hold_until = 0.0
         self.refused: dict[str, str] = {}  # unit -> why, as logged (once per unit and reason)
         self.last_tasks: list[AgentTask] = []  # the last plan (state_view)
+        self.last_pass_error: str | None = None  # "" after a pass that succeeded (/healthz)
+        # Events (the recorder's queue, which never waits); units loaded before this fleetd
+        # started were started before it too, so their first state seen tells nothing.
+        self.record = record or (lambda draft: None)
+        self.transitions = UnitTransitions(self.machine_id, set(executor.loaded))
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -99,12 +107,15 @@ class Agent:
         self.current_pass = asyncio.create_task(self.reconcile())
         try:
             await self.current_pass
+            self.last_pass_error = ""
         except asyncio.CancelledError:
             if asyncio.current_task().cancelling():  # type: ignore[union-attr]
                 raise  # fleetd is stopping; a fence only cancels the pass itself
         except (RegistryError, sd.SystemdError, OSError) as error:
+            self.last_pass_error = str(error) or type(error).__name__
             log.log(self.heart.failure_level(), "agent pass failed: %s", error)
-        except Exception:
+        except Exception as error:
+            self.last_pass_error = repr(error)
             log.exception("agent pass failed unexpectedly; the next pass starts afresh")
         finally:
             self.current_pass = None
@@ -235,6 +246,8 @@ class Agent:
         return None if state is None else machine_has(name, state)
 
     def note_refusals(self, refused: Mapping[str, str]) -> None:
+        for draft in refusal_drafts(self.machine_id, refused, self.refused):
+            self.record(draft)
         for unit, why in refused.items():
             if self.refused.get(unit) != why:
                 log.warning("refusing to load %s: %s", unit, why, extra=journal_fields(unit))
@@ -271,15 +284,29 @@ class Agent:
         if forgotten:
             self.planned_at = None
             self.loop.wake()
+            why = "fleetd-backstop's deadline passed while fleetd was silent"
+            self.record(fence_draft(self.machine_id, True, why, len(forgotten)))
         return forgotten
+
+    def observe_state(self, unit: str, state: UnitState) -> None:
+        """A unit's new state as the publisher saw it (systemd's signal): maybe an event."""
+        if (draft := self.transitions.seen(unit, state.active, state.sub)) is not None:
+            self.record(draft)
+
+    def note_verdict(self, fence: bool, reason: str) -> None:
+        """A new fencing verdict of the guard (guard.py) while etcd is silent: an event."""
+        if not fence:
+            self.record(fence_draft(self.machine_id, False, reason))
 
     async def fence(self, deadline: float, reason: str) -> None:
         """Stop every non-global unit before `deadline` (monotonic): this machine is cut off
         and its units are about to be started elsewhere. Nothing waits for a running pass."""
-        self.fenced = True
+        again, self.fenced = self.fenced, True
         await self.cancel_pass()
         units = self.fenceable()
         log.warning("fencing: %s; stopping %d units: %s", reason, len(units), " ".join(units))
+        if not again:  # the guard tries again until every unit stopped: one event
+            self.record(fence_draft(self.machine_id, True, reason, len(units)))
         for unit in units:
             self.executor.started.pop(unit, None)
         with contextlib.suppress(TimeoutError):
@@ -294,6 +321,8 @@ class Agent:
     async def unfence(self) -> None:
         if self.fenced:
             log.info("fencing lifted: etcd answers again")
+            lifted = "lifted: etcd answers again"
+            self.record(Draft(FENCE, None, self.machine_id, None, None, lifted))
             self.fenced = False
             self.planned_at = None
             self.loop.wake()

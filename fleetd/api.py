@@ -5,6 +5,8 @@
     GET    /fleet/v1/machines                 PATCH /fleet/v1/machines (metadata)
     GET    /fleet/v1/discovery                (the API described in Google's discovery format)
     GET    /fleet/v1/units/<name>/reason      (ours: why a unit is not placed)
+    GET    /fleet/v1/events[?unit=&machine=&since=&pageSize=&nextPageToken=]   (ours: the
+           event history, oldest first; with watch=true a text/event-stream of new events)
 
 Also mounted under /v1-alpha/. Errors are fleet's `{"error": {"code", "message"}}`; until this
 machine has registered (it holds its machine key), and while etcd is unreachable, every request
@@ -15,11 +17,12 @@ same code fleetctl's etcd driver uses; none reaches into the registry.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
 from aiohttp import web
 
@@ -37,6 +40,8 @@ from .api_model import (
     unit_entity,
 )
 from .client import ClientError, FleetClient, check_unit, is_template
+from .events import Event, EventFilter, check_page_size, decode_page_token, page, parse_time
+from .events_store import EventReader
 from .listeners import Listener
 from .model import DesiredState
 from .registry import RegistryError
@@ -47,6 +52,8 @@ from .unitname import UnitName, UnitNameError, parse_unit_name
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 UNREACHABLE = "fleet server unable to communicate with etcd"
+KEEPALIVE_SECONDS = 15.0  # a comment line on an idle event stream: dead clients are noticed
+STREAM_QUEUE = 1000  # events waiting for a slow stream reader before the watch waits too
 
 
 def error_response(error: ApiError) -> web.Response:
@@ -73,8 +80,16 @@ async def fleet_errors(request: web.Request, handler: Handler) -> web.StreamResp
 
 
 class Api:
-    def __init__(self, client: FleetClient, registered: asyncio.Event, revision_key: bytes) -> None:
+    def __init__(
+        self,
+        client: FleetClient,
+        registered: asyncio.Event,
+        revision_key: bytes,
+        events: EventReader | None = None,
+    ) -> None:
         self.client = client
+        self.events = events
+        self.streams: set[asyncio.Task[object]] = set()  # event streams, ended at shutdown
         # Set while this machine holds its machine key (Heart.registered): before that, fleet
         # answered every request with 503, and so do we.
         self.registered = registered
@@ -86,6 +101,7 @@ class Api:
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[fleet_errors, self.until_registered])
+        app.on_shutdown.append(self.end_streams)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_route("*", "/", self.root)
         for base in ("/fleet/v1", "/v1-alpha"):
@@ -99,6 +115,7 @@ class Api:
             app.router.add_get(f"{base}/state/{{name}}", self.get_state)
             app.router.add_get(f"{base}/machines", self.list_machines)
             app.router.add_patch(f"{base}/machines", self.patch_machines)
+            app.router.add_get(f"{base}/events", self.list_events)
         return app
 
     @web.middleware
@@ -210,15 +227,57 @@ class Api:
         machines = [machine_entity(m) for _, m in sorted((await self.client.machines()).items())]
         return web.json_response(page_of(machines, page, "machines"))
 
+    async def list_events(self, request: web.Request) -> web.StreamResponse:
+        if self.events is None:
+            raise ApiError(404, "this fleetd keeps no events")
+        wanted, size, after = events_query(request.query)
+        if request.query.get("watch", "") in ("true", "1"):
+            return await self.stream_events(request, wanted)
+        found, _ = await self.events.read(wanted)
+        chunk, token = page(found, after, size)
+        body: dict[str, object] = {"events": [event.to_json() for event in chunk]}
+        if token is not None:
+            body["nextPageToken"] = token
+        return web.json_response(body)
+
+    async def stream_events(self, request: web.Request, wanted: EventFilter) -> web.StreamResponse:
+        """Server-sent events: the history since `since` (when given), then every new event
+        as it is written, one `data: <event JSON>` each, until the client or fleetd goes."""
+        assert self.events is not None
+        backlog, revision = await self.events.read(wanted)
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        queue: asyncio.Queue[object] = asyncio.Queue(STREAM_QUEUE)
+        pump = asyncio.create_task(pump_events(self.events.follow(wanted, revision), queue))
+        task = asyncio.current_task()
+        assert task is not None
+        self.streams.add(task)
+        try:
+            for event in backlog if wanted.since is not None else []:
+                await response.write(server_sent(event.to_json()))
+            while not pump.done() or not queue.empty():
+                try:
+                    event = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
+                except TimeoutError:
+                    await response.write(b": keep-alive\n\n")
+                    continue
+                await response.write(server_sent(event))
+        except ConnectionError:
+            pass  # the client went
+        finally:
+            self.streams.discard(task)
+            pump.cancel()
+        return response
+
+    async def end_streams(self, app: web.Application) -> None:
+        for task in list(self.streams):
+            task.cancel()
+
     async def metrics(self, request: web.Request) -> web.Response:
         """Prometheus text format; cluster gauges are read from etcd now."""
-        units, machines = await self.client.units(), await self.client.machines()
-        metrics.MACHINES.set(len(machines))
-        for desired in DesiredState:
-            metrics.UNITS.labels(desired.value).set(
-                sum(u.desired == desired for u in units.values())
-            )
-        metrics.ACTIVE_UNITS.set(sum(1 for u in units.values() if u.active_on()))
+        await read_cluster_gauges(self.client)
         return web.Response(body=metrics.exposition(), content_type="text/plain")
 
     async def patch_machines(self, request: web.Request) -> web.Response:
@@ -229,6 +288,39 @@ class Api:
         changes = [metadata_change(op) for op in ops]
         await self.client.set_metadata(changes)
         return web.Response(status=204, content_type="application/json")
+
+
+async def read_cluster_gauges(client: FleetClient) -> None:
+    """The gauges of the whole cluster (machines, units), read from etcd for a scrape."""
+    units, machines = await client.units(), await client.machines()
+    metrics.MACHINES.set(len(machines))
+    for desired in DesiredState:
+        metrics.UNITS.labels(desired.value).set(sum(u.desired == desired for u in units.values()))
+    metrics.ACTIVE_UNITS.set(sum(1 for u in units.values() if u.active_on()))
+
+
+def events_query(query: Mapping[str, str]) -> tuple[EventFilter, int, str | None]:
+    """The filter, page size and page start of GET /events; ApiError 400 for bad values."""
+    try:
+        since = parse_time(query["since"]) if query.get("since") else None
+        size = check_page_size(query.get("pageSize"))
+        token = query.get("nextPageToken")
+        after = decode_page_token(token) if token else None
+    except ValueError as error:
+        raise ApiError(400, str(error)) from error
+    return EventFilter(query.get("unit") or None, query.get("machine") or None, since), size, after
+
+
+async def pump_events(events: AsyncIterator[Event], queue: asyncio.Queue[object]) -> None:
+    """Feed a stream's queue from the watch; a broken watch ends the stream (the client
+    reconnects with `since`)."""
+    with contextlib.suppress(RegistryError):
+        async for event in events:
+            await queue.put(event.to_json())
+
+
+def server_sent(entity: object) -> bytes:
+    return b"data: " + json.dumps(entity, separators=(",", ":")).encode() + b"\n\n"
 
 
 METADATA_PATH = re.compile(r"/([^/]+)/metadata/([A-Za-z0-9_.-]+)")

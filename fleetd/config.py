@@ -140,6 +140,23 @@ def parse_ip(text: str) -> str:
     return text
 
 
+def listen_address(text: str) -> tuple[str, int]:
+    """HOST:PORT (an IPv6 host in brackets) -> (host, port); ValueError names the fault."""
+    host, sep, port = text.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host:
+        raise ValueError(f"expected HOST:PORT, not {text.strip()!r}")
+    return host, parse_port(port)
+
+
+def parse_listen(text: str) -> str:
+    """HOST:PORT, or "" (off)."""
+    text = text.strip()
+    if text:
+        listen_address(text)
+    return text
+
+
 def parse_units_directory(text: str) -> str:
     """An absolute directory of fleetd's own; see check_units_directory."""
     text = text.strip()
@@ -220,11 +237,18 @@ SETTINGS = (
     Setting("api_tls_key", parse_text, "the API's TLS key (with api_listen)"),
     Setting("api_tls_client_ca", parse_text, "CA that client certificates must chain to"),
     Setting(
+        "metrics_listen",
+        parse_listen,
+        "also serve /metrics and /healthz (only) on HOST:PORT in plain HTTP (off if empty)",
+    ),
+    Setting(
         "api_insecure_tcp",
         parse_bool,
         "serve the API on TCP (api_listen, fleet.socket) without TLS: anyone reaching the port"
         " can run commands on every machine",
     ),
+    Setting("events_limit", parse_nonnegative_int, "events this machine keeps in etcd (0: none)"),
+    Setting("events_max_age", parse_duration, "how long events are kept (up to 1.25 times)"),
 )
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 
@@ -278,6 +302,9 @@ class Config:
     api_tls_key: str = ""
     api_tls_client_ca: str = ""
     api_insecure_tcp: bool = False
+    metrics_listen: str = ""
+    events_limit: int = 1000
+    events_max_age: float = 86400.0
 
 
 def read_config_file(path: Path) -> dict[str, tuple[str, str]]:

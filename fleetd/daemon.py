@@ -38,6 +38,8 @@ from .deadline import watchdog_seconds
 from .deadline_keeper import DeadlineKeeper, discard_deadline
 from .engine import Engine
 from .etcdclient import TlsFiles
+from .events import MACHINE_LEFT, Draft
+from .events_store import EventReader, EventRecorder
 from .executor import TaskExecutor
 from .guard import FenceGuard
 from .heart import Heart
@@ -55,6 +57,7 @@ RUN_DIR = Path("/run/fleet")  # the lease id and the peer list survive a fleetd 
 DEADLINE_FILE = RUN_DIR / "deadline"  # read by fleetd-backstop (backstop.py)
 ADDRESS_CHECK_SECONDS = 5.0  # how soon a new detected public IP is taken up
 TRANSPORT_CHECK_SECONDS = 1.0
+EVENTS_DRAIN_SECONDS = 1.0  # a graceful leave writes its last events, but does not wait on etcd
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -201,12 +204,22 @@ class Server:
         )
         async with registry_context as registry, await sd.Systemd.connect() as systemd:
             heart = Heart(registry, machine, config.agent_ttl, RUN_DIR / "lease")
+            events = EventRecorder(registry, machine.id, config.events_limit, config.events_max_age)
+            record = events.record if config.events_limit else None
             executor = TaskExecutor(systemd, Path(config.units_directory))
             publisher = StatePublisher(registry, systemd, heart, lambda: executor.loaded)
             executor.on_unloaded.append(publisher.forget)
             agent = Agent(
-                registry, systemd, heart, executor, publisher, config.agent_reconcile_interval
+                registry,
+                systemd,
+                heart,
+                executor,
+                publisher,
+                config.agent_reconcile_interval,
+                record=record,
             )
+            publisher.on_change.append(agent.observe_state)
+            executor.on_unloaded.append(agent.transitions.forget)
             heart.on_new_lease.append(agent.republish)
             heart.on_contact.append(agent.unfence)
             keeper = None
@@ -223,12 +236,13 @@ class Server:
                 # Its systemd connection gone for good, it fails: fleetd restarts.
                 "state publisher": publisher.run(),
                 "peer responder": watch_transport(responder),
+                "event recorder": events.run(),
             }
             if not config.public_ip:
                 components["address watch"] = self.watch_address(machine.ip)
             engine = None
             if not config.disable_engine:
-                engine = Engine(registry, heart, config.engine_reconcile_interval)
+                engine = Engine(registry, heart, config.engine_reconcile_interval, record=record)
                 components["engine"] = engine.run()
             if keeper is not None:
                 guard = FenceGuard(
@@ -246,6 +260,7 @@ class Server:
                 self.listeners, lambda: start_api(config, registry, heart, self.listeners)
             )
             components["API"] = api.run(at_once=api_at_once(config, self.listeners))
+            scrapes = await start_metrics_listener(config, registry, heart, agent)
             tasks = [asyncio.create_task(c, name=name) for name, c in components.items()]
             heart_task = tasks[0]
             self.describe_state = lambda: format_state(
@@ -258,10 +273,11 @@ class Server:
             # The heart keeps the lease alive until the units are gone, so nothing moves early.
             await cancel([t for t in tasks if t is not heart_task])
             if outcome == "exit":
-                await self.leave(registry, agent, executor, heart, keeper)
+                await self.leave(registry, agent, executor, heart, keeper, events)
             await cancel([heart_task])
             responder.close()
             await api.close()
+            await scrapes.close()
         return outcome
 
     async def wait_for_signal_or_failure(self, tasks: list[asyncio.Task[None]]) -> str:
@@ -295,6 +311,7 @@ class Server:
         executor: TaskExecutor,
         heart: Heart,
         keeper: DeadlineKeeper | None,
+        events: EventRecorder,
     ) -> None:
         """Graceful stop: leadership given up, units stopped and unloaded, lease revoked, so
         every unit can move at once."""
@@ -314,6 +331,9 @@ class Server:
             return
         if keeper is not None and not executor.unit_files():
             keeper.retire()  # else the backstop stops what is left at the deadline
+        if self.config.events_limit:
+            events.record(Draft(MACHINE_LEFT, None, heart.machine.id, None, None, "fleetd stopped"))
+            await events.drain(EVENTS_DRAIN_SECONDS)
         with contextlib.suppress(RegistryError):
             await heart.stop()
         with contextlib.suppress(RegistryError):
@@ -362,9 +382,32 @@ async def start_api(
     from .api import Api, serve  # the HTTP stack, loaded only when the API is wanted
     from .client import FleetClient
 
-    api = Api(FleetClient(registry), heart.registered, registry.keys.machine(heart.machine.id))
+    machine_key = registry.keys.machine(heart.machine.id)
+    api = Api(FleetClient(registry), heart.registered, machine_key, EventReader(registry))
     tcp = api_listen_address(config)
     return await serve(api, listeners, api_tls(config), config.api_insecure_tcp, tcp)
+
+
+class NoListener:
+    async def close(self) -> None:
+        pass
+
+
+async def start_metrics_listener(
+    config: Config, registry: Registry, heart: Heart, agent: Agent
+) -> RunningServer:
+    """metrics_listen: plain /metrics and /healthz (the HTTP stack is loaded only when set)."""
+    if not config.metrics_listen:
+        return NoListener()
+    from .api import read_cluster_gauges
+    from .client import FleetClient
+    from .metrics_listener import Health, serve_metrics
+
+    return await serve_metrics(
+        config.metrics_listen,
+        lambda: read_cluster_gauges(FleetClient(registry)),
+        lambda: Health(heart.registered.is_set(), agent.fenced, agent.last_pass_error),
+    )
 
 
 def api_at_once(config: Config, listeners: list[Listener]) -> bool:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from . import metrics
 from .body_gc import BodyCollector
 from .cluster_plan import WAITING, plan_cluster
+from .events import ENGINE_LEADER, RESCHEDULE_WITHHELD, Draft
+from .events_decide import MachineWatch, task_drafts, withheld_changed
 from .heart import Heart
 from .membership import KEPT, Membership, MembershipChange
 from .model import ClusterSnapshot, EngineTask, Forget, Job, JobRecord, Machine, Remember
@@ -30,14 +32,27 @@ FULL_PASS_SECONDS = 60.0  # plan even when etcd looks unchanged, at least this o
 COLLECT_EVERY_SECONDS = 30.0  # how often a pass also looks for unit bodies nobody uses
 
 
+def ignore(draft: Draft) -> None:
+    """Where events go when nobody records them (tests, tools)."""
+
+
 class Engine:
     def __init__(
-        self, registry: Registry, heart: Heart, interval: float, clock: Clock = MONOTONIC
+        self,
+        registry: Registry,
+        heart: Heart,
+        interval: float,
+        clock: Clock = MONOTONIC,
+        record: Callable[[Draft], None] | None = None,
     ) -> None:
         self.registry = registry
         self.heart = heart
         self.interval = interval
         self.clock = clock
+        # The event recorder's queue (events_store.py): never waits, so passes do not either.
+        self.record = record or ignore
+        self.machine_watch = MachineWatch()
+        self.unplaced: dict[str, tuple[str, str]] = {}  # moves still waiting for a machine
         self.loop = ReconcileLoop(self.step, interval, SETTLE_SECONDS, heart.registered.wait, clock)
         self.bodies: dict[str, str] = {}
         self.requirements: dict[tuple[str, str], Requirements | str] = {}
@@ -77,10 +92,14 @@ class Engine:
         metrics.note_leadership(revision is not None)
         if revision != self.leading_since:
             self.membership = Membership()  # a new term: every vanished machine's clock anew
+            self.machine_watch = MachineWatch()
+            self.unplaced = {}
             if revision is None:
                 log.info("engine: %s leads", "another machine")
             else:
                 log.info("engine: this machine leads now")
+                me = self.heart.machine.id
+                self.record(Draft(ENGINE_LEADER, None, me, None, None, "leads the engine now"))
         self.leading_since = revision
 
     def quiet_since_last_pass(self, revision: int | None) -> bool:
@@ -98,6 +117,8 @@ class Engine:
         started = self.clock.now()
         raw = await self.registry.snapshot()
         change = self.membership.update(raw.members, raw.machines.keys(), self.clock.now())
+        for draft in self.machine_watch.update(raw.machines.keys(), raw.members):
+            self.record(draft)
         snapshot = await self.resolve(raw, change.members)
         snapshot = await self.note_withheld(snapshot, raw.machine_leases)
         tasks = membership_tasks(change, raw.machines) + plan_cluster(snapshot)
@@ -106,6 +127,10 @@ class Engine:
             await self.registry.apply_engine_tasks(tasks, leader_revision, raw.job_revisions)
             for task in tasks:
                 log_task(task)
+            drafts, unplaced = task_drafts(tasks, self.unplaced)
+            self.unplaced = {unit: was for unit, was in unplaced.items() if unit in raw.jobs}
+            for draft in drafts:
+                self.record(draft)
         elif revision is not None and not self.waiting_on_time(snapshot):
             self.planned_at = (revision, self.clock.now())
         metrics.engine_pass(self.clock.now() - started, [type(task).__name__ for task in tasks])
@@ -170,6 +195,8 @@ class Engine:
             self.heart.ttl,
         )
         metrics.WITHHELD.set(stranded if withheld else 0)
+        if withheld_changed(self.withheld, withheld):
+            self.record(Draft(RESCHEDULE_WITHHELD, None, None, None, None, str(withheld)))
         if withheld != self.withheld:
             if withheld:
                 log.warning(

@@ -111,6 +111,7 @@ class FenceGuard:
             return
         if verdict.reason != self.last_verdict:
             log.warning("etcd is silent; not fencing: %s", verdict.reason)
+            self.agent.note_verdict(False, verdict.reason)
         if self.peer_ips or self.peers_known:
             # Nobody can take our units over: the backstop must not stop them either.
             self.keeper.extend(now, verdict.reason)

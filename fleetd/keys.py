@@ -11,6 +11,7 @@
     cluster/peer-key           HMAC key (hex)          the first fleetd: create-if-absent
     metadata/<machine>/<key>   value ("" = removed)    API PATCH /machines (overrides fleet.conf)
     state/<unit>/<machine>     {"load", "active", ...} that machine's agent       (machine lease)
+    events/<machine>/<id>      one event (events.py)   that machine's event recorder (events lease)
 
 Every engine write also compares the leader key, so a deposed leader writes nothing. A machine's
 one lease carries its presence, its unit states and its leadership: they vanish together.
@@ -102,6 +103,16 @@ class Keys:
 
     def state(self, unit: str, machine: str) -> bytes:
         return self._key("state", unit, machine)
+
+    @property
+    def events(self) -> bytes:
+        return self._key("events", "")
+
+    def events_of(self, machine: str) -> bytes:
+        return self._key("events", machine, "")
+
+    def event(self, machine: str, event_id: str) -> bytes:
+        return self._key("events", machine, event_id)
 
     @property
     def peer_key(self) -> bytes:

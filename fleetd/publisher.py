@@ -35,6 +35,7 @@ class StatePublisher:
         self.dirty: set[str] = set()  # units whose state must be written or deleted
         self.flush_needed = asyncio.Event()
         self.changed = asyncio.Event()  # a state changed since the agent last looked
+        self.on_change: list[Callable[[str, UnitState], None]] = []  # each new state (events)
 
     async def run(self) -> None:
         flusher = asyncio.create_task(self.flush_forever())
@@ -63,6 +64,8 @@ class StatePublisher:
         if self.published.get(unit) != published:
             self.changed.set()
             self.published[unit] = published
+            for hook in self.on_change:
+                hook(unit, published)
             self.mark(unit)
 
     def publish_all(self, states: Mapping[str, sd.UnitState]) -> None:

@@ -717,6 +717,34 @@ class Registry:
                 return [], [ops.delete(keys.member(machine))]
         raise TypeError(f"unknown engine task {task!r}")
 
+    # -- events (writer: each machine's event recorder, under events/<its id>/) ---------------
+
+    async def events(self) -> tuple[list[bytes], int]:
+        """Every stored event (one ranged read) and the revision it was read at."""
+        with translated_errors("reading the event history"):
+            result = await self.client.get_prefix(self.keys.events)
+        return [kv.value for kv in result.kvs], result.header.revision
+
+    async def event_ids(self, machine: str) -> list[str]:
+        """The ids of one machine's stored events (keys only)."""
+        prefix = self.keys.events_of(machine)
+        with translated_errors("listing this machine's events"):
+            result = await self.client.get_prefix(prefix, keys_only=True)
+        return [self.keys.name_under(prefix, kv.key) for kv in result.kvs]
+
+    async def write_events(
+        self,
+        machine: str,
+        puts: Sequence[tuple[str, bytes]],
+        deletes: Sequence[str],
+        lease: int,
+    ) -> None:
+        """Store one machine's events under `lease` and delete its old ones, in one
+        transaction (at most MAX_TXN_OPS operations together)."""
+        ops = [self.ops.put(self.keys.event(machine, i), v, lease=lease) for i, v in puts]
+        ops += [self.ops.delete(self.keys.event(machine, i)) for i in deletes]
+        await self._txn([], ops, "recording events")
+
     async def _txn(self, compares: list, ops: list, action: str) -> None:  # type: ignore[type-arg]
         with translated_errors(action):
             succeeded, _ = await self.client.transaction(compare=compares, success=ops, failure=[])

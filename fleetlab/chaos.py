@@ -29,6 +29,7 @@ from fleetd.client import ClientError, FleetClient
 from fleetd.machine_plan import RUNNING_STATES as RUNNING
 from fleetd.model import DesiredState
 from fleetd.registry import RegistryError
+from flotilla.timeline_svg import Mark, Span, render_timeline
 
 from .lab import Lab
 
@@ -325,6 +326,7 @@ class Chaos:
         self.sampler = Sampler(lab, lambda: sorted(self.world.units))
         self.checkpoints = 0
         self.counts: collections.Counter[str] = collections.Counter()
+        self.moments: list[tuple[float, Event]] = []  # (monotonic time, event), for the picture
 
     def note(self, text: str) -> None:
         self.log.append(f"{time.monotonic() - self.started:8.2f}s {text}")
@@ -348,6 +350,7 @@ class Chaos:
     async def apply(self, event: Event) -> None:
         self.note(str(event))
         self.counts[event.kind] += 1
+        self.moments.append((time.monotonic(), event))
         target, lab = event.target, self.lab
         match event.kind:
             case "kill":
@@ -452,6 +455,45 @@ class Chaos:
         doubles = self.sampler.double_runs()
         if doubles:
             raise ChaosFailure(self.report("a unit ran twice: " + "; ".join(doubles)))
+
+
+# -- the picture (pure) ---------------------------------------------------------------------
+
+FAULTS = {"kill", "stop", "partition", "fleetd-kill", "fleetd-freeze", "etcd-stop"}
+REPAIRS = {"start", "heal", "fleetd-thaw", "etcd-start"}
+PIXELS_PER_SECOND = 6
+
+
+def timeline(
+    runs: Sequence[Run],
+    moments: Sequence[tuple[float, Event]],
+    started: float,
+    now: float,
+    title: str,
+) -> str:
+    """Every unit's runs per machine over the whole chaos run (SVG), with each fault and repair
+    marked across the lanes and each unit operation as a tick in its lane; a double run is a red
+    band, a lost unit an empty stretch after its start tick."""
+    spans = [Span(run.unit, run.machine, run.start, run.end) for run in runs]
+    marks = []
+    for at, event in moments:
+        if event.kind in FAULTS or event.kind in REPAIRS:
+            kind = "fault" if event.kind in FAULTS else "repair"
+            marks.append(Mark(at, str(event), kind))
+        elif event.kind.startswith("unit-"):
+            kind = "start" if event.kind == "unit-start" else "schedule"
+            marks.append(Mark(at, "", kind, lane=event.target))
+    lanes = sorted({s.lane for s in spans} | {m.lane for m in marks if m.lane}, key=unit_order)
+    width = min(max(960, int((now - started) * PIXELS_PER_SECOND)), 30000)
+    return render_timeline(
+        spans, marks, title=title, start=started, end=now, lanes=lanes, width=width
+    )
+
+
+def unit_order(name: str) -> tuple[int, str]:
+    """chaos-2 before chaos-10."""
+    number = name.removeprefix(UNIT_PREFIX).removesuffix(".service")
+    return (int(number), name) if number.isdigit() else (1 << 30, name)
 
 
 def event_sequence(seed: int, machines: list[str], count: int) -> Iterator[Event]:

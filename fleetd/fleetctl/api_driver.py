@@ -11,15 +11,18 @@ units then cost about 1,000 / CONCURRENT_REQUESTS round trips of waiting.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from urllib.parse import quote, urlsplit
+from datetime import datetime
+from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
 
 from ..client import ClientError
+from ..events import MAX_PAGE_SIZE, format_time
 from ..model import DesiredState, JobRecord, Machine, UnitState, UnitStatus
 from ..unitfile import UnitFile
 
@@ -71,8 +74,7 @@ class ApiClient:
                     await response.json(content_type=None) if response.content_length != 0 else None
                 )
                 if response.status >= 400:
-                    message = (payload or {}).get("error", {}).get("message", response.reason)
-                    raise ClientError(message)
+                    raise ClientError(error_message(payload, response.reason))
                 return payload
         except (aiohttp.ClientConnectionError, TimeoutError) as error:
             raise ApiUnavailable(str(error) or type(error).__name__) from error
@@ -225,3 +227,56 @@ class ApiClient:
         await asyncio.gather(*(worker() for _ in range(min(CONCURRENT_REQUESTS, len(names)))))
         if errors:
             raise errors[0]
+
+    # -- events ------------------------------------------------------------------------------
+
+    async def events(
+        self, unit: str | None, machine: str | None, since: datetime | None
+    ) -> list[dict[str, object]]:
+        query = [*events_query(unit, machine, since), ("pageSize", str(MAX_PAGE_SIZE))]
+        found: list[dict[str, object]] = []
+        token = ""
+        while True:
+            extra = [("nextPageToken", token)] if token else []
+            page = await self.request("GET", "/events?" + urlencode(query + extra))
+            found += page.get("events", [])  # type: ignore[union-attr]
+            token = page.get("nextPageToken", "")  # type: ignore[union-attr]
+            if not token:
+                return found
+
+    async def follow_events(
+        self, unit: str | None, machine: str | None, since: datetime | None
+    ) -> AsyncIterator[dict[str, object]]:
+        """The API's server-sent events: the request timeout bounds connecting only."""
+        url = self.base + "/events?" + urlencode([*events_query(unit, machine, since), WATCH])
+        connect = self.session.timeout.total
+        timeout = aiohttp.ClientTimeout(total=None, connect=connect, sock_connect=connect)
+        log.debug("GET %s", url)
+        try:
+            async with self.session.get(url, timeout=timeout) as response:
+                if response.status >= 400:
+                    payload = await response.json(content_type=None)
+                    raise ClientError(error_message(payload, response.reason))
+                async for line in response.content:
+                    if line.startswith(b"data: "):
+                        yield json.loads(line[len(b"data: ") :])
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as error:
+            raise ApiUnavailable(str(error) or type(error).__name__) from error
+
+
+WATCH = ("watch", "true")
+
+
+def events_query(
+    unit: str | None, machine: str | None, since: datetime | None
+) -> list[tuple[str, str]]:
+    query = [("unit", unit), ("machine", machine)]
+    query.append(("since", format_time(since) if since is not None else None))
+    return [(name, value) for name, value in query if value]
+
+
+def error_message(payload: object, fallback: str | None) -> str:
+    """The message of fleet's error JSON, or the HTTP reason."""
+    if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
+        return str(payload["error"].get("message", fallback))
+    return str(fallback)

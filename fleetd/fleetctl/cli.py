@@ -36,6 +36,8 @@ COMMAND_MODULES = {
     "status": "inspection",
     "journal": "inspection",
     "ssh": "inspection",
+    "events": "events_cmd",
+    "dashboard": "dashboard",
 }
 
 # Root flags that are booleans in fleet (Go's pflag): given bare they mean true, and a value

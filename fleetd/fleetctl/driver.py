@@ -9,7 +9,8 @@ was decided by the command (lazy creation lives in creation.py, not in a driver)
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime
 from typing import Protocol
 
 from ..model import DesiredState, JobRecord, Machine, UnitState, UnitStatus
@@ -49,3 +50,15 @@ class Driver(Protocol):
 
     async def destroy(self, names: Sequence[str]) -> None:
         """Remove units from the cluster."""
+
+    async def events(
+        self, unit: str | None, machine: str | None, since: datetime | None
+    ) -> list[dict[str, object]]:
+        """The event history (events.py's JSON), oldest first: those of `unit`, those that
+        name a machine whose id begins with `machine`, those at or after `since`."""
+
+    def follow_events(
+        self, unit: str | None, machine: str | None, since: datetime | None
+    ) -> AsyncIterator[dict[str, object]]:
+        """The matching events since `since` (none of the past without it), then each new one
+        as it is written, until the connection ends."""

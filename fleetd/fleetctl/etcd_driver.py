@@ -5,9 +5,12 @@ checks every new unit passes)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime
 
 from ..client import ClientError, FleetClient, check_unit
+from ..events import EventFilter
+from ..events_store import EventReader
 from ..model import DesiredState, JobRecord, Machine, UnitState, UnitStatus
 from ..registry import Conflict, Registry
 from ..unitfile import UnitFile
@@ -80,3 +83,21 @@ class EtcdDriver:
     async def destroy(self, names: Sequence[str]) -> None:
         log.debug("etcd: destroying %s", ", ".join(names))
         await self.registry.destroy_jobs(names)
+
+    async def events(
+        self, unit: str | None, machine: str | None, since: datetime | None
+    ) -> list[dict[str, object]]:
+        log.debug("etcd: reading the event history")
+        found, _ = await EventReader(self.registry).read(EventFilter(unit, machine, since))
+        return [event.to_json() for event in found]
+
+    async def follow_events(
+        self, unit: str | None, machine: str | None, since: datetime | None
+    ) -> AsyncIterator[dict[str, object]]:
+        log.debug("etcd: following the event history")
+        reader, wanted = EventReader(self.registry), EventFilter(unit, machine, since)
+        backlog, revision = await reader.read(wanted)
+        for event in backlog if since is not None else []:
+            yield event.to_json()
+        async for event in reader.follow(wanted, revision):
+            yield event.to_json()
