@@ -164,17 +164,17 @@ class Api:
 
     async def delete_unit(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        if name not in await self.client.jobs():
+        if name not in await self.client.jobs([name]):
             raise ApiError(404, "unit does not exist")
         await self.client.destroy([name])
         return web.Response(status=204)
 
     async def unit_reason(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        units = await self.client.units()
-        if name not in units:
+        reason = await self.client.reason(name)
+        if reason is None:
             raise ApiError(404, "unit does not exist")
-        return web.json_response({"name": name, "reason": units[name].reason or ""})
+        return web.json_response({"name": name, "reason": reason})
 
     async def put_unit(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -183,7 +183,7 @@ class Api:
             raise ApiError(
                 400, f'name in URL "{name}" differs from unit name in request body "{body["name"]}"'
             )
-        jobs = await self.client.jobs()
+        jobs = await self.client.jobs([name])
         # A unit an older fleetd accepted under a name refused today can still be stopped,
         # unloaded and destroyed; it cannot be given a unit file.
         if name not in jobs or body.get("options"):

@@ -65,7 +65,7 @@ class FleetClient:
         await self._set(names, DesiredState.INACTIVE, {})
 
     async def destroy(self, names: Sequence[str]) -> None:
-        jobs = await self.registry.jobs()
+        jobs = await self.registry.jobs(names)
         missing = [name for name in names if name not in jobs]
         if missing:
             raise ClientError(f"unit {missing[0]} does not exist")
@@ -84,7 +84,8 @@ class FleetClient:
     ) -> list[str]:
         """Create the named units the registry lacks (from `files`, or instances from their
         template), all or nothing; the names created."""
-        jobs = await self.registry.jobs()
+        templates = [template for name in names if (template := template_of(name))]
+        jobs = await self.registry.jobs([*names, *templates])
         to_create = await self._lazy_units(names, jobs, files)
         await self._create(to_create, desired, replace=False)
         return list(to_create)
@@ -131,8 +132,15 @@ class FleetClient:
 
     # -- reading -----------------------------------------------------------------------------
 
-    async def jobs(self) -> dict[str, JobRecord]:
-        return await self.registry.jobs()
+    async def jobs(self, names: Sequence[str] | None = None) -> dict[str, JobRecord]:
+        """Every job, or those of `names` (a few are read key by key)."""
+        return await self.registry.jobs(names)
+
+    async def reason(self, name: str) -> str | None:
+        """Why the unit waits unplaced ("" when it does not); None when there is no such unit."""
+        if name not in await self.registry.jobs([name]):
+            return None
+        return (await self.registry.reasons()).get(name, "")
 
     async def unit_files(self) -> dict[str, str]:
         """Every unit's file, by unit name."""
@@ -177,7 +185,7 @@ class FleetClient:
         await self.registry.set_metadata(changes)
 
     async def unit_file(self, name: str) -> str:
-        jobs = await self.registry.jobs()
+        jobs = await self.registry.jobs([name])
         if name not in jobs:
             raise ClientError(f"unit {name} does not exist")
         body = await self.registry.unit_body(jobs[name].hash)

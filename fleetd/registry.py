@@ -12,10 +12,18 @@ import json
 import logging
 import math
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Collection,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aetcd
 import aetcd.exceptions
@@ -47,6 +55,7 @@ MAX_TXN_OPS = 100
 # in transactions that stay under this, with room for the keys and the request's framing.
 MAX_TXN_BYTES = 1024 * 1024
 SET_DESIRED_ATTEMPTS = 5
+FEW_KEYS = 8  # up to this many named keys are read one by one, more with one ranged read
 
 FEW_BODIES = 20  # above this many, one ranged read of every body beats a request per body
 # gRPC backs off up to two minutes between reconnects by default; after an etcd outage every
@@ -477,20 +486,35 @@ class Registry:
 
     # -- jobs (writer: the client) -----------------------------------------------------------
 
-    async def jobs(self) -> dict[str, JobRecord]:
-        """Every readable job (a malformed record is skipped with a warning: the engine leaves
-        its unit as it is, and a client cannot overwrite it by accident either)."""
+    async def jobs(self, names: Collection[str] | None = None) -> dict[str, JobRecord]:
+        """Every readable job, or those of `names` (a malformed record is skipped with a
+        warning: the engine leaves its unit as it is, and a client cannot overwrite it by
+        accident either)."""
         jobs = {}
-        for name, raw in await self._prefix(self.keys.jobs):
+        for name, kv in (await self._job_kvs(names)).items():
+            raw = kv.value
             job = decoded(lambda raw, name=name: decode_job(name, raw), raw, f"job {name}")
             if job is not None:
                 jobs[name] = job
         return jobs
 
+    async def _job_kvs(self, names: Collection[str] | None) -> dict[str, Any]:
+        """The stored job records (etcd key-values) of `names`, or of every job. A few names
+        are read one key each: a request about one unit (fleet's API works unit by unit) must
+        not cost a read of every job, which makes a 1,000-unit command quadratic."""
+        with translated_errors("reading units"):
+            if names is not None and len(names) <= FEW_KEYS:
+                found = [await self.client.get(self.keys.job(name)) for name in names]
+                return {name: kv for name, kv in zip(names, found, strict=True) if kv is not None}
+            listed = await self.client.get_prefix(self.keys.jobs)
+        wanted = None if names is None else set(names)
+        kvs = ((self.keys.name_under(self.keys.jobs, kv.key), kv) for kv in listed.kvs)
+        return {name: kv for name, kv in kvs if wanted is None or name in wanted}
+
     async def create_jobs(self, jobs: Sequence[tuple[JobRecord, str]], replace: bool) -> None:
         """Store unit bodies and jobs, all or nothing. Without `replace`, an existing job with a
         different body is a Conflict and nothing is written."""
-        existing = await self.jobs()
+        existing = await self.jobs([job.name for job, _ in jobs])
         # Submitting a unit again with the same body changes nothing (it keeps its state).
         jobs = [
             (j, body)
@@ -533,9 +557,7 @@ class Registry:
         between is never undone by writing the old hash back: the batch is read again."""
         names = list(names)
         for _ in range(SET_DESIRED_ATTEMPTS):
-            with translated_errors("reading units"):
-                found = await self.client.get_prefix(self.keys.jobs)
-            existing = {self.keys.name_under(self.keys.jobs, kv.key): kv for kv in found.kvs}
+            existing = await self._job_kvs(names)
             missing = [name for name in names if name not in existing]
             if missing:
                 raise Conflict(f"unit {missing[0]} does not exist")
