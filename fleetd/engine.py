@@ -7,6 +7,7 @@ tasks in transactions that etcd refuses if leadership moved meanwhile.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable, Mapping
@@ -57,6 +58,8 @@ class Engine:
         self.bodies: dict[str, str] = {}
         self.requirements: dict[tuple[str, str], Requirements | str] = {}
         self.leading_since: int | None = None
+        self.leading, self.not_leading = asyncio.Event(), asyncio.Event()
+        self.cluster_watches: list[asyncio.Task[None]] = []  # only while leading
         self.planned_at: tuple[int, float] | None = None  # (etcd revision, monotonic time)
         self.membership = Membership()
         self.withheld: str | None = None
@@ -66,9 +69,28 @@ class Engine:
         self.last_plan: tuple[float, list[EngineTask], Mapping[str, str]] | None = None
 
     async def run(self) -> None:
+        leader = watch_forever(self.registry, self.registry.keys.leader, self.loop.wake)
+        await self.loop.run(leader, self.watch_while_leading())
+
+    async def watch_while_leading(self) -> None:
+        """Only the leader plans, so only it watches jobs, machines and metadata: with every
+        engine watching, every job write reached every machine and woke its engine, which at
+        300 machines cost more than the leader's work (bench/hollow.py). The others watch the
+        leader key alone, and a pass every interval catches what a watch was not there for."""
         keys = self.registry.keys
-        prefixes = (keys.jobs, keys.machines, keys.metadata, keys.leader)
-        await self.loop.run(*(watch_forever(self.registry, p, self.loop.wake) for p in prefixes))
+        while True:
+            await self.leading.wait()
+            self.cluster_watches = [
+                asyncio.create_task(watch_forever(self.registry, prefix, self.loop.wake))
+                for prefix in (keys.jobs, keys.machines, keys.metadata)
+            ]
+            try:
+                await self.not_leading.wait()
+            finally:
+                watches, self.cluster_watches = self.cluster_watches, []
+                for watch in watches:
+                    watch.cancel()
+                await asyncio.gather(*watches, return_exceptions=True)
 
     async def step(self) -> None:
         lease = self.heart.lease
@@ -90,6 +112,8 @@ class Engine:
 
     def note_leadership(self, revision: int | None) -> None:
         metrics.note_leadership(revision is not None)
+        (self.leading if revision is not None else self.not_leading).set()
+        (self.not_leading if revision is not None else self.leading).clear()
         if revision != self.leading_since:
             self.membership = Membership()  # a new term: every vanished machine's clock anew
             self.machine_watch = MachineWatch()

@@ -57,6 +57,10 @@ async def test_hollow_machines_run_units_and_a_crashed_ones_move(
         client = FleetClient(registry)
         await until(lambda: all(m.heart and m.heart.registered.is_set() for m in hollow), 10)
         assert len(await client.machines()) == 3
+        # Only the leading engine watches jobs, machines and metadata.
+        await until(lambda: sum(bool(m.engine and m.engine.cluster_watches) for m in hollow), 10)
+        watching = [m for m in hollow if m.engine and m.engine.cluster_watches]
+        assert len(watching) == 1 and watching[0].engine.leading_since is not None  # type: ignore[union-attr]
         await client.start(names, dict.fromkeys(names, UNIT))
         await until(lambda: active(hollow) == set(names), 15)
         assert all(m.active_units() for m in hollow), "the engine spreads the units"
