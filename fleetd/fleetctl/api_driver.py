@@ -125,7 +125,11 @@ class ApiClient:
         return jobs, {name: unit.serialize() for name, unit in files.items()}
 
     async def units(self) -> dict[str, UnitStatus]:
+        return (await self.units_and_files())[0]
+
+    async def units_and_files(self) -> tuple[dict[str, UnitStatus], dict[str, str]]:
         entities, states = await asyncio.gather(self.unit_entities(), self.published_states())
+        files = {name: UnitFile.from_options(u["options"]) for name, u in entities.items()}  # type: ignore[arg-type]
         unplaced = [
             name
             for name, unit in entities.items()
@@ -136,11 +140,10 @@ class ApiClient:
         found = {}
         for name, unit in sorted(entities.items()):
             desired, machine = DesiredState(unit["desiredState"]), unit.get("machineID")  # type: ignore[arg-type]
-            unit_hash = UnitFile.from_options(unit["options"]).hash  # type: ignore[arg-type]
             found[name] = UnitStatus(
-                name, unit_hash, desired, machine, states.get(name, {}), reasons.get(name)
+                name, files[name].hash, desired, machine, states.get(name, {}), reasons.get(name)
             )  # type: ignore[arg-type]
-        return found
+        return found, {name: unit.serialize() for name, unit in files.items()}
 
     async def reasons(self, names: Sequence[str]) -> dict[str, str]:
         """Why each of these units is not placed (the ones the engine gave a reason for)."""

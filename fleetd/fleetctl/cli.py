@@ -8,13 +8,13 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
-from collections.abc import Collection, Iterator, Mapping, MutableMapping
+from collections.abc import Collection, Iterator, Mapping, MutableMapping, Sequence
 
 import click
 
 from .. import __version__ as VERSION
 from ..keys import DEFAULT_PREFIX
-from .session import Failure
+from .session import Failure, session_options
 from .tables import FieldError
 
 # The commands that live in modules of their own, by name, and the module each is in (the
@@ -53,6 +53,70 @@ def pflag_booleans(args: list[str], commands: Collection[str]) -> list[str]:
             return normalized + args[index:]
         normalized.append(f"{arg}=true" if arg in BOOLEAN_FLAGS else arg)
     return normalized
+
+
+# Root options that stay where they are when they follow the command: fleet takes -v/--version
+# only as the first argument, and -h after a command is that command's help.
+NOT_HOISTED = ("-v", "--version", "-h", "--help")
+
+
+def option_arity(params: Sequence[click.Parameter]) -> dict[str, bool]:
+    """Each option name of `params`, and whether a value follows it as the next argument."""
+    arity = {}
+    for param in params:
+        if isinstance(param, click.Option):
+            for name in (*param.opts, *param.secondary_opts):
+                arity[name] = not param.is_flag and name not in BOOLEAN_FLAGS
+    return arity
+
+
+def command_index(args: Sequence[str], commands: Collection[str], root: Mapping[str, bool]) -> int:
+    """Where the command name is among the root's arguments (-1 when there is none): the first
+    argument that is neither a root option nor the value of one."""
+    value_next = False
+    for index, arg in enumerate(args):
+        if value_next:
+            value_next = False
+        elif arg == "--":
+            return -1
+        elif arg.startswith("-"):
+            value_next = root.get(
+                arg, False
+            )  # `--endpoint=x` carries its value, `--endpoint x` not
+        else:
+            return index if arg in commands else -1
+    return -1
+
+
+def hoist_root_options(
+    args: Sequence[str],
+    root: Mapping[str, bool],
+    own: Mapping[str, bool],
+    interspersed: bool,
+) -> tuple[list[str], list[str]]:
+    """fleet's root flags are cobra's persistent flags, accepted after the command too: split a
+    command's arguments into the root options among them (with their values) and the rest.
+
+    The command's own options win over the root's of the same name (`journal --output`), and
+    nothing after `--` is touched, nor after the first argument of a command that takes
+    everything from there on as its own (`ssh m1 ls --debug` runs `ls --debug`)."""
+    hoisted: list[str] = []
+    kept: list[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        name = arg.split("=", 1)[0]
+        if arg == "--" or (not arg.startswith("-") and not interspersed):
+            return hoisted, kept + list(args[index:])
+        takes_value = "=" not in arg and index + 1 < len(args)
+        if name in own or name not in root or name in NOT_HOISTED:
+            taken = 2 if own.get(name) and takes_value else 1
+            kept += args[index : index + taken]
+        else:
+            taken = 2 if root[name] and takes_value else 1
+            hoisted += args[index : index + taken]
+        index += taken
+    return hoisted, kept
 
 
 class LazyCommands(MutableMapping[str, click.Command]):
@@ -94,6 +158,19 @@ class FleetctlGroup(click.Group):
         self.commands = LazyCommands(COMMAND_MODULES)  # type: ignore[assignment]
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        root = option_arity(self.params)
+        index = command_index(args, self.commands, root)
+        if index >= 0:
+            command = self.commands[args[index]]
+            hoisted, rest = hoist_root_options(
+                args[index + 1 :],
+                root,
+                option_arity(command.params),
+                command.context_settings.get(
+                    "allow_interspersed_args", command.allow_interspersed_args
+                ),
+            )
+            args = [*args[:index], *hoisted, args[index], *rest]
         return super().parse_args(ctx, pflag_booleans(args, self.commands))
 
     def invoke(self, ctx: click.Context) -> object:
@@ -173,22 +250,7 @@ def main(
         ctx.exit(0)
     if debug:
         enable_debug_log()
-    if not experimental_api:  # fleet: the old switch to etcd wins over --driver
-        driver = "etcd"
-    from .remote import SshOptions  # here: most of remote's imports serve ssh and tunnels
-
-    ssh = SshOptions(ssh_username, 22, strict_host_key_checking, known_hosts_file, ssh_timeout)
-    ctx.obj = {
-        "endpoint": endpoint,
-        "driver": driver,
-        "timeout": request_timeout,
-        "prefix": etcd_key_prefix,
-        "etcd_username": etcd_username,
-        "etcd_password_file": etcd_password_file,
-        "ssh": ssh,
-        "tunnel": tunnel,
-        "tls": (ca_file or etcd_cafile, cert_file or etcd_certfile, key_file or etcd_keyfile),
-    }
+    ctx.obj = session_options(ctx.params)
 
 
 def enable_debug_log() -> None:

@@ -33,6 +33,10 @@ class Driver(Protocol):
     async def units(self) -> dict[str, UnitStatus]:
         """Every unit with its placement, the states machines publish and why it is pending."""
 
+    async def units_and_files(self) -> tuple[dict[str, UnitStatus], dict[str, str]]:
+        """units() and every unit's file from one reading of the units (commands that need to
+        know which units are global decide from both)."""
+
     async def published_states(self) -> dict[str, dict[str, UnitState]]:
         """What machines publish, by unit then machine, units the cluster forgot included."""
 

@@ -46,6 +46,13 @@ class EtcdDriver:
         log.debug("etcd: reading units and their states")
         return await self.client.units()
 
+    async def units_and_files(self) -> tuple[dict[str, UnitStatus], dict[str, str]]:
+        log.debug("etcd: reading units, their states and their unit files")
+        units = await self.client.units()
+        bodies = await self.registry.unit_bodies({status.hash for status in units.values()})
+        files = {name: bodies[s.hash] for name, s in units.items() if s.hash in bodies}
+        return units, files
+
     async def published_states(self) -> dict[str, dict[str, UnitState]]:
         log.debug("etcd: reading unit states")
         states: dict[str, dict[str, UnitState]] = {}

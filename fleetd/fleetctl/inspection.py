@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Callable
@@ -13,22 +14,27 @@ from ..client import ClientError
 from ..status import current_state, is_global
 from ..unitfile import parse_unit_file
 from ..unitname import mangle_name
+from .completion import complete_machines, complete_units, complete_units_and_machines
 from .driver import Driver
-from .remote import AddressError, local_machine_id, machine_address, run_on, ssh_argv
+from .known_hosts import HostKeyError
+from .remote import AddressError, confirm, local_machine_id, machine_address, run_on, ssh_argv
 from .session import Failure, run
 from .tables import select_fields, table
 from .views import (
     MACHINE_FIELDS,
     UNIT_FIELDS,
     UNIT_FILE_FIELDS,
+    machine_documents,
     machine_records,
+    unit_documents,
+    unit_file_documents,
     unit_file_records,
     unit_records,
 )
 
 
 @click.command()
-@click.argument("units", nargs=-1)
+@click.argument("units", nargs=-1, shell_complete=complete_units)
 @click.option("--ssh-port", type=int, default=22, show_default=True)
 @click.option("--no-block", is_flag=True, hidden=True)  # fleet's own tests pass it: ignored
 @click.pass_context
@@ -46,7 +52,7 @@ def status(ctx: click.Context, units: tuple[str, ...], ssh_port: int, no_block: 
 
 
 @click.command()
-@click.argument("units", nargs=-1)
+@click.argument("units", nargs=-1, shell_complete=complete_units)
 @click.option("--lines", "-n", type=int, default=10, show_default=True)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new entries.")
 @click.option("--output", default="short", show_default=True, help="journalctl output mode.")
@@ -106,20 +112,25 @@ def on_unit_machines(
 
     ssh = replace(ctx.find_root().obj["ssh"], port=ssh_port)
     targets = run(ctx, where)
-    try:  # every address checked before the command runs anywhere
-        for machine_id, ip in targets:
-            if machine_id != local_machine_id():
-                machine_address(machine_id, ip)
-    except AddressError as error:
+    try:  # every address and host key checked before the command runs anywhere
+        remote = [machine_address(m, ip) for m, ip in targets if m != local_machine_id()]
+        for address in remote:
+            confirm(address, ssh)
+    except (AddressError, HostKeyError) as error:
         raise Failure(str(error)) from error
     return max(run_on(machine_id, ip, command, ssh) for machine_id, ip in targets)
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
-@click.argument("target", required=False)
+@click.argument("target", required=False, shell_complete=complete_units_and_machines)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-@click.option("--machine", default="", help="Machine id (or a prefix of it).")
-@click.option("--unit", default="", help="A unit: its machine.")
+@click.option(
+    "--machine",
+    default="",
+    shell_complete=complete_machines,
+    help="Machine id (or a prefix of it).",
+)
+@click.option("--unit", default="", shell_complete=complete_units, help="A unit: its machine.")
 @click.option("--forward-agent", "-A", is_flag=True, help="Forward the SSH agent.")
 @click.option("--ssh-port", type=int, default=22, show_default=True)
 @click.pass_context
@@ -143,6 +154,10 @@ def ssh(
         command = command[1:]
     ip = run(ctx, lambda client: ssh_address(client, target, machine, unit))
     options = replace(ctx.find_root().obj["ssh"], port=ssh_port)
+    try:
+        confirm(ip, options)
+    except HostKeyError as error:
+        raise Failure(str(error)) from error
     argv = ssh_argv(ip, command, options, tty=not command, forward_agent=forward_agent)
     sys.exit(subprocess.run(argv, check=False).returncode)
 
@@ -183,7 +198,7 @@ async def ssh_address(client: Driver, target: str | None, machine: str, unit: st
 
 
 @click.command()
-@click.argument("units", nargs=-1)
+@click.argument("units", nargs=-1, shell_complete=complete_units)
 @click.pass_context
 def cat(ctx: click.Context, units: tuple[str, ...]) -> None:
     """Print a unit file as the cluster stores it."""
@@ -208,6 +223,15 @@ def listing_options(
         *full_flags, "full", is_flag=True, help="Do not shorten ids and hashes."
     )(function)
     function = click.option("--no-legend", is_flag=True, help="Do not print a header.")(function)
+    function = click.option(
+        "--output",
+        "-o",
+        type=click.Choice(["table", "json"]),
+        default="table",
+        show_default=True,
+        help="fleet's table, or one JSON document with every field, full ids and hashes "
+        "(--fields, --full and --no-legend shape the table only).",
+    )(function)
     return click.option("--fields", default=fields, show_default=True, help="Columns to print.")(
         function
     )
@@ -215,12 +239,14 @@ def listing_options(
 
 @click.command("list-units")
 @click.pass_context
-def list_units(ctx: click.Context, fields: str, full: bool, no_legend: bool) -> None:
+def list_units(ctx: click.Context, fields: str, full: bool, no_legend: bool, output: str) -> None:
     """List the units' systemd states, one row per machine running them."""
     chosen = select_fields(fields, UNIT_FIELDS)
 
     async def action(client: Driver) -> str:
         units, machines = await client.units(), await client.machines()
+        if output == "json":
+            return as_json(unit_documents(units, machines))
         return table(unit_records(units, machines, full), chosen, not no_legend)
 
     click.echo(run(ctx, action), nl=False)
@@ -228,16 +254,19 @@ def list_units(ctx: click.Context, fields: str, full: bool, no_legend: bool) -> 
 
 @click.command("list-unit-files")
 @click.pass_context
-def list_unit_files(ctx: click.Context, fields: str, full: bool, no_legend: bool) -> None:
+def list_unit_files(
+    ctx: click.Context, fields: str, full: bool, no_legend: bool, output: str
+) -> None:
     """List the units in the cluster with their desired and current states."""
     chosen = select_fields(fields, UNIT_FILE_FIELDS)
-    if "tmachine" in chosen:
+    if "tmachine" in chosen and output == "table":
         click.echo('WARNING: The "tmachine" field is deprecated. Use "target" instead', err=True)
 
     async def action(client: Driver) -> str:
-        units, machines = await client.units(), await client.machines()
-        texts = await client.unit_files()
+        (units, texts), machines = await client.units_and_files(), await client.machines()
         files = {name: parse_unit_file(texts[name], name) for name in units}
+        if output == "json":
+            return as_json(unit_file_documents(units, files, machines))
         return table(unit_file_records(units, files, machines, full), chosen, not no_legend)
 
     click.echo(run(ctx, action), nl=False)
@@ -245,12 +274,17 @@ def list_unit_files(ctx: click.Context, fields: str, full: bool, no_legend: bool
 
 @click.command("list-machines")
 @click.pass_context
-def list_machines(ctx: click.Context, fields: str, full: bool, no_legend: bool) -> None:
+def list_machines(
+    ctx: click.Context, fields: str, full: bool, no_legend: bool, output: str
+) -> None:
     """List the machines in the cluster."""
     chosen = select_fields(fields, MACHINE_FIELDS)
 
     async def action(client: Driver) -> str:
-        return table(machine_records(await client.machines(), full), chosen, not no_legend)
+        machines = await client.machines()
+        if output == "json":
+            return as_json(machine_documents(machines))
+        return table(machine_records(machines, full), chosen, not no_legend)
 
     try:
         listing = run(ctx, action)
@@ -262,6 +296,10 @@ def list_machines(ctx: click.Context, fields: str, full: bool, no_legend: bool) 
             "  connection cannot be established to any etcd servers"
         ) from error
     click.echo(listing, nl=False)
+
+
+def as_json(document: object) -> str:
+    return json.dumps(document, indent=2) + "\n"
 
 
 listing_options(list_units, "unit,machine,active,sub")

@@ -18,6 +18,7 @@ from ..model import DesiredState, UnitStatus
 from ..status import current_state, is_global
 from ..unitfile import parse_unit_file
 from ..unitname import mangle_name
+from .completion import complete_units, complete_units_or_files
 from .creation import ReadError, arguments_of, plan_creation, read_unit_file
 from .driver import Driver
 from .session import Failure, T, run
@@ -136,7 +137,7 @@ def block_options(function: Callable[..., None]) -> Callable[..., None]:
 
 
 @click.command()
-@click.argument("units", nargs=-1)
+@click.argument("units", nargs=-1, shell_complete=complete_units_or_files)
 @creation_options
 @click.pass_context
 def submit(
@@ -188,7 +189,7 @@ def activate(
 
 
 @click.command()
-@click.argument("units", nargs=-1)
+@click.argument("units", nargs=-1, shell_complete=complete_units_or_files)
 @block_options
 @creation_options
 @click.pass_context
@@ -208,7 +209,7 @@ def load(
 
 
 @click.command()
-@click.argument("units", nargs=-1)
+@click.argument("units", nargs=-1, shell_complete=complete_units_or_files)
 @block_options
 @creation_options
 @click.pass_context
@@ -263,9 +264,9 @@ async def change_state(
 
     Unlike fleet, a skipped unit whose desired state differs still gets the target written: a
     unit `start`ed but not yet placed would otherwise stay wanted after an `unload`."""
-    statuses = await driver.units()
+    statuses, files = await driver.units_and_files()  # one reading decides everything
     known = known_names(units, statuses)
-    globals_ = global_units(await driver.unit_files(), known)
+    globals_ = global_units(files, known)
     already = {
         DesiredState.LOADED: "loaded",
         DesiredState.INACTIVE: "inactive",
@@ -290,7 +291,7 @@ async def change_state(
 
 
 @click.command()
-@click.argument("units", nargs=-1)
+@click.argument("units", nargs=-1, shell_complete=complete_units)
 @block_options
 @click.pass_context
 def stop(ctx: click.Context, units: tuple[str, ...], no_block: bool, block_attempts: int) -> None:
@@ -309,7 +310,7 @@ def stop(ctx: click.Context, units: tuple[str, ...], no_block: bool, block_attem
 
 
 @click.command()
-@click.argument("units", nargs=-1)
+@click.argument("units", nargs=-1, shell_complete=complete_units)
 @block_options
 @click.pass_context
 def unload(ctx: click.Context, units: tuple[str, ...], no_block: bool, block_attempts: int) -> None:
@@ -328,7 +329,7 @@ def unload(ctx: click.Context, units: tuple[str, ...], no_block: bool, block_att
 
 
 @click.command()
-@click.argument("units", nargs=-1)
+@click.argument("units", nargs=-1, shell_complete=complete_units)
 @click.option(
     "--block-attempts",
     type=int,
@@ -362,7 +363,7 @@ def destroy(
 
 
 @click.command()
-@click.argument("units", nargs=-1)
+@click.argument("units", nargs=-1, shell_complete=complete_units)
 @click.option(
     "--block-attempts",
     type=int,
@@ -375,9 +376,9 @@ def restart(ctx: click.Context, units: tuple[str, ...], block_attempts: int) -> 
     """Stop and start units again; global units on every machine that runs them."""
 
     async def action(driver: Driver) -> None:
-        statuses = await driver.units()
+        statuses, files = await driver.units_and_files()
         known = known_names(units, statuses)
-        globals_ = global_units(await driver.unit_files(), known)
+        globals_ = global_units(files, known)
         for name in known:
             if name in globals_:
                 await restart_global(driver, name, block_attempts)

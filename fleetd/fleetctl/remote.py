@@ -10,6 +10,7 @@ ends its options with `--` before the destination, so that no value can be read 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import selectors
 import shlex
@@ -17,14 +18,18 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .known_hosts import HostKeyError, confirm_host
+
 LOCAL_MACHINE_ID = Path("/etc/machine-id")
+log = logging.getLogger("fleetctl")
 
 
 class TunnelError(Exception):
@@ -65,12 +70,12 @@ def local_machine_id() -> str:
 
 
 def checking_options(options: SshOptions) -> list[str]:
-    """Strict checking is OpenSSH's `ask`: an unknown host is asked about on the terminal and
-    remembered in the known-hosts file, a changed key refused; otherwise nothing is checked."""
+    """Strict checking is OpenSSH's `yes` against fleetctl's known-hosts file (and the system's):
+    `confirm` asked about an unknown host before, on stdin as fleet does, and remembered its key
+    there. Otherwise nothing is checked."""
     if options.strict_host_key_checking:
         known_hosts = Path(options.known_hosts_file).expanduser()
-        known_hosts.parent.mkdir(parents=True, exist_ok=True)
-        return ["-o", "StrictHostKeyChecking=ask", "-o", f"UserKnownHostsFile={known_hosts}"]
+        return ["-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known_hosts}"]
     return [
         "-o",
         "StrictHostKeyChecking=no",
@@ -79,6 +84,14 @@ def checking_options(options: SshOptions) -> list[str]:
         "-o",
         "LogLevel=ERROR",
     ]
+
+
+def confirm(host: str, options: SshOptions) -> None:
+    """With strict checking: return once the host's key is known or accepted (asked on stdin);
+    HostKeyError (a changed key, a no, no SSH server) before any real connection."""
+    if options.strict_host_key_checking:
+        name, port = split_host(host, options.port)
+        confirm_host(name, port, options.known_hosts_file, options.timeout)
 
 
 def split_host(host: str, default_port: int) -> tuple[str, int]:
@@ -131,26 +144,93 @@ def tunnel(host: str, endpoint: str, options: SshOptions) -> Iterator[str]:
     """An SSH local forward to `endpoint` as seen from `host`; yields the local endpoint.
 
     A unix:// API socket is forwarded to a local unix socket, an http:// address (etcd, or a
-    TCP API) to a local TCP port on loopback."""
+    TCP API) to a local TCP port on loopback. When the host's sshd forbids forwarding unix
+    sockets (AllowStreamLocalForwarding no), each connection is carried instead by fleet's own
+    `fleetctl fd-forward` run on the host, over the same SSH connection."""
+    try:
+        confirm(host, options)
+    except HostKeyError as error:
+        raise TunnelError(str(error)) from error
     parts = urlsplit(endpoint)
     with tempfile.TemporaryDirectory(prefix="fleetctl-tunnel-") as directory:
-        if parts.scheme == "unix":
+        control = os.path.join(directory, "ssh")  # the connection's control socket: sessions
+        if parts.scheme == "unix":  # over it need no new handshake
             local = os.path.join(directory, "fleet.sock")
             forward, local_endpoint, ready = f"{local}:{parts.path}", f"unix://{local}", local
         else:
             port = free_port()
             forward = f"127.0.0.1:{port}:{parts.hostname}:{parts.port or 80}"
             local_endpoint, ready = f"{parts.scheme}://127.0.0.1:{port}", ""
-        argv = ssh_base(host, options, ["-N", "-o", "ExitOnForwardFailure=yes", "-L", forward])
+        master = ["-M", "-S", control, "-N", "-o", "ExitOnForwardFailure=yes", "-L", forward]
         process = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            ssh_base(host, options, master),
+            stdin=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         try:
             wait_for_forward(process, ready, port_of(local_endpoint), options.timeout)
-            yield local_endpoint
+            if ready and not answers_http(ready, options.timeout):
+                log.debug("tunnel: %s does not forward unix sockets; using fd-forward", host)
+                relay = os.path.join(directory, "relay.sock")
+                session = ssh_base(host, options, ["-S", control, "-o", "ControlMaster=no", "-T"])
+                command = [*session, shlex.join(["fleetctl", "fd-forward", parts.path])]
+                with relayed_connections(relay, command, directory):
+                    yield f"unix://{relay}"
+            else:
+                yield local_endpoint
         finally:
             process.terminate()
             process.wait()
+
+
+def answers_http(socket_path: str, timeout: float) -> bool:
+    """Whether a request through the forwarded socket gets any answer: sshd closes a forward it
+    refuses at once, without a byte."""
+    with socket.socket(socket.AF_UNIX) as probe:
+        probe.settimeout(timeout)
+        try:
+            probe.connect(socket_path)
+            probe.sendall(b"GET /fleet/v1/discovery HTTP/1.0\r\nHost: fleet\r\n\r\n")
+            return bool(probe.recv(1))
+        except OSError:
+            return False
+
+
+@contextmanager
+def relayed_connections(path: str, command: Sequence[str], directory: str) -> Iterator[None]:
+    """A unix socket at `path` whose every connection becomes the stdin and stdout of its own
+    run of `command` (fleet's fd-forward over an SSH session); all of them end on exit."""
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen(16)
+    children: list[subprocess.Popen[bytes]] = []
+    errors = open(os.path.join(directory, "fd-forward.log"), "ab")  # noqa: SIM115
+
+    def accept() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:  # the listener was closed: the tunnel is done
+                return
+            with connection:
+                children.append(
+                    subprocess.Popen(command, stdin=connection, stdout=connection, stderr=errors)
+                )
+
+    acceptor = threading.Thread(target=accept, name="fd-forward relay", daemon=True)
+    acceptor.start()
+    try:
+        yield
+    finally:
+        with suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
+        listener.close()
+        acceptor.join(timeout=5)
+        for child in children:
+            child.terminate()
+            child.wait()
+        errors.close()
 
 
 def free_port() -> int:

@@ -80,3 +80,67 @@ def machine_records(machines: Mapping[str, Machine], full: bool) -> list[dict[st
         }
         for machine_id, machine in sorted(machines.items())
     ]
+
+
+# -- `--output json`: the same listings for scripts -----------------------------------------------
+# One JSON document per listing, with full ids and hashes and typed values (null for nothing,
+# booleans, metadata as an object). The keys are kept: new ones may be added, none renamed or
+# removed (README, "JSON output").
+
+
+def unit_documents(
+    units: Mapping[str, UnitStatus], machines: Mapping[str, Machine]
+) -> dict[str, list[dict[str, object]]]:
+    """list-units: one object per unit state a machine published, in the table's order."""
+    return {
+        "units": [
+            {
+                "unit": name,
+                "machine": machine_id,
+                "ip": machines[machine_id].ip or None if machine_id in machines else None,
+                "load": state.load,
+                "active": state.active,
+                "sub": state.sub,
+                "hash": state.hash,
+            }
+            for name, status in sorted(units.items())
+            for machine_id, state in sorted(status.states.items())
+        ]
+    }
+
+
+def unit_file_documents(
+    units: Mapping[str, UnitStatus],
+    files: Mapping[str, UnitFile],
+    machines: Mapping[str, Machine],
+) -> dict[str, list[dict[str, object]]]:
+    """list-unit-files: one object per unit; a global unit has no one machine nor state."""
+    documents = []
+    for name, status in sorted(units.items()):
+        global_unit = is_global(files[name])
+        machine_id = None if global_unit else status.machine
+        descriptions = files[name].values("Unit", "Description")
+        documents.append(
+            {
+                "unit": name,
+                "hash": status.hash,
+                "desired": status.desired.value,
+                "state": current_state(status, global_unit) or None,
+                "global": global_unit,
+                "machine": machine_id,
+                "ip": machines[machine_id].ip or None if machine_id in machines else None,
+                "description": descriptions[-1] if descriptions else None,
+                "reason": status.reason,
+            }
+        )
+    return {"unit_files": documents}
+
+
+def machine_documents(machines: Mapping[str, Machine]) -> dict[str, list[dict[str, object]]]:
+    """list-machines: one object per machine, its metadata as an object."""
+    return {
+        "machines": [
+            {"machine": machine_id, "ip": machine.ip or None, "metadata": dict(machine.metadata)}
+            for machine_id, machine in sorted(machines.items())
+        ]
+    }

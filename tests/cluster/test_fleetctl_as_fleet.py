@@ -4,6 +4,9 @@ lifecycle commands, messages and states, help and deprecated flags, lazy creatio
 from __future__ import annotations
 
 import asyncio
+import json
+import re
+import subprocess
 import time
 
 import pytest
@@ -11,7 +14,7 @@ import pytest
 from fleetd.fleetctl.lifecycle import SIGN_WARNING
 
 from .fleet import FleetCluster
-from .test_fleetctl import Fleetctl, fleetctl, rows
+from .test_fleetctl import FLEETCTL, HOST_ENV, Fleetctl, fleetctl, rows
 
 __all__ = ["fleetctl"]  # the fixture, parametrized over both drivers
 pytestmark = pytest.mark.cluster
@@ -199,3 +202,109 @@ async def test_lazy_creation_reads_the_registry_first(
     # A unit the registry has is used as it is, with fleet's warning about the local file.
     kept = fleetctl("submit", "tpl@.service")
     assert "WARNING: Unit tpl@.service in registry differs from local unit file" in kept.stderr
+
+
+def unit_list_reads(fleetctl: Fleetctl, debug_log: str) -> int:
+    """How many times a command read the list of units, from its --debug lines."""
+    if fleetctl.driver == "etcd":
+        reads = ("etcd: reading units", "etcd: reading unit files", "etcd: reading jobs")
+        return sum(line.split(" ", 3)[-1].startswith(reads) for line in debug_log.splitlines())
+    return len(re.findall(r"GET \S+/fleet/v1/units(\?\S*)?: \d+$", debug_log, re.MULTILINE))
+
+
+def complete(fleetctl: Fleetctl, words: str) -> list[str]:
+    """The names bash completion gets for the last word of `words`."""
+    env = {"_FLEETCTL_COMPLETE": "bash_complete", "COMP_WORDS": words}
+    env["COMP_CWORD"] = str(len(words.split()) - (0 if words.endswith(" ") else 1))
+    if fleetctl.driver == "etcd":
+        etcd = {
+            "FLEETCTL_DRIVER": "etcd",
+            "FLEETCTL_ENDPOINT": fleetctl.fleet.lab.host_etcd_endpoint,
+        }
+        result = subprocess.run(
+            [FLEETCTL], env={**HOST_ENV, **etcd, **env}, capture_output=True, text=True, timeout=30
+        )
+    else:
+        assignments = [f"{name}={value}" for name, value in env.items()]
+        result = fleetctl.fleet.lab.run("m1", ["env", *assignments, "fleetctl"], check=False)
+    assert (result.returncode, result.stderr) == (0, "")
+    return [line.partition(",")[2] for line in result.stdout.splitlines() if line]
+
+
+async def test_flags_output_and_completion_for_scripts_and_shells(
+    fleet: FleetCluster, fleetctl: Fleetctl
+) -> None:
+    fleetctl.write("hello.service", "[Unit]\nDescription=Hi\n\n" + SLEEPER)
+    fleetctl.write("everywhere.service", SLEEPER + "[X-Fleet]\nGlobal=true\n")
+    assert fleetctl("start", "hello", "everywhere").returncode == 0
+    await fleet.client.wait_until(lambda u: len(u["everywhere.service"].active_on()) == 3, 20)
+
+    # Root flags after the command, as fleet's (cobra's persistent flags) are taken.
+    after = fleetctl("list-machines", "--driver=etcd", *etcd_endpoint(fleetctl), "--debug")
+    assert after.returncode == 0, after.stderr
+    assert "etcd: reading machines" in after.stderr and len(rows(after.stdout)) == 4
+
+    # --output json: one document with every field, full ids and hashes.
+    units = await fleet.client.units()
+    hello = units["hello.service"]
+    listed = json.loads(fleetctl("list-units", "--output", "json").stdout)
+    assert {(u["unit"], u["machine"]) for u in listed["units"]} == {
+        ("hello.service", hello.machine),
+        *(("everywhere.service", machine_id) for machine_id in fleet.ids.values()),
+    }
+    row = next(u for u in listed["units"] if u["unit"] == "hello.service")
+    machines = await fleet.client.machines()
+    assert row == {
+        "unit": "hello.service",
+        "machine": hello.machine,
+        "ip": machines[hello.machine].ip,
+        "load": "loaded",
+        "active": "active",
+        "sub": "running",
+        "hash": hello.hash,
+    }
+    files = json.loads(fleetctl("list-unit-files", "-o", "json").stdout)["unit_files"]
+    assert files == [
+        {
+            "unit": "everywhere.service",
+            "hash": units["everywhere.service"].hash,
+            "desired": "launched",
+            "state": None,
+            "global": True,
+            "machine": None,
+            "ip": None,
+            "description": None,
+            "reason": None,
+        },
+        {
+            "unit": "hello.service",
+            "hash": hello.hash,
+            "desired": "launched",
+            "state": "launched",
+            "global": False,
+            "machine": hello.machine,
+            "ip": machines[hello.machine].ip,
+            "description": "Hi",
+            "reason": None,
+        },
+    ]
+    listed_machines = json.loads(fleetctl("list-machines", "--output=json").stdout)["machines"]
+    assert [m["machine"] for m in listed_machines] == sorted(fleet.ids.values())
+    assert listed_machines[0]["metadata"] == dict(machines[listed_machines[0]["machine"]].metadata)
+    assert fleetctl("list-machines", "--output", "yaml").returncode == 2
+
+    # Each command reads the units once: stop (which asks which units are global), restart,
+    # list-unit-files.
+    stopped = fleetctl("--debug", "stop", "--no-block", "hello")
+    assert stopped.returncode == 0, stopped.stderr
+    assert unit_list_reads(fleetctl, stopped.stderr) == 1
+    listing = fleetctl("--debug", "list-unit-files")
+    assert unit_list_reads(fleetctl, listing.stderr) == 1
+
+    # Shell completion of unit and machine names, read through the driver.
+    assert complete(fleetctl, "fleetctl status ") == ["everywhere.service", "hello.service"]
+    assert complete(fleetctl, "fleetctl stop he") == ["hello.service"]
+    assert complete(fleetctl, "fleetctl start he") == ["hello.service", "he"]  # and local files
+    m2 = fleet.ids["m2"]
+    assert complete(fleetctl, f"fleetctl ssh --machine {m2[:6]}") == [m2]
+    assert complete(fleetctl, f"fleetctl ssh {m2[:6]}") == [m2]
