@@ -20,11 +20,12 @@ DEFAULT_IMAGE_DIR = Path("build")
 IGNITION_FW_CFG = "opt/com.coreos/config"
 SSH_KEYS_FW_CFG = "opt/org.flotilla/authorized_keys"
 CONFIG_DRIVE_TAG = "config-2"
-# The host as the guest sees it on QEMU's user network.
-HOST_ADDRESS = "10.0.2.2"
-# A guestfwd command: one TCP connection from the guest (stdin and stdout) joined to a port on
-# the host's loopback. libslirp connects the guest to 10.0.2.2 by itself once a guestfwd rule
-# lets the port through restrict=on, so this runs only if it ever hands such a connection over.
+# Where the guest finds the host's services (host_services) on QEMU's user network. Not
+# 10.0.2.2: libslirp refuses a guestfwd rule on its own host address, and a restrict=on network
+# lets the guest reach only guestfwd rules' address and port.
+HOST_SERVICES_ADDRESS = "10.0.2.100"
+# A guestfwd command, run by QEMU (sh -c) for each TCP connection from the guest, its stdin and
+# stdout being that connection: joined here to the same port on the host's loopback.
 _BRIDGE = """
 import socket, sys, threading
 peer = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
@@ -72,7 +73,7 @@ class VmConfig:
     firmware_vars: Path = OVMF_VARS
     ssh_port: int = 0
     forwards: tuple[Forward, ...] = ()
-    # Ports of the host's loopback the guest may reach as 10.0.2.2:PORT even with restrict=on
+    # Ports of the host's loopback the guest may reach as 10.0.2.100:PORT even with restrict=on
     # (an update server, say); nothing else of the host or beyond becomes reachable.
     host_services: tuple[int, ...] = ()
     ignition: Path | None = None
@@ -216,9 +217,11 @@ def network_args(config: VmConfig) -> list[str]:
 
 
 def host_service(port: int) -> str:
-    """A guestfwd rule for 10.0.2.2:PORT -> 127.0.0.1:PORT (commas doubled: QEMU's escape)."""
-    command = f"python3 -c 'import base64; exec(base64.b64decode(\"{BRIDGE_CODE}\"))' {port}"
-    return f"tcp:{HOST_ADDRESS}:{port}-cmd:{command}".replace(",", ",,")
+    """A guestfwd rule for 10.0.2.100:PORT -> 127.0.0.1:PORT (commas doubled: QEMU's escape)."""
+    command = (
+        f"/usr/bin/python3 -c 'import base64; exec(base64.b64decode(\"{BRIDGE_CODE}\"))' {port}"
+    )
+    return f"tcp:{HOST_SERVICES_ADDRESS}:{port}-cmd:{command}".replace(",", ",,")
 
 
 def provisioning_args(config: VmConfig, files: RunFiles) -> list[str]:

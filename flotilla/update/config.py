@@ -1,7 +1,7 @@
 """The update agent's settings: /etc/flotilla/update.conf, in Flatcar's update.conf style (pure).
 
     # where payloads come from: a directory URL holding manifest.json and its files
-    SERVER=http://10.0.2.2:8470/
+    SERVER=http://10.0.2.100:8470/
     REBOOT_STRATEGY=reboot
     BOOT_TRIES=3
 

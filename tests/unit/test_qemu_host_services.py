@@ -1,4 +1,4 @@
-"""A VM on a restrict=on network reaches chosen ports of the host's loopback as 10.0.2.2 (an
+"""A VM on a restrict=on network reaches chosen ports of the host's loopback as 10.0.2.100 (an
 update server), through one guestfwd rule per port, and nothing else."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from qemu.command import BRIDGE_CODE, VmConfig, network_args
 def test_each_host_service_is_one_guestfwd_rule_and_restrict_stays() -> None:
     netdev = network_args(VmConfig(image=Path("x"), host_services=(8470, 8471)))[1]
     assert ",restrict=on," in netdev
-    rules = re.findall(r",guestfwd=tcp:10\.0\.2\.2:(\d+)-cmd:", netdev)
+    rules = re.findall(r",guestfwd=tcp:10\.0\.2\.100:(\d+)-cmd:", netdev)
     assert rules == ["8470", "8471"]
     assert "guestfwd" not in network_args(VmConfig(image=Path("x")))[1]
 

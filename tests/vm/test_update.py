@@ -12,7 +12,7 @@
 The payloads are the build's own (build/update), re-signed with the build's key under new
 versions: the /usr bytes are the same in every slot, so the version a slot runs is the one its
 boot entry says. They are served by the real `imagebuild serve-update` on loopback, which the
-VM reaches as 10.0.2.2 through a guestfwd rule (its network stays restrict=on).
+VM reaches as 10.0.2.100 through a guestfwd rule (its network stays restrict=on).
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ def run_lifecycle(
     timings["first boot"] = vm.wait_for_ssh(timeout=240)
     vm.ssh("sudo mkdir -p /etc/flotilla /var/lib/kept && echo before-update |"
            " sudo tee /var/lib/kept/file >/dev/null")  # fmt: skip
-    vm.ssh(f"echo SERVER=http://10.0.2.2:{port}/ | sudo tee /etc/flotilla/update.conf")
+    vm.ssh(f"echo SERVER=http://10.0.2.100:{port}/ | sudo tee /etc/flotilla/update.conf")
     first = status(vm)
     assert (first["booted_slot"], first["boot_entry"]) == ("a", "flotilla-a.conf")
     assert f"update available: {v1}" in vm.ssh("sudo flotilla-update check")
