@@ -42,7 +42,9 @@ def boot_disk(cmdline: str) -> Path:
             if word.startswith(key):
                 partition = Path("/dev/disk/by-partuuid") / word[len(key) :].lower()
                 if partition.exists():
-                    parent = run(["lsblk", "--noheadings", "--output", "PKNAME", partition])
+                    parent = run(
+                        ["lsblk", "--nodeps", "--noheadings", "--output", "PKNAME", partition]
+                    )
                     return Path("/dev") / parent.stdout.strip()
     raise UpdateRefused("cannot tell which disk this machine booted from (no PARTUUID on its"
                         " command line that exists here)")  # fmt: skip
