@@ -100,7 +100,9 @@ def wait_until_blessed(vm: Vm, slot: str, timeout: float = 300) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         now = status(vm)
-        if now["booted_slot"] == slot and now["boot_entry"] == f"flotilla-{slot}.conf":
+        # flotilla-update-trial-end follows systemd-bless-boot: the trial is over once it ran.
+        ended = vm.ssh("systemctl show --property=ActiveState --value flotilla-update-trial-end")
+        if (now["boot_entry"], ended.strip()) == (f"flotilla-{slot}.conf", "active"):
             return now
         if time.monotonic() > deadline:
             units = vm.ssh("systemctl status --no-pager flotilla-update-health systemd-bless-boot"
