@@ -45,7 +45,7 @@ WRONG_ROOT_HASH = "0" * 64
 # What the broken slot's boot may (and must) show on the console; the fallback boot after it
 # is held to the usual standard.
 BROKEN_BOOT = [
-    r"device-mapper: verity: .*: data block \d+ is corrupted",
+    r"device-mapper: verity: .*: (?:meta)?data block \d+ is corrupted",
     r"I/O error",
     r"erofs",
     r"Failed to mount|Dependency failed for|Failed to start",
