@@ -8,6 +8,7 @@ overlay instead of the image itself, and no route out of the VM unless asked (re
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,24 @@ DEFAULT_IMAGE_DIR = Path("build")
 IGNITION_FW_CFG = "opt/com.coreos/config"
 SSH_KEYS_FW_CFG = "opt/org.flotilla/authorized_keys"
 CONFIG_DRIVE_TAG = "config-2"
+# Where the guest finds the host's services (host_services) on QEMU's user network. Not
+# 10.0.2.2: libslirp refuses a guestfwd rule on its own host address, and a restrict=on network
+# lets the guest reach only guestfwd rules' address and port.
+HOST_SERVICES_ADDRESS = "10.0.2.100"
+# A guestfwd command, run by QEMU (sh -c) for each TCP connection from the guest, its stdin and
+# stdout being that connection: joined here to the same port on the host's loopback.
+_BRIDGE = """
+import socket, sys, threading
+peer = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+def back():
+    while data := peer.recv(65536):
+        sys.stdout.buffer.write(data); sys.stdout.buffer.flush()
+threading.Thread(target=back, daemon=False).start()
+while data := sys.stdin.buffer.read1(65536):
+    peer.sendall(data)
+peer.shutdown(socket.SHUT_WR)
+"""
+BRIDGE_CODE = base64.b64encode(_BRIDGE.encode()).decode()
 # Debian's Ignition runs only when the kernel command line says this is the first boot. A disk
 # boot gets it from the image's boot entry (dropped after the first boot); a direct kernel boot
 # gets it from here whenever an Ignition config is handed in.
@@ -54,6 +73,9 @@ class VmConfig:
     firmware_vars: Path = OVMF_VARS
     ssh_port: int = 0
     forwards: tuple[Forward, ...] = ()
+    # Ports of the host's loopback the guest may reach as 10.0.2.100:PORT even with restrict=on
+    # (an update server, say); nothing else of the host or beyond becomes reachable.
+    host_services: tuple[int, ...] = ()
     ignition: Path | None = None
     user_data: Path | None = None
     config_drive: Path | None = None
@@ -184,6 +206,7 @@ def network_args(config: VmConfig) -> list[str]:
     if not config.outbound:
         netdev += ",restrict=on"  # forwards still work; nothing leaves the host
     netdev += "".join(f",hostfwd=tcp:127.0.0.1:{f.host}-:{f.guest}" for f in forwards)
+    netdev += "".join(f",guestfwd={host_service(port)}" for port in config.host_services)
     # romfile=: no iPXE option ROM; the firmware boots from disk faster without it.
     args = ["-netdev", netdev, "-device", "virtio-net-pci,netdev=eth0,romfile="]
     if config.private_nic:
@@ -191,6 +214,14 @@ def network_args(config: VmConfig) -> list[str]:
         args += ["-netdev", f"tap,id=private,fd={nic.fd},vhost=off"]
         args += ["-device", f"virtio-net-pci,netdev=private,mac={nic.mac},romfile="]
     return args
+
+
+def host_service(port: int) -> str:
+    """A guestfwd rule for 10.0.2.100:PORT -> 127.0.0.1:PORT (commas doubled: QEMU's escape)."""
+    command = (
+        f"/usr/bin/python3 -c 'import base64; exec(base64.b64decode(\"{BRIDGE_CODE}\"))' {port}"
+    )
+    return f"tcp:{HOST_SERVICES_ADDRESS}:{port}-cmd:{command}".replace(",", ",,")
 
 
 def provisioning_args(config: VmConfig, files: RunFiles) -> list[str]:

@@ -16,6 +16,7 @@ import shutil
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from .manifest import (
@@ -25,6 +26,7 @@ from .manifest import (
     SIGNATURE_NAME,
     PayloadFile,
     PayloadRefused,
+    UpdateManifest,
     file_refusal,
 )
 from .verify import TRUSTED_KEYS, VerifiedPayload, verified_manifest
@@ -38,9 +40,15 @@ class FetchFailed(RuntimeError):
 
 
 def fetch_payload(
-    base_url: str, staging: Path, trusted_keys: Path = TRUSTED_KEYS, timeout: float = TIMEOUT
+    base_url: str,
+    staging: Path,
+    trusted_keys: Path = TRUSTED_KEYS,
+    timeout: float = TIMEOUT,
+    approve: Callable[[UpdateManifest], None] | None = None,
 ) -> VerifiedPayload:
-    """The payload at `base_url` (a directory URL), verified, in `staging` (emptied first)."""
+    """The payload at `base_url` (a directory URL), verified, in `staging` (emptied first).
+    `approve` sees the verified manifest before any large file is asked for, and refuses it
+    by raising (the update agent's version, target and room checks)."""
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
@@ -55,6 +63,8 @@ def fetch_payload(
         missing=f"the payload is unsigned: no {SIGNATURE_NAME}",
     )
     manifest = verified_manifest(staging, trusted_keys)
+    if approve is not None:
+        approve(manifest)
     for expected in manifest.files:
         download_file(base, expected, staging, timeout)
     return VerifiedPayload(staging, manifest)

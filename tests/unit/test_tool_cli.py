@@ -22,6 +22,7 @@ CLICK_TOOLS = {
     "flotilla-cluster": "qemu.cluster_cli",
     "flotilla-cloudinit": "provision.cloudinit_cli",
     "flotilla-unit": "podunits.cli",
+    "flotilla-update": "flotilla.update.cli",
 }
 AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
 needs_root = pytest.mark.skipif(
