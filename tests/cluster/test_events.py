@@ -94,7 +94,7 @@ async def test_the_history_survives_fleetd_restarts(fleet: FleetCluster) -> None
     assert [e.id for e in after[: len(before)]] == [e.id for e in before]
     # A restarted fleetd does not tell again the start of a unit that never stopped.
     starts = [e for e in after if e.kind == "unit.started" and e.unit == name]
-    assert len(starts) == 1
+    assert len(starts) == 1, [(e.time, e.kind, e.unit, e.machine, e.reason) for e in after]
     # A graceful stop is a machine leaving, not a lease expiring.
     fleet.systemctl("m3", "stop", "fleetd.service")
     await asyncio.sleep(2 * fleet.ttl)
