@@ -132,6 +132,7 @@ async def test_the_keyspace_stays_within_each_machines_limit_while_units_churn(
 
 async def test_follow_prints_new_events_live(fleet: FleetCluster, fleetctl: Fleetctl) -> None:
     name = "live.service"
+    await fleet.client.submit({name: unit(EU)})  # a unit the cluster knows, with no events yet
     args = ["events", "--follow", "--output", "json", "--unit", name, "--since", "1s"]
     follower = asyncio.create_task(asyncio.to_thread(follow_for, fleetctl, args, FOLLOW_SECONDS))
     await asyncio.sleep(3)  # the follower is connected
