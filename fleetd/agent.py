@@ -39,7 +39,7 @@ from .machine_plan import (
     refusal,
     units_to_load,
 )
-from .model import Assignment, UnitState
+from .model import Assignment
 from .publisher import StatePublisher
 from .reconcile import MONOTONIC, Clock, ReconcileLoop
 from .registry import Registry, RegistryError
@@ -288,9 +288,10 @@ class Agent:
             self.record(fence_draft(self.machine_id, True, why, len(forgotten)))
         return forgotten
 
-    def observe_state(self, unit: str, state: UnitState) -> None:
-        """A unit's new state as the publisher saw it (systemd's signal): maybe an event."""
-        if (draft := self.transitions.seen(unit, state.active, state.sub)) is not None:
+    def observe_state(self, unit: str, state: sd.UnitState) -> None:
+        """A unit's new state as systemd signalled it (via the publisher): maybe an event."""
+        draft = self.transitions.seen(unit, state.active_state, state.sub_state)
+        if draft is not None:
             self.record(draft)
 
     def note_verdict(self, fence: bool, reason: str) -> None:

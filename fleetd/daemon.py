@@ -218,7 +218,7 @@ class Server:
                 config.agent_reconcile_interval,
                 record=record,
             )
-            publisher.on_change.append(agent.observe_state)
+            publisher.on_signal.append(agent.observe_state)
             executor.on_unloaded.append(agent.transitions.forget)
             heart.on_new_lease.append(agent.republish)
             heart.on_contact.append(agent.unfence)

@@ -2,14 +2,14 @@
 
 Pure. An event is one thing that happened (a unit placed, moved, started; a machine joined or
 expired; a new engine leader; a fencing verdict), written once by the machine that saw it under
-`events/<machine>/<id>` (keys.py). Ids begin with the time in milliseconds, so sorting ids
-sorts events by time across every writer; the writer and a per-process sequence number make
-them unique. The history is bounded twice: each writer keeps at most `limit` events of its own
-(it deletes its oldest as it writes new ones: `overflow`), and every event carries a lease
-that etcd expires between `max_age` and 1.25 `max_age` after it was written, so the events of
-a machine gone for good vanish too (events_store.py). The decisions of which events a change
-produces are in events_decide.py.
-"""
+`events/<machine>/<id>` (keys.py), in pages: the events one write carries share a key named
+after the first one's id, so a burst (a thousand units placed) costs etcd a few keys. Ids
+begin with the time in milliseconds, so sorting ids sorts events by time across every writer;
+the writer and a per-process sequence number make them unique. The history is bounded twice:
+each writer keeps at most `limit` events of its own (it deletes its oldest pages as it writes
+new ones: `overflow`), and every event carries a lease that etcd expires between `max_age` and
+1.25 `max_age` after it was written, so the events of a machine gone for good vanish too
+(events_store.py). The decisions of which events a change produces are in events_decide.py."""
 
 from __future__ import annotations
 
@@ -121,17 +121,21 @@ def encode(event: Event) -> bytes:
 
 def decode(raw: bytes | str) -> Event:
     """An event from its JSON; ValueError when it is not one (a bug, or a hand edit)."""
+    return from_json(json.loads(raw))
+
+
+def from_json(value: object) -> Event:
+    """An event from its parsed JSON; ValueError when it is not one."""
     try:
-        value = json.loads(raw)
         event = Event(
-            str(value["id"]),
-            str(value["time"]),
-            str(value["kind"]),
-            optional_text(value.get("unit")),
-            optional_text(value.get("machine")),
-            optional_text(value.get("from")),
-            optional_text(value.get("to")),
-            str(value.get("reason", "")),
+            str(value["id"]),  # type: ignore[index]
+            str(value["time"]),  # type: ignore[index]
+            str(value["kind"]),  # type: ignore[index]
+            optional_text(value.get("unit")),  # type: ignore[attr-defined]
+            optional_text(value.get("machine")),  # type: ignore[attr-defined]
+            optional_text(value.get("from")),  # type: ignore[attr-defined]
+            optional_text(value.get("to")),  # type: ignore[attr-defined]
+            str(value.get("reason", "")),  # type: ignore[attr-defined]
         )
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise ValueError(f"malformed event: {error}") from error
@@ -142,14 +146,29 @@ def optional_text(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-def decode_all(raws: Iterable[bytes]) -> list[Event]:
-    """The readable events, oldest first (a malformed one is skipped)."""
+def encode_page(events: Sequence[Event]) -> bytes:
+    """Events written together, stored as one key: a JSON list."""
+    return json.dumps([event.to_json() for event in events], separators=(",", ":")).encode()
+
+
+def decode_page(raw: bytes) -> list[Event]:
+    """The readable events of one stored page (a malformed one is skipped)."""
+    try:
+        items = json.loads(raw)
+    except ValueError:
+        return []
     events = []
-    for raw in raws:
+    for item in items if isinstance(items, list) else [items]:
         try:
-            events.append(decode(raw))
+            events.append(from_json(item))
         except ValueError:
             continue
+    return events
+
+
+def decode_all(raws: Iterable[bytes]) -> list[Event]:
+    """The readable events of every page, oldest first."""
+    events = [event for raw in raws for event in decode_page(raw)]
     return sorted(events, key=lambda event: event.id)
 
 
@@ -239,8 +258,14 @@ def id_millis(event_id: str) -> int:
     return int(head) if head.isdigit() else 0
 
 
-def overflow(stored: Sequence[str], adding: int, limit: int, room: int) -> list[str]:
-    """Of a writer's stored ids (oldest first), those to delete so that, with `adding` more,
-    it keeps at most `limit`; at most `room` of them (the rest go with later writes)."""
-    excess = len(stored) + adding - limit
-    return list(stored[: max(0, min(excess, room))])
+def overflow(stored: Sequence[tuple[str, int]], adding: int, limit: int) -> list[str]:
+    """Of a writer's stored pages (id, events in it; oldest first), those to delete so that,
+    with `adding` more events, it keeps at most `limit` events."""
+    total = sum(count for _, count in stored) + adding
+    doomed = []
+    for page_id, count in stored:
+        if total <= limit:
+            break
+        doomed.append(page_id)
+        total -= count
+    return doomed

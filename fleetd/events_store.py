@@ -1,8 +1,9 @@
 """Writing this machine's events to etcd without slowing anyone down, and reading the history.
 
 `EventRecorder.record` only appends to a bounded queue (the oldest event is dropped, and
-counted, when etcd is too slow to keep up); the recorder's own task writes the queue in
-batches, one transaction each (puts plus the deletes that keep this machine at its limit),
+counted, when etcd is too slow to keep up); the recorder's own task writes the queue in pages
+of up to PAGE_EVENTS events, each one key in one transaction with the deletes of this
+machine's oldest pages that keep it at its limit,
 under a lease of its own that etcd expires after the maximum age. A new lease is taken every
 quarter of that age, so an event lives between max_age and 1.25 max_age. The ids this machine
 stored are read once at start, so the limit holds across fleetd restarts.
@@ -29,9 +30,9 @@ from .events import (
     Draft,
     Event,
     EventFilter,
-    decode,
     decode_all,
-    encode,
+    decode_page,
+    encode_page,
     overflow,
     stamp,
 )
@@ -39,8 +40,8 @@ from .registry import MAX_TXN_OPS, Registry, RegistryError
 
 log = logging.getLogger(__name__)
 QUEUE_LIMIT = 10_000  # events waiting for etcd; beyond this the oldest are dropped
-BATCH = MAX_TXN_OPS // 2  # puts per transaction, leaving room for as many deletes
-SETTLE_SECONDS = 0.1  # gather a burst (a failover's moves) into one write
+PAGE_EVENTS = 100  # events per key: a burst costs etcd few keys, a trim drops few events
+SETTLE_SECONDS = 0.5  # gather a burst (a failover's moves, a thousand starts) into few writes
 RETRY_SECONDS = 1.0
 
 DROPPED = Counter(
@@ -76,7 +77,8 @@ class EventRecorder:
         self.wall_clock = wall_clock
         self.dropped = 0
         self.sequence = 0
-        self.stored: list[str] | None = None  # our ids in etcd, oldest first; None: not read
+        # Our pages in etcd, oldest first: (id, events in it); None until read.
+        self.stored: list[tuple[str, int]] | None = None
         self.lease: tuple[int, float] | None = None  # (id, monotonic time granted)
         self.pending = asyncio.Event()
         self.writing = asyncio.Lock()
@@ -116,9 +118,11 @@ class EventRecorder:
         """Write every queued event (RegistryError leaves the rest queued)."""
         async with self.writing:
             if self.stored is None:
-                self.stored = sorted(await self.registry.event_ids(self.machine))
+                pages = await self.registry.event_pages(self.machine)
+                self.stored = sorted((i, len(decode_page(raw))) for i, raw in pages)
             while self.queue:
-                batch = [self.queue.popleft() for _ in range(min(BATCH, len(self.queue)))]
+                size = min(PAGE_EVENTS, self.limit, len(self.queue))
+                batch = [self.queue.popleft() for _ in range(size)]
                 try:
                     await self.write(batch)
                 except BaseException:
@@ -133,11 +137,11 @@ class EventRecorder:
     async def write(self, batch: list[Event]) -> None:
         assert self.stored is not None
         lease = await self.current_lease()
-        doomed = overflow(self.stored, len(batch), self.limit, MAX_TXN_OPS - len(batch))
-        puts = [(event.id, encode(event)) for event in batch]
-        await self.registry.write_events(self.machine, puts, doomed, lease)
+        doomed = overflow(self.stored, len(batch), self.limit)[: MAX_TXN_OPS - 1]
+        page = [(batch[0].id, encode_page(batch))]
+        await self.registry.write_events(self.machine, page, doomed, lease)
         del self.stored[: len(doomed)]
-        self.stored.extend(event.id for event in batch)
+        self.stored.append((batch[0].id, len(batch)))
         RECORDED.inc(len(batch))
 
     async def current_lease(self) -> int:
@@ -168,9 +172,6 @@ class EventReader:
         async for change in self.registry.watch(self.registry.keys.events, after_revision + 1):
             if change.deleted:
                 continue
-            try:
-                event = decode(change.value)
-            except ValueError:
-                continue
-            if wanted.matches(event):
-                yield event
+            for event in decode_page(change.value):
+                if wanted.matches(event):
+                    yield event

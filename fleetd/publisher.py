@@ -35,7 +35,9 @@ class StatePublisher:
         self.dirty: set[str] = set()  # units whose state must be written or deleted
         self.flush_needed = asyncio.Event()
         self.changed = asyncio.Event()  # a state changed since the agent last looked
-        self.on_change: list[Callable[[str, UnitState], None]] = []  # each new state (events)
+        # Told each state change systemd signals, in systemd's order (the events): the states a
+        # pass reads may be older than a signal already heard, so they are published only.
+        self.on_signal: list[Callable[[str, sd.UnitState], None]] = []
 
     async def run(self) -> None:
         flusher = asyncio.create_task(self.flush_forever())
@@ -49,6 +51,8 @@ class StatePublisher:
             try:
                 async for unit, state in self.systemd.watch_states(lambda: self.loaded().keys()):
                     self.publish(unit, state)
+                    for hook in self.on_signal:
+                        hook(unit, state)
             except sd.SystemdError as error:
                 if not self.systemd.connected:
                     raise  # the bus is gone for good; fleetd exits and systemd restarts it
@@ -64,8 +68,6 @@ class StatePublisher:
         if self.published.get(unit) != published:
             self.changed.set()
             self.published[unit] = published
-            for hook in self.on_change:
-                hook(unit, published)
             self.mark(unit)
 
     def publish_all(self, states: Mapping[str, sd.UnitState]) -> None:

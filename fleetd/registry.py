@@ -748,11 +748,15 @@ class Registry:
         return [kv.value for kv in result.kvs], result.header.revision
 
     async def event_ids(self, machine: str) -> list[str]:
-        """The ids of one machine's stored events (keys only)."""
+        """The ids of one machine's stored event pages (keys only)."""
         prefix = self.keys.events_of(machine)
         with translated_errors("listing this machine's events"):
             result = await self.client.get_prefix(prefix, keys_only=True)
         return [self.keys.name_under(prefix, kv.key) for kv in result.kvs]
+
+    async def event_pages(self, machine: str) -> list[tuple[str, bytes]]:
+        """One machine's stored event pages: (id, value)."""
+        return await self._prefix(self.keys.events_of(machine))
 
     async def write_events(
         self,
@@ -761,7 +765,7 @@ class Registry:
         deletes: Sequence[str],
         lease: int,
     ) -> None:
-        """Store one machine's events under `lease` and delete its old ones, in one
+        """Store pages of one machine's events under `lease` and delete its old ones, in one
         transaction (at most MAX_TXN_OPS operations together)."""
         ops = [self.ops.put(self.keys.event(machine, i), v, lease=lease) for i, v in puts]
         ops += [self.ops.delete(self.keys.event(machine, i)) for i in deletes]

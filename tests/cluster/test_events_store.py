@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from fleetd.api import Api
 from fleetd.client import FleetClient
-from fleetd.events import MACHINE_JOINED, UNIT_MOVED, UNIT_PLACED, Draft, EventFilter
+from fleetd.events import MACHINE_JOINED, UNIT_MOVED, UNIT_PLACED, Draft, EventFilter, decode_page
 from fleetd.events_store import EventReader, EventRecorder
 from fleetd.fleetctl.api_driver import ApiClient
 from fleetd.fleetctl.etcd_driver import EtcdDriver
@@ -35,28 +35,30 @@ def placed(unit: str, machine: str = M1) -> Draft:
     return Draft(UNIT_PLACED, unit, machine, None, machine, "least loaded")
 
 
-async def stored_keys(registry: Registry, machine: str) -> int:
-    return len(await registry.event_ids(machine))
+async def stored_events(registry: Registry, machine: str) -> int:
+    return sum(len(decode_page(raw)) for _, raw in await registry.event_pages(machine))
 
 
 async def test_a_writer_keeps_its_limit_across_restarts(registry: Registry) -> None:
     recorder = EventRecorder(registry, M1, limit=30)
     for number in range(75):
         recorder.record(placed(f"u{number}.service"))
-    await recorder.flush()
-    assert await stored_keys(registry, M1) == 30
+    await recorder.flush()  # pages of 30, 30, 15: the oldest pages go
+    assert await stored_events(registry, M1) == 15
     # A restarted fleetd: a new recorder learns what the old one stored, and keeps the limit.
     again = EventRecorder(registry, M1, limit=30)
-    for number in range(75, 85):
-        again.record(placed(f"u{number}.service"))
-    await again.flush()
-    assert await stored_keys(registry, M1) == 30
+    for batch in (range(75, 85), range(85, 95)):
+        for number in batch:
+            again.record(placed(f"u{number}.service"))
+        await again.flush()
+    assert await stored_events(registry, M1) == 20  # 15 + 10 + 10 > 30: the page of 15 went
+    assert len(await registry.event_ids(M1)) == 2  # a page per write: few keys
     events, _ = await EventReader(registry).read(EventFilter())
-    assert [e.unit for e in events] == [f"u{n}.service" for n in range(55, 85)]
+    assert [e.unit for e in events] == [f"u{n}.service" for n in range(75, 95)]
     # Each event lives under a lease of its own writer, not the machine's: bounded by age.
     raw = await registry.client.get_prefix(registry.keys.events_of(M1))
     leases = {kv.lease for kv in raw.kvs}
-    assert len(leases) == 2 and 0 not in leases  # one per recorder (per fleetd run)
+    assert leases and 0 not in leases
     for lease in leases:
         info = await registry.client.get_lease_info(lease)
         assert 24 * 3600 < info.TTL <= 1.25 * 24 * 3600

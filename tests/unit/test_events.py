@@ -23,8 +23,10 @@ from fleetd.events import (
     check_page_size,
     decode,
     decode_all,
+    decode_page,
     decode_page_token,
     encode,
+    encode_page,
     overflow,
     page,
     parse_since,
@@ -151,12 +153,20 @@ def test_since_takes_rfc3339_times_and_refuses_the_rest() -> None:
         parse_time("2026-11-30T22:00:00")
 
 
-def test_a_writer_deletes_its_oldest_to_stay_at_its_limit() -> None:
-    stored = [f"{n:02d}" for n in range(10)]
-    assert overflow(stored, 3, 12, room=50) == ["00"]
-    assert overflow(stored, 3, 20, room=50) == []
-    assert overflow(stored, 5, 5, room=50) == stored
-    assert overflow(stored, 5, 5, room=4) == stored[:4]  # a transaction's room; the rest later
+def test_a_writer_deletes_its_oldest_pages_to_stay_at_its_limit() -> None:
+    stored = [("p0", 10), ("p1", 5), ("p2", 5)]  # 20 events in three pages
+    assert overflow(stored, 3, 30) == []
+    assert overflow(stored, 3, 20) == ["p0"]
+    assert overflow(stored, 10, 10) == ["p0", "p1", "p2"]
+    assert overflow([], 10, 10) == []
+
+
+def test_pages_round_trip_and_skip_what_is_malformed() -> None:
+    events = [stamp(Draft(UNIT_PLACED, f"u{n}"), AT, M1, n) for n in range(3)]
+    assert decode_page(encode_page(events)) == events
+    mixed = b'[{"id": 1}, ' + encode(events[0]) + b"]"
+    assert decode_page(mixed) == [events[0]]
+    assert decode_page(b"{") == [] and decode_page(encode(events[1])) == [events[1]]
 
 
 # -- decisions -------------------------------------------------------------------------------
