@@ -1,7 +1,7 @@
 """`imagebuild serve-update`: the update payload over HTTP, read-only, on loopback.
 
-VMs on QEMU's user network reach the host's loopback as 10.0.2.2 (a `restrict=on` network needs
-a guestfwd rule for the port). Plain HTTP is enough: the payload is signed, and machines check
+VMs on QEMU's user network reach it as 10.0.2.100:PORT through a guestfwd rule per port
+(qemu/command.py's `host_services`; their network stays `restrict=on`). Plain HTTP is enough: the payload is signed, and machines check
 the signature before they fetch anything big (flotilla/update/fetch.py).
 """
 
