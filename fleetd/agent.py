@@ -155,7 +155,9 @@ class Agent:
             metrics.TASKS.labels("agent", kind.__name__).inc(len(batch))
         if tasks:
             metrics.RECONCILE_SECONDS.labels("agent").observe(self.clock.now() - started)
-        self.publisher.publish_all(await self.systemd.unit_states(list(self.executor.loaded)))
+        read_after = self.publisher.signals_heard
+        states = await self.systemd.unit_states(list(self.executor.loaded))
+        self.publisher.publish_read(states, read_after)
         if not tasks and revision is not None:
             self.planned_at = (revision, self.clock.now())
 

@@ -38,6 +38,10 @@ class StatePublisher:
         # Told each state change systemd signals, in systemd's order (the events): the states a
         # pass reads may be older than a signal already heard, so they are published only.
         self.on_signal: list[Callable[[str, sd.UnitState], None]] = []
+        # Signals heard so far, and the count when each unit's last one came: a pass's read
+        # that began before a unit's last signal must not overwrite what the signal said.
+        self.signals_heard = 0
+        self.last_signal: dict[str, int] = {}
 
     async def run(self) -> None:
         flusher = asyncio.create_task(self.flush_forever())
@@ -50,6 +54,8 @@ class StatePublisher:
         while True:
             try:
                 async for unit, state in self.systemd.watch_states(lambda: self.loaded().keys()):
+                    self.signals_heard += 1
+                    self.last_signal[unit] = self.signals_heard
                     self.publish(unit, state)
                     for hook in self.on_signal:
                         hook(unit, state)
@@ -70,13 +76,19 @@ class StatePublisher:
             self.published[unit] = published
             self.mark(unit)
 
-    def publish_all(self, states: Mapping[str, sd.UnitState]) -> None:
+    def publish_read(self, states: Mapping[str, sd.UnitState], read_after: int) -> None:
+        """Publish states a pass read from systemd, having begun when `signals_heard` was
+        `read_after`. A unit signalled since keeps what its signal said: the read may predate
+        the change (every later change brings a signal of its own), and publishing the older
+        state would show a running unit as stopped until the next signal."""
         for unit, state in states.items():
-            self.publish(unit, state)
+            if self.last_signal.get(unit, 0) <= read_after:
+                self.publish(unit, state)
 
     def forget(self, unit: str) -> None:
         """The unit was unloaded: delete its published state."""
         self.published.pop(unit, None)
+        self.last_signal.pop(unit, None)
         self.mark(unit)
 
     def forget_everything(self) -> None:
