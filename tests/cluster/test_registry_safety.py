@@ -74,15 +74,21 @@ async def test_setting_a_desired_state_never_writes_back_a_replaced_unit_file(
 ) -> None:
     keys, etcd = registry.keys, registry.client
     await etcd.put(keys.job("web.service"), encode_job(JobRecord("web.service", "old", LOADED)))
-    read = etcd.get_prefix
+    reads = {"get": etcd.get, "get_prefix": etcd.get_prefix}  # a few names are read by key
 
-    async def read_then_replace(*args: object, **kwargs: object) -> object:
-        found = await read(*args, **kwargs)  # type: ignore[arg-type]
-        etcd.get_prefix = read  # a `submit --replace` lands right after this one read
-        await etcd.put(keys.job("web.service"), encode_job(JobRecord("web.service", "new", LOADED)))
-        return found
+    def read_then_replace(method: str):  # type: ignore[no-untyped-def]
+        async def read(*args: object, **kwargs: object) -> object:
+            found = await reads[method](*args, **kwargs)  # type: ignore[operator]
+            etcd.get, etcd.get_prefix = reads["get"], reads["get_prefix"]  # type: ignore[method-assign]
+            # a `submit --replace` lands right after this one read
+            replaced = JobRecord("web.service", "new", LOADED)
+            await etcd.put(keys.job("web.service"), encode_job(replaced))
+            return found
 
-    etcd.get_prefix = read_then_replace  # type: ignore[method-assign]
+        return read
+
+    etcd.get = read_then_replace("get")  # type: ignore[method-assign]
+    etcd.get_prefix = read_then_replace("get_prefix")  # type: ignore[method-assign]
     await registry.set_desired(["web.service"], DesiredState.LAUNCHED)
     assert (await registry.jobs())["web.service"] == JobRecord("web.service", "new", LAUNCHED)
 
