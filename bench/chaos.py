@@ -17,9 +17,18 @@ from pathlib import Path
 
 from fleetbench import fleet_lab
 
+from fleetd.client import FleetClient
+from fleetd.events import decode_page
 from fleetlab.chaos import Chaos, ChaosFailure, timeline
 
 LOG_DIR = Path(__file__).resolve().parents[1] / "build"
+
+
+async def event_history_size(client: FleetClient) -> tuple[int, int]:
+    """How many keys the event history holds in etcd, and how many events they carry."""
+    registry = client.registry
+    found = await registry.client.get_prefix(registry.keys.events)
+    return len(found.kvs), sum(len(decode_page(kv.value)) for kv in found.kvs)
 
 
 async def main(events: int, seed: int, machines: int, ttl: float) -> int:
@@ -32,6 +41,7 @@ async def main(events: int, seed: int, machines: int, ttl: float) -> int:
         except ChaosFailure as error:
             failure = str(error)
         elapsed = time.monotonic() - started
+        event_keys, events = await event_history_size(client)
     LOG_DIR.mkdir(exist_ok=True)
     log_path = LOG_DIR / f"chaos-{seed}.log"
     log_path.write_text("\n".join(chaos.log) + "\n")
@@ -48,6 +58,7 @@ async def main(events: int, seed: int, machines: int, ttl: float) -> int:
     print(f"  lost units        {0 if failure is None or 'lost' not in failure else 'yes'}")
     print(f"  event log         {log_path}")
     print(f"  timeline          {picture_path} (per unit, where it ran; faults marked)")
+    print(f"  event history     {events} events in {event_keys} etcd keys (bounded per machine)")
     print("  by kind           " + ", ".join(f"{k} {n}" for k, n in sorted(chaos.counts.items())))
     if failure:
         print(failure, file=sys.stderr)

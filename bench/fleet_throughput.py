@@ -102,9 +102,9 @@ async def idle_cost(lab: Lab) -> tuple[float, float]:
     return 100 * used / IDLE_SAMPLE_SECONDS, sum(pss_mb(pid) for pid in pids) / len(pids)
 
 
-async def run(sizes: list[tuple[int, int]]) -> None:
+async def run(sizes: list[tuple[int, int]], settings: dict[str, str]) -> None:
     for machines, count in sizes:
-        async with fleet_lab("benchtp", machines, 10.0) as (lab, client):
+        async with fleet_lab("benchtp", machines, 10.0, **settings) as (lab, client):
             if (machines, count) == sizes[0]:
                 seconds = await first_unit_latency(client)
                 # fleetd's part only; with fleetctl's process start: bench/fleetctl_scale.py
@@ -138,9 +138,24 @@ async def run(sizes: list[tuple[int, int]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="only 100 units on 3 machines")
-    quick = parser.parse_args().quick
-    sizes = [(3, 100)] if quick else [(3, 100), (3, 1000), (10, 100), (10, 1000)]
-    asyncio.run(run(sizes))
+    parser.add_argument(
+        "--events-off",
+        action="store_true",
+        help="fleetd records no events (events_limit=0): what recording costs, by difference",
+    )
+    parser.add_argument(
+        "--size",
+        action="append",
+        metavar="MACHINES:UNITS",
+        help="only these sizes (repeatable), e.g. 3:1000",
+    )
+    args = parser.parse_args()
+    sizes = [(3, 100)] if args.quick else [(3, 100), (3, 1000), (10, 100), (10, 1000)]
+    if args.size:
+        sizes = [(int(m), int(u)) for m, u in (size.split(":") for size in args.size)]
+    settings = {"events_limit": "0"} if args.events_off else {}
+    print(f"event recording: {'off' if args.events_off else 'on (the default)'}", flush=True)
+    asyncio.run(run(sizes, settings))
 
 
 if __name__ == "__main__":

@@ -18,13 +18,14 @@ SLEEPER = "[Service]\nExecStart=/bin/sleep infinity\n"
 
 @asynccontextmanager
 async def fleet_lab(
-    name: str, machines: int, agent_ttl: float
+    name: str, machines: int, agent_ttl: float, **settings: str
 ) -> AsyncIterator[tuple[Lab, FleetClient]]:
+    """A lab running fleetd (`settings`: more fleet.conf keys); removed afterwards."""
     lab = Lab(name)
     lab.down()
     lab.up(machines, build_rootfs(), REPO)
     try:
-        start_fleetd(lab, agent_ttl)
+        start_fleetd(lab, agent_ttl, **settings)
         async with fleet_client(lab) as client:
             yield lab, client
     finally:

@@ -41,12 +41,16 @@ def enable_fleetd(lab: Lab, machine: str) -> None:
 
 
 def start_fleetd(
-    lab: Lab, agent_ttl: float = 10.0, metadata: Mapping[str, str] | None = None
+    lab: Lab,
+    agent_ttl: float = 10.0,
+    metadata: Mapping[str, str] | None = None,
+    **settings: str,
 ) -> None:
-    """Configure and enable fleetd on every running machine (`metadata`: per machine name)."""
+    """Configure and enable fleetd on every running machine (`metadata`: per machine name;
+    `settings`: more fleet.conf keys, the same on every machine)."""
     for machine in lab.running_machines():
         options = {"metadata": metadata[machine]} if metadata and machine in metadata else {}
-        configure_fleetd(lab, machine, agent_ttl, **options)
+        configure_fleetd(lab, machine, agent_ttl, **options, **settings)
         enable_fleetd(lab, machine)
 
 
