@@ -17,6 +17,7 @@ from fleetd.keys import Keys
 from fleetd.registry import Registry
 from fleetlab.etcd import EtcdServer, free_ports
 
+pytestmark = pytest.mark.cluster
 TTL = 3.0
 UNIT = "[Service]\nExecStart=/bin/sleep infinity\n"
 
