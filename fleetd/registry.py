@@ -8,6 +8,7 @@ compares the leader key's create revision, so a deposed leader's writes are refu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -55,6 +56,7 @@ MAX_TXN_OPS = 100
 # in transactions that stay under this, with room for the keys and the request's framing.
 MAX_TXN_BYTES = 1024 * 1024
 SET_DESIRED_ATTEMPTS = 5
+WATCH_CANCEL_SECONDS = 2.0
 FEW_KEYS = 8  # up to this many named keys are read one by one, more with one ranged read
 
 FEW_BODIES = 20  # above this many, one ranged read of every body beats a request per body
@@ -481,8 +483,11 @@ class Registry:
                         event.kv.mod_revision,
                     )
         finally:
-            with translated_errors("cancelling a watch"):
-                await watch.cancel()
+            # Bounded: a cancel that gets no answer must not hold up the caller's shutdown
+            # (fleetctl events --follow after Ctrl-C, fleetd stopping).
+            with translated_errors("cancelling a watch"), contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(WATCH_CANCEL_SECONDS):
+                    await watch.cancel()
 
     # -- jobs (writer: the client) -----------------------------------------------------------
 

@@ -157,12 +157,17 @@ def follow_for(fleetctl: Fleetctl, args: list[str], seconds: float) -> str:
         return fleetctl.fleet.lab.run("m1", command, check=False).stdout
     env = {**HOST_ENV, "FLEETCTL_DRIVER": "etcd"}
     env["FLEETCTL_ENDPOINT"] = fleetctl.fleet.lab.host_etcd_endpoint
-    with subprocess.Popen([FLEETCTL, *args], env=env, stdout=subprocess.PIPE, text=True) as child:
+    child = subprocess.Popen([FLEETCTL, *args], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        out, _ = child.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        child.send_signal(signal.SIGINT)
         try:
-            out, _ = child.communicate(timeout=seconds)
-        except subprocess.TimeoutExpired:
-            child.send_signal(signal.SIGINT)
             out, _ = child.communicate(timeout=10)
+        except subprocess.TimeoutExpired:  # never let a stuck follower hang the suite
+            child.kill()
+            out, _ = child.communicate()
+            raise AssertionError(f"fleetctl {' '.join(args)} ignored SIGINT; printed {out!r}") from None
     return out
 
 
