@@ -1,8 +1,9 @@
 """`imagebuild serve-update`: the update payload over HTTP, read-only, on loopback.
 
 VMs on QEMU's user network reach it as 10.0.2.100:PORT through a guestfwd rule per port
-(qemu/command.py's `host_services`; their network stays `restrict=on`). Plain HTTP is enough: the payload is signed, and machines check
-the signature before they fetch anything big (flotilla/update/fetch.py).
+(qemu/command.py's `host_services`; their network stays `restrict=on`). Plain HTTP is enough:
+the payload is signed, and machines check the signature before they fetch anything big
+(flotilla/update/fetch.py).
 """
 
 from __future__ import annotations

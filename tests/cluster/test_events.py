@@ -167,7 +167,8 @@ def follow_for(fleetctl: Fleetctl, args: list[str], seconds: float) -> str:
         except subprocess.TimeoutExpired:  # never let a stuck follower hang the suite
             child.kill()
             out, _ = child.communicate()
-            raise AssertionError(f"fleetctl {' '.join(args)} ignored SIGINT; printed {out!r}") from None
+            stuck = f"fleetctl {' '.join(args)} ignored SIGINT; it printed {out!r}"
+            raise AssertionError(stuck) from None
     return out
 
 
