@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from fleetd import metrics
 
@@ -24,24 +25,39 @@ def test_every_fleet_metric_is_exported(name: str) -> None:
     assert f"# HELP {name} " in metrics.exposition().decode()
 
 
+def sample(name: str, **labels: str) -> float:
+    """A sample's value in the exposition (0 when absent). The registry is the process's own,
+    and tests that ran fleetd's components in this process counted too: compare differences."""
+    for family in text_string_to_metric_families(metrics.exposition().decode()):
+        for found in family.samples:
+            if found.name == name and found.labels == labels:
+                return found.value
+    return 0.0
+
+
 def test_an_engine_pass_feeds_fleets_metrics_and_ours() -> None:
+    names = [
+        ("fleet_engine_task_count_total", {"type": "schedule"}),
+        ("fleetd_tasks_total", {"loop": "engine", "task": "Schedule"}),
+        ("fleet_engine_reconcile_count_total", {}),
+        ("fleet_engine_reconcile_duration_second_count", {}),
+        ("fleetd_reconcile_seconds_count", {"loop": "engine"}),
+    ]
+    before = [sample(name, **labels) for name, labels in names]
     metrics.engine_pass(0.25, ["Schedule", "Schedule"])
     metrics.engine_pass(0.5, [])  # a pass with nothing to do counts for fleet, not in ours
-    text = metrics.exposition().decode()
-    assert 'fleet_engine_task_count_total{type="schedule"} 2.0' in text
-    assert 'fleetd_tasks_total{loop="engine",task="Schedule"} 2.0' in text
-    assert "fleet_engine_reconcile_count_total 2.0" in text
-    assert "fleet_engine_reconcile_duration_second_count 2.0" in text
-    assert 'fleetd_reconcile_seconds_count{loop="engine"} 1.0' in text
+    after = [sample(name, **labels) for name, labels in names]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [2, 2, 2, 2, 1]
 
 
 def test_leadership_start_time_is_kept_while_leading_and_cleared_after() -> None:
+    metrics.note_leadership(False)  # whatever an engine in this process left
     metrics.note_leadership(True, now=1000.0)
     metrics.note_leadership(True, now=2000.0)
-    assert "fleet_engine_leader_start_time 1000.0" in metrics.exposition().decode()
+    assert sample("fleet_engine_leader_start_time") == 1000.0
     metrics.note_leadership(False)
-    text = metrics.exposition().decode()
-    assert "fleet_engine_leader_start_time 0.0" in text and "fleetd_engine_leader 0.0" in text
+    assert sample("fleet_engine_leader_start_time") == 0.0
+    assert sample("fleetd_engine_leader") == 0.0
 
 
 @pytest.mark.parametrize(
