@@ -595,16 +595,17 @@ class Registry:
     async def campaign(self, machine: str, lease: int) -> int | None:
         """Become leader if nobody is; the leader key's create revision if we lead, else None."""
         key = self.keys.leader
+        # One round trip: the read in the same transaction sees the put, or the holder's key.
         with translated_errors("campaigning for engine leadership"):
-            await self.client.transaction(
+            _, responses = await self.client.transaction(
                 compare=[self.ops.version(key) == 0],
-                success=[self.ops.put(key, machine.encode(), lease=lease)],
-                failure=[],
+                success=[self.ops.put(key, machine.encode(), lease=lease), self.ops.get(key)],
+                failure=[self.ops.get(key)],
             )
-            found = await self.client.get(key)
-        if found is None or found.value.decode() != machine:
+        found = responses[-1]
+        if not found or found[0][0].decode() != machine:
             return None
-        return found.create_revision
+        return found[0][1].create_revision
 
     async def resign(self, machine: str) -> None:
         """Give up engine leadership, if this machine holds it, so another takes over at once."""

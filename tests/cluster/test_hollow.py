@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 
@@ -22,12 +24,19 @@ TTL = 3.0
 UNIT = "[Service]\nExecStart=/bin/sleep infinity\n"
 
 
-@pytest.fixture
-async def hollow(etcd: EtcdServer, tmp_path) -> AsyncIterator[list[HollowMachine]]:  # type: ignore[no-untyped-def]
+@asynccontextmanager
+async def hollow_machines(
+    etcd: EtcdServer, tmp_path: Path, engine_interval: float = 2.0
+) -> AsyncIterator[list[HollowMachine]]:
     (port,) = free_ports(1)
     keys = Keys("/_coreos.com/fleet/")
     settings = HollowSettings(
-        etcd.endpoint, keys, agent_ttl=TTL, peer_port=port, latencies=Latencies(0.01, 0.01)
+        etcd.endpoint,
+        keys,
+        agent_ttl=TTL,
+        peer_port=port,
+        engine_interval=engine_interval,
+        latencies=Latencies(0.01, 0.01),
     )
     machines = [HollowMachine(i, settings, tmp_path) for i in range(3)]
     for machine in machines:
@@ -36,6 +45,12 @@ async def hollow(etcd: EtcdServer, tmp_path) -> AsyncIterator[list[HollowMachine
         yield machines
     finally:
         await asyncio.gather(*(m.halt() for m in machines))
+
+
+@pytest.fixture
+async def hollow(etcd: EtcdServer, tmp_path: Path) -> AsyncIterator[list[HollowMachine]]:
+    async with hollow_machines(etcd, tmp_path) as machines:
+        yield machines
 
 
 async def until(condition, timeout: float) -> float:  # type: ignore[no-untyped-def]
@@ -73,3 +88,39 @@ async def test_hollow_machines_run_units_and_a_crashed_ones_move(
         assert moved_after >= TTL - 1, "nothing moves before the lease can expire"
         states = await client.unit_states()
         assert {unit for unit, machine in states if machine == victim.machine.id} == set()
+
+
+async def test_followers_campaign_on_leader_news_and_take_over_a_crashed_leader(
+    etcd: EtcdServer, tmp_path: Path
+) -> None:
+    async with hollow_machines(etcd, tmp_path, engine_interval=0.25) as hollow:
+        await check_campaigns(hollow)
+
+
+async def check_campaigns(hollow: list[HollowMachine]) -> None:
+    await until(lambda: sum(m.engine.leading_since is not None for m in hollow) == 1, 10)  # type: ignore[union-attr]
+    calls: dict[str, int] = {}
+    for machine in hollow:
+        registry = machine.engine.registry  # type: ignore[union-attr]
+        campaign = registry.campaign
+
+        async def counted(machine_id: str, lease: int, campaign=campaign) -> int | None:  # type: ignore[no-untyped-def]
+            calls[machine_id] = calls.get(machine_id, 0) + 1
+            return await campaign(machine_id, lease)
+
+        registry.campaign = counted  # type: ignore[method-assign]
+    await asyncio.sleep(2 * TTL)
+    leader = next(m for m in hollow if m.engine.leading_since is not None)  # type: ignore[union-attr]
+    followers = [m for m in hollow if m is not leader]
+    interval = leader.engine.interval  # type: ignore[union-attr]
+    assert calls[leader.machine.id] >= TTL / interval, "the leader's passes go on"
+    for follower in followers:
+        # Without news from the leader watch, about one campaign per agent_ttl, not per pass.
+        assert calls.get(follower.machine.id, 0) <= 3, calls
+    assert calls[leader.machine.id] >= 4 * calls.get(followers[0].machine.id, 0)
+    await leader.crash()
+    taken_over = await until(
+        lambda: sum(m.engine.leading_since is not None for m in followers) == 1,  # type: ignore[union-attr]
+        TTL + 5,
+    )
+    assert taken_over <= TTL + 2 * interval, "the watch hands leadership on at the lease's end"
