@@ -66,3 +66,10 @@ def test_etcd_lock_keys() -> None:
 def test_etcd_lock_mistakes_name_the_line(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_config(text, "/etc/flotilla/update.conf")
+
+
+def test_every_strategy_the_config_accepts_has_its_reboot() -> None:
+    from flotilla.update.config import REBOOT_STRATEGIES
+    from flotilla.update.reboot import STRATEGIES
+
+    assert set(STRATEGIES) == set(REBOOT_STRATEGIES)
