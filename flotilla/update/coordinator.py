@@ -195,6 +195,19 @@ async def give_back(
     say(f"gave the reboot lock of {settings.machine} back; no reboot")
 
 
+async def first_renewal(lock: Lock, lease: int, ttl: float, clock: Clock) -> bool:
+    """Renew `lease` as soon as etcd answers: early in the boot its members may still be
+    finding each other. Asked every few seconds for up to a TTL (by then the lease is surely
+    gone); False when etcd says it is gone."""
+    interval = 3.0
+    for _ in range(max(1, int(ttl / interval))):
+        try:
+            return await lock.renew(lease)
+        except Exception:  # not reachable yet
+            await clock.sleep(interval)
+    return await lock.renew(lease)  # the last try's error is the one to report
+
+
 async def after_reboot(
     settings: Settings,
     lock: Lock,
@@ -202,6 +215,7 @@ async def after_reboot(
     record: Record,
     healthy: Callable[[], Awaitable[list[str]]],
     say: Callable[[str], None],
+    clock: Clock = Clock(),
 ) -> str:
     """The post-boot half: nothing without a recorded hold; else renew its lease at once, and
     once the boot is healthy undrain, then release. Unhealthy: StillUnhealthy, and the hold is
@@ -210,7 +224,7 @@ async def after_reboot(
     hold = record.load()
     if hold is None:
         return "this machine holds no reboot lock; nothing to do"
-    alive = hold.lease == 0 or await lock.renew(hold.lease)
+    alive = hold.lease == 0 or await first_renewal(lock, hold.lease, settings.ttl, clock)
     if not alive:
         say(
             f"the reboot lock's lease {hold.lease:x} ran out while {hold.machine} was down"

@@ -82,7 +82,9 @@ def boot_health(timeout: float, interval: float, say: Say) -> list[str]:
     check, then systemd-bless-boot); any boot must then pass the health check, which on an
     uncounted boot (fallen back to the old slot) nobody else runs. The problems (none: healthy)."""
     deadline = time.monotonic() + BLESS_TIMEOUT
-    while (entry := agent.read_state().booted_entry) is not None and entry.on_trial:
+    # Any counter, +0 included: systemd-boot counts a try before it boots, so the last try of
+    # a trial boots as `+0-N` and is still waiting for its verdict.
+    while (entry := agent.read_state().booted_entry) is not None and entry.tries_left is not None:
         if time.monotonic() >= deadline:
             return [f"{entry.file_name} is still on trial: this boot was not marked good"]
         say(f"waiting for {entry.file_name} to be marked good")

@@ -300,3 +300,30 @@ async def test_fleetctl_runs_through_its_runner() -> None:
     await fleet.undrain("m1")
     assert [argv for argv, _ in ran] == [["fleetctl", "drain", "--force", "m1"],
                                          ["fleetctl", "undrain", "m1"]]  # fmt: skip
+
+
+async def test_the_first_renewal_after_the_boot_waits_for_etcd_to_answer() -> None:
+    lock = FakeLock()
+    lease = await lock.grant(600)
+    lock.holders[MACHINE] = Holder(MACHINE, "t", lease)
+    unanswered = 2
+    renew = lock.renew
+
+    async def renew_once_etcd_answers(lease: int) -> bool:
+        nonlocal unanswered
+        if unanswered:
+            unanswered -= 1
+            raise ConnectionError("etcd is still starting")
+        return await renew(lease)
+
+    lock.renew = renew_once_etcd_answers  # type: ignore[method-assign]
+    time = FakeTime(THURSDAY_NOON)
+    record = MemoryRecord(Hold(MACHINE, lease, "t", drained=True))
+    said = await after_reboot(Settings(MACHINE, 600), lock, FakeFleet(lock.log), record,
+                              async_no_problems, lock.log.append, time.clock)  # fmt: skip
+    assert time.slept == [3.0, 3.0]
+    assert said == "m1 is back and healthy; released the reboot lock"
+
+
+async def async_no_problems() -> list[str]:
+    return []
