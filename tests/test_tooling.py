@@ -52,6 +52,8 @@ PURE_MODULES = [
     "flotilla/update/policy.py",
     "flotilla/update/config.py",
     "flotilla/update/health.py",
+    "flotilla/update/window.py",
+    "flotilla/update/lock_decide.py",
     "fleetd/fleetctl/views.py",
     "fleetd/fleetctl/tables.py",
     "fleetd/fleetctl/events_view.py",

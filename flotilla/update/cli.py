@@ -14,19 +14,24 @@ from typing import Any
 
 import click
 
+from fleetd.config import ConfigError as FleetConfigError
+from fleetd.registry import RegistryError
 from flotilla.process import CommandError
 from flotilla.tool import HELP_OPTIONS, echo_json, output_option, version_option
 
 from . import agent
 from .config import REBOOT_STRATEGIES, ConfigError
+from .coordinator import LockLost, StillUnhealthy
 from .fetch import FetchFailed
+from .lock_decide import LockRefused
 from .manifest import PayloadRefused
 from .policy import DEFAULT_TRIES, MAX_TRIES, UpdateRefused
-from .reboot import request_reboot
+from .reboot import finish_coordinated_reboot, request_reboot
 from .writer import WriteFailed
 
 FAILURES = (UpdateRefused, PayloadRefused, FetchFailed, ConfigError, WriteFailed, CommandError,
-            OSError)  # fmt: skip
+            OSError, FleetConfigError, RegistryError, LockRefused, LockLost,
+            StillUnhealthy)  # fmt: skip
 
 
 def say(message: str) -> None:
@@ -40,7 +45,8 @@ def guarded(work: Callable[[], Any]) -> Any:
     try:
         return work()
     except FAILURES as error:
-        kind = "refused" if isinstance(error, UpdateRefused | PayloadRefused) else "failed"
+        refusals = UpdateRefused | PayloadRefused | LockRefused
+        kind = "refused" if isinstance(error, refusals) else "failed"
         click.echo(f"flotilla-update: {kind}: {error}", err=True)
         sys.exit(1)
 
@@ -96,8 +102,9 @@ def update() -> None:
 @update.command("now")
 @click.option("--server", help="Payload URL (default: SERVER in /etc/flotilla/update.conf).")
 @click.option("--reboot-strategy", type=click.Choice(REBOOT_STRATEGIES),
-              help="After writing: reboot now, or leave the reboot to you (default: update.conf's,"
-                   " else reboot).")  # fmt: skip
+              help="After writing: reboot through the cluster's etcd lock (drained first),"
+                   " reboot now, or leave the reboot to you (default: update.conf's, else"
+                   " reboot).")  # fmt: skip
 @click.option("--tries", type=click.IntRange(1, MAX_TRIES),
               help=f"Boots the new slot gets to prove healthy (default: update.conf's, else"
                    f" {DEFAULT_TRIES}).")  # fmt: skip
@@ -128,7 +135,8 @@ def update_now(
                     click.echo(f"no update: {refusal}")
                     return
             installed = agent.install_update(state, config, say)
-            click.echo(f"{installed}; {request_reboot(config.reboot_strategy, str(installed))}")
+            say(f"{installed}; reboot strategy {config.reboot_strategy}")
+            click.echo(f"{installed}; {request_reboot(config, str(installed), say)}")
 
     guarded(work)
 
@@ -143,6 +151,13 @@ def health(timeout: float, interval: float) -> None:
         click.echo("unhealthy: " + "; ".join(problems), err=True)
         sys.exit(1)
     click.echo("healthy")
+
+
+@main.command("after-reboot", hidden=True)
+def after_reboot() -> None:
+    """After a reboot through the etcd lock (flotilla-update-after-reboot.service): once this
+    boot is healthy, undrain the machine in fleet, then release its reboot lock."""
+    click.echo(guarded(lambda: finish_coordinated_reboot(agent.load_config(), say)))
 
 
 @main.command("end-trial", hidden=True)
