@@ -104,6 +104,12 @@ class ClusterSnapshot:
     unresolved: Mapping[str, str] = field(default_factory=dict)
     # unit -> machines whose agent reports it active, activating, deactivating or reloading
     running: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # Machines marked for draining (drain/<machine>): never a candidate for a unit; their
+    # non-global units move elsewhere one at a time (cluster_plan.plan_drain_moves).
+    drained: frozenset[str] = frozenset()
+    # unit -> machines whose agent reports it active or failed: where a move off a draining
+    # machine is over (the unit started there, or tried to).
+    landed: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
 # -- engine tasks: each carries the reason it exists, for the log and for `fleetctl` ----------
