@@ -85,6 +85,15 @@ class UnitStatus:
 
 
 @dataclass(frozen=True)
+class DrainOutcome:
+    """What a drain request did: whether the mark is new (False: the machine was marked
+    already), and the units that stay on the machine (forced), each with why."""
+
+    new: bool
+    stays: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ClusterSnapshot:
     """Everything the engine decides from, read at one etcd revision."""
 
