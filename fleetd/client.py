@@ -212,7 +212,9 @@ class FleetClient:
             machines = await self.registry.machines()
             return machines, dict.fromkeys(machines, SCHEDULABLE)
         raw = await self.registry.snapshot()
-        states = drain_states(raw.machines, raw.drained, raw.placements, raw.running, raw.reasons)
+        states = drain_states(
+            raw.machines, raw.drained, raw.placements, raw.running, raw.reasons, raw.landed
+        )
         return raw.machines, states
 
     async def drain(self, machine: str, force: bool, now: float | None = None) -> DrainOutcome:

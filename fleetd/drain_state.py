@@ -26,8 +26,10 @@ def drain_states(
     placements: Mapping[str, str],
     running: Mapping[str, Iterable[str]],
     reasons: Mapping[str, str],
+    landed: Mapping[str, Iterable[str]],
 ) -> dict[str, str]:
-    """Each machine's drain state."""
+    """Each machine's drain state (`landed`: unit -> machines that report it active or
+    failed, where a move is over even before the engine's next pass clears its reason)."""
     marked = set(drained)
     busy: set[str] = set()
     for unit, machine in placements.items():
@@ -37,7 +39,7 @@ def drain_states(
         for elsewhere in running.get(unit, ()):
             if elsewhere != machine:
                 busy.add(elsewhere)  # left it, not stopped there yet
-        if why.startswith(DRAIN_MOVE):
+        if why.startswith(DRAIN_MOVE) and machine not in landed.get(unit, ()):
             busy.update(m for m in marked if why.startswith(f"{DRAIN_MOVE} {m[:8]} "))
     return {
         machine: SCHEDULABLE if machine not in marked else DRAINING if machine in busy else DRAINED

@@ -18,25 +18,28 @@ MACHINES = {A: Machine(A, "10.0.0.1"), B: Machine(B, "10.0.0.2", {"role": "db"})
 
 
 def test_unmarked_machines_are_schedulable_whatever_runs_there() -> None:
-    assert drain_states([A, B], [], {"x.service": A}, {}, {}) == {A: SCHEDULABLE, B: SCHEDULABLE}
+    assert drain_states([A, B], [], {"x.service": A}, {}, {}, {}) == {
+        A: SCHEDULABLE,
+        B: SCHEDULABLE,
+    }
 
 
 def test_a_marked_machine_drains_until_nothing_it_moves_is_left() -> None:
     placed = {"x.service": A}
-    assert drain_states([A, B], [A], placed, {}, {})[A] == DRAINING
+    assert drain_states([A, B], [A], placed, {}, {}, {})[A] == DRAINING
     moving = {"x.service": B}
     why = {"x.service": f"{DRAIN_MOVE} {A[:8]} to {B[:8]}"}
-    assert drain_states([A, B], [A], moving, {"x.service": [A]}, {})[A] == DRAINING  # stopping
-    assert drain_states([A, B], [A], moving, {}, why)[A] == DRAINING  # not active on B yet
-    assert drain_states([A, B], [A], moving, {"x.service": [B]}, {})[A] == DRAINED
-    assert drain_states([A, B], [A], {}, {"agent.service": [A]}, {})[A] == DRAINED  # global
+    assert drain_states([A, B], [A], moving, {"x.service": [A]}, {}, {})[A] == DRAINING  # stopping
+    assert drain_states([A, B], [A], moving, {}, why, {})[A] == DRAINING  # not active on B yet
+    on_b = {"x.service": [B]}
+    assert drain_states([A, B], [A], moving, on_b, why, on_b)[A] == DRAINED  # before the pass
+    assert drain_states([A, B], [A], {}, {"agent.service": [A]}, {}, {})[A] == DRAINED  # global
 
 
 def test_units_that_stay_do_not_keep_a_machine_draining() -> None:
     stays = {"pinned.service": f"{DRAIN_STAYS} {A[:8]}: no machine can run it: ..."}
-    assert drain_states([A], [A], {"pinned.service": A}, {"pinned.service": [A]}, stays) == {
-        A: DRAINED
-    }
+    on_a = {"pinned.service": [A]}
+    assert drain_states([A], [A], {"pinned.service": A}, on_a, stays, on_a) == {A: DRAINED}
 
 
 def test_the_refusal_names_each_unit_and_why() -> None:
