@@ -3,6 +3,8 @@
     GET    /fleet/v1/units[?nextPageToken=]   GET|PUT|DELETE /fleet/v1/units/<name>
     GET    /fleet/v1/state[?machineID=&unitName=]   GET /fleet/v1/state/<name>
     GET    /fleet/v1/machines                 PATCH /fleet/v1/machines (metadata)
+    PUT|DELETE /fleet/v1/machines/<id>/drain[?force=true]   (ours: mark a machine for
+           draining, or remove the mark; machines carry their drain `state`)
     GET    /fleet/v1/discovery                (the API described in Google's discovery format)
     GET    /fleet/v1/units/<name>/reason      (ours: why a unit is not placed)
     GET    /fleet/v1/events[?unit=&machine=&since=&pageSize=&nextPageToken=]   (ours: the
@@ -33,13 +35,21 @@ from .api_discovery import discovery_document
 from .api_model import (
     ApiError,
     decode_token,
+    drain_entity,
     machine_entity,
     method_not_allowed_message,
     page_of,
     state_entity,
     unit_entity,
 )
-from .client import ClientError, FleetClient, check_unit, is_template
+from .client import (
+    ClientError,
+    DrainRefused,
+    FleetClient,
+    UnknownMachine,
+    check_unit,
+    is_template,
+)
 from .events import Event, EventFilter, check_page_size, decode_page_token, page, parse_time
 from .events_store import EventReader
 from .listeners import Listener
@@ -115,6 +125,8 @@ class Api:
             app.router.add_get(f"{base}/state/{{name}}", self.get_state)
             app.router.add_get(f"{base}/machines", self.list_machines)
             app.router.add_patch(f"{base}/machines", self.patch_machines)
+            app.router.add_put(f"{base}/machines/{{machine}}/drain", self.put_drain)
+            app.router.add_delete(f"{base}/machines/{{machine}}/drain", self.delete_drain)
             app.router.add_get(f"{base}/events", self.list_events)
         return app
 
@@ -224,8 +236,33 @@ class Api:
 
     async def list_machines(self, request: web.Request) -> web.Response:
         page = decode_token(request.query.getall("nextPageToken", []))
-        machines = [machine_entity(m) for _, m in sorted((await self.client.machines()).items())]
+        found, states = await self.client.machines_and_states()
+        machines = [machine_entity(m, states[m.id]) for _, m in sorted(found.items())]
         return web.json_response(page_of(machines, page, "machines"))
+
+    async def put_drain(self, request: web.Request) -> web.Response:
+        """Mark a machine for draining: 201 (marked now) or 200 (marked already), with the
+        units that stay (forced); 404 for an unknown machine; 409 when a unit on it can run
+        on no other machine and force is not true."""
+        machine = request.match_info["machine"]
+        force = check_force(request.query.getall("force", []))
+        try:
+            outcome = await self.client.drain(machine, force)
+        except UnknownMachine as error:
+            raise ApiError(404, str(error)) from error
+        except DrainRefused as error:
+            raise ApiError(409, str(error)) from error
+        body = drain_entity(machine, outcome)
+        return web.json_response(body, status=201 if outcome.new else 200)
+
+    async def delete_drain(self, request: web.Request) -> web.Response:
+        """Remove a machine's drain mark: 204; 404 when it has none (or is unknown)."""
+        machine = request.match_info["machine"]
+        if await self.client.undrain(machine):
+            return web.Response(status=204)
+        if machine in await self.client.machines():
+            raise ApiError(404, f"machine {machine} is not drained")
+        raise ApiError(404, f"machine {machine} does not exist")
 
     async def list_events(self, request: web.Request) -> web.StreamResponse:
         if self.events is None:
@@ -362,6 +399,12 @@ def check_name(name: str) -> UnitName:
         return parse_unit_name(name)
     except UnitNameError as error:
         raise ApiError(400, str(error)) from error
+
+
+def check_force(values: Sequence[str]) -> bool:
+    if len(values) > 1 or (values and values[0] not in ("", "true", "false", "1", "0")):
+        raise ApiError(400, "force must be true or false")
+    return bool(values) and values[0] in ("true", "1")
 
 
 def check_desired(value: object) -> DesiredState | None:

@@ -79,6 +79,7 @@ SCHEMAS: dict[str, dict[str, object]] = {
             "id": string("machine ID"),
             "primaryIP": string("the IP address other machines and fleetctl use"),
             "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
+            "state": string("drain state", ("schedulable", "draining", "drained")),
         },
     },
     "MachinePage": page("machines", "Machine"),

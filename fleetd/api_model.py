@@ -11,7 +11,7 @@ import binascii
 import struct
 from collections.abc import Collection, Mapping, Sequence
 
-from .model import Machine, UnitState, UnitStatus
+from .model import DrainOutcome, Machine, UnitState, UnitStatus
 from .unitfile import UnitFile
 
 TOKEN_LIMIT = 100
@@ -58,10 +58,22 @@ def state_entity(unit: str, machine: str, state: UnitState) -> dict[str, object]
     )
 
 
-def machine_entity(machine: Machine) -> dict[str, object]:
+def machine_entity(machine: Machine, state: str) -> dict[str, object]:
+    """fleet's machine, and its drain state (schedulable, draining, drained: drain_state.py)."""
     return without_empty(
-        {"id": machine.id, "primaryIP": machine.ip, "metadata": dict(machine.metadata)}
+        {
+            "id": machine.id,
+            "primaryIP": machine.ip,
+            "metadata": dict(machine.metadata),
+            "state": state,
+        }
     )
+
+
+def drain_entity(machine: str, outcome: DrainOutcome) -> dict[str, object]:
+    """The answer to a drain: the machine, and the units that stay on it (forced) with why."""
+    stays = [{"name": unit, "reason": why} for unit, why in sorted(outcome.stays.items())]
+    return without_empty({"machineID": machine, "stays": stays})
 
 
 def encode_token(page: int, limit: int = TOKEN_LIMIT) -> str:

@@ -14,8 +14,19 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from .cluster_plan import unmovable_units
+from .drain_state import SCHEDULABLE, drain_states, refusal_message
 from .machine_plan import install_aliases
-from .model import DesiredState, JobRecord, Machine, UnitState, UnitStatus
+from .model import (
+    ClusterSnapshot,
+    DesiredState,
+    DrainOutcome,
+    Job,
+    JobRecord,
+    Machine,
+    UnitState,
+    UnitStatus,
+)
 from .unitfile import UnitFile, parse_unit_file, requirements
 from .unitname import UnitNameError, check_unit_name, parse_unit_name
 
@@ -25,6 +36,14 @@ if TYPE_CHECKING:  # fleetctl's API driver uses this module's checks without loa
 
 class ClientError(Exception):
     """A request that cannot be carried out; the message names the unit."""
+
+
+class UnknownMachine(ClientError):
+    """No registered machine has this id."""
+
+
+class DrainRefused(ClientError):
+    """A drain would leave units no other machine can take (and was not forced)."""
 
 
 def check_unit(name: str, text: str) -> UnitFile:
@@ -183,6 +202,68 @@ class FleetClient:
     async def set_metadata(self, changes: Sequence[tuple[str, str, str]]) -> None:
         """Set (machine, key, value) metadata, all at once; "" removes the key."""
         await self.registry.set_metadata(changes)
+
+    # -- drain (writer of drain/<machine>) -------------------------------------------------
+
+    async def machines_and_states(self) -> tuple[dict[str, Machine], dict[str, str]]:
+        """The machines that are up and each one's drain state (drain_state.py). Without a
+        drain mark (the usual case) that is a read of the machines alone."""
+        if not await self.registry.drains():
+            machines = await self.registry.machines()
+            return machines, dict.fromkeys(machines, SCHEDULABLE)
+        raw = await self.registry.snapshot()
+        states = drain_states(
+            raw.machines, raw.drained, raw.placements, raw.running, raw.reasons, raw.landed
+        )
+        return raw.machines, states
+
+    async def drain(self, machine: str, force: bool, now: float | None = None) -> DrainOutcome:
+        """Mark a registered machine for draining, unless a unit on it can run on no other
+        machine (DrainRefused naming each), or `force` (they then stay there). A machine
+        marked already keeps its mark (no error)."""
+        snapshot = await self.cluster_snapshot()
+        if machine not in snapshot.machines:
+            raise UnknownMachine(f"machine {machine} does not exist")
+        stays = unmovable_units(snapshot, machine)
+        if stays and not force:
+            raise DrainRefused(refusal_message(machine, stays))
+        from .registry import Conflict  # here: the API driver imports this module without aetcd
+
+        try:
+            new = await self.registry.mark_drain(machine, time.time() if now is None else now)
+        except Conflict as error:
+            raise UnknownMachine(f"machine {machine} does not exist") from error
+        return DrainOutcome(new, stays)
+
+    async def undrain(self, machine: str) -> bool:
+        """Remove a machine's drain mark (registered or not); whether it had one."""
+        return await self.registry.remove_drain(machine)
+
+    async def cluster_snapshot(self) -> ClusterSnapshot:
+        """The engine's view, read now: what a drain is judged against."""
+        raw = await self.registry.snapshot()
+        bodies = await self.registry.unit_bodies({record.hash for record in raw.jobs.values()})
+        jobs, unresolved = {}, dict(raw.broken_jobs)
+        for name, record in raw.jobs.items():
+            try:
+                unit = parse_unit_file(bodies[record.hash], name)
+                found = requirements(unit, parse_unit_name(name))
+            except (KeyError, ValueError):
+                unresolved[name] = "unit file missing or unreadable"
+                continue
+            jobs[name] = Job(name, record.hash, record.desired, found)
+        return ClusterSnapshot(
+            jobs,
+            raw.machines,
+            raw.placements,
+            raw.assignments,
+            raw.reasons,
+            raw.members,
+            unresolved=unresolved,
+            running=raw.running,
+            drained=raw.drained,
+            landed=raw.landed,
+        )
 
     async def unit_file(self, name: str) -> str:
         jobs = await self.registry.jobs([name])

@@ -6,16 +6,20 @@ Pure. Steps, in order:
     put, assignments and all, with the reason recorded (membership.withheld_reason); so do
     units whose job or unit file cannot be read;
  2. see what every machine runs (placed units plus the global units it qualifies for);
- 3. drop placements whose constraints no longer hold (e.g. a MachineOf peer moved away);
- 4. place what is unplaced, MachineOf peers before their followers, evicting replaced units;
- 5. turn placements and global units into per-machine assignments, diffed against etcd (a
+ 3. move one unit off each draining machine, when none of its units is still on the way, and
+    say why those no other machine can take stay (plan_drain_moves);
+ 4. drop placements whose constraints no longer hold (e.g. a MachineOf peer moved away);
+ 5. place what is unplaced, MachineOf peers before their followers, evicting replaced units;
+ 6. turn placements and global units into per-machine assignments, diffed against etcd (a
     unit moving between live machines is assigned to the new one once the old one stopped it);
- 6. record why each unplaceable unit is pending.
-Units of a machine that is still present are never moved unless their own constraints force it.
+ 7. record why each unplaceable unit is pending, and where a drain's units stand.
+Units of a machine that is still present are never moved unless their own constraints force it
+or the machine is draining.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from collections.abc import Iterable, Mapping
 
@@ -35,6 +39,12 @@ from .model import (
 )
 from .scheduler import LoadIndex, MachineView, choose_machine, rejection, replaces
 
+# The reasons (reason/<unit>) a drain gives the units of a draining machine: the one on its way
+# to another machine (until its new machine reports it active), and each that no machine can
+# take. The first is also how the next pass knows a move is still under way.
+DRAIN_MOVE = "moving off draining machine"  # "<DRAIN_MOVE> <from> to <to>"
+DRAIN_STAYS = "stays on draining machine"  # "<DRAIN_STAYS> <machine>: <why no other can>"
+
 
 def plan_cluster(snapshot: ClusterSnapshot) -> list[EngineTask]:
     """Every task that brings etcd's placements and assignments in line with the jobs."""
@@ -42,13 +52,16 @@ def plan_cluster(snapshot: ClusterSnapshot) -> list[EngineTask]:
     withheld = rescheduling_withheld(snapshot)
     placements, retained = drop_dead_placements(snapshot, tasks, withheld)
     views = machine_views(snapshot, placements)
+    draining = plan_drain_moves(snapshot, placements, views, tasks)
     drop_infeasible_placements(snapshot, placements, views, tasks)
     pending = place_units(snapshot, placements, views, tasks, retained)
     waiting: dict[str, str] = {}
     tasks += diff_assignments(snapshot, placements, views, waiting, frozen=withheld is not None)
     kept = {unit: reason for unit, reason in retained.items() if unit in snapshot.jobs}
     kept.update(snapshot.unresolved)
-    tasks += diff_reasons(snapshot, {**pending, **kept, **waiting})
+    reasons = {**pending, **kept, **waiting}
+    reasons.update({unit: why for unit, why in draining.items() if unit in placements})
+    tasks += diff_reasons(snapshot, reasons)
     return tasks
 
 
@@ -99,7 +112,11 @@ def drop_dead_placements(
 def machine_views(
     snapshot: ClusterSnapshot, placements: Mapping[str, str]
 ) -> dict[str, MachineView]:
-    views = {machine_id: MachineView(machine) for machine_id, machine in snapshot.machines.items()}
+    drained = snapshot.drained
+    views = {
+        machine_id: MachineView(machine, draining=machine_id in drained)
+        for machine_id, machine in snapshot.machines.items()
+    }
     for unit, machine in placements.items():
         views[machine].units[unit] = snapshot.jobs[unit].requirements
     for job in global_jobs(snapshot):
@@ -115,6 +132,104 @@ def global_jobs(snapshot: ClusterSnapshot) -> list[Job]:
         for _, job in sorted(snapshot.jobs.items())
         if job.requirements.is_global and wants_placement(job)
     ]
+
+
+def plan_drain_moves(
+    snapshot: ClusterSnapshot,
+    placements: dict[str, str],
+    views: dict[str, MachineView],
+    tasks: list[EngineTask],
+) -> dict[str, str]:
+    """Move at most one unit off each live draining machine, and only once the unit it moved
+    before is active on its new machine: a drain never takes several services down at once.
+    The move is an unschedule and a schedule; diff_assignments then starts the unit on its
+    new machine only after the old one stopped it. A unit no other machine can take stays,
+    with why. The reasons of units on their way and of units that stay, by unit."""
+    draining = [machine for machine in sorted(snapshot.drained) if machine in views]
+    if not draining:
+        return {}
+    reasons = units_on_their_way(snapshot, placements)
+    index = LoadIndex(views)
+    for machine in draining:
+        busy = any(why.startswith(f"{DRAIN_MOVE} {machine[:8]} ") for why in reasons.values())
+        for unit in drain_candidates(snapshot, placements, machine):
+            job = snapshot.jobs[unit]
+            target, why = choose_machine(job, views, index)
+            if target is None:
+                reasons[unit] = f"{DRAIN_STAYS} {machine[:8]}: {why}"
+            elif not busy:
+                move(job, machine, target, placements, views, index, tasks)
+                reasons[unit] = f"{DRAIN_MOVE} {machine[:8]} to {target[:8]}"
+                busy = True
+    return reasons
+
+
+def units_on_their_way(snapshot: ClusterSnapshot, placements: Mapping[str, str]) -> dict[str, str]:
+    """Units a drain moved whose new machine has not reported them active yet (loaded units:
+    not assigned there yet), with their reasons; the engine's own reasons remember the move."""
+    found = {}
+    for unit, why in snapshot.reasons.items():
+        if why.startswith(DRAIN_MOVE) and unit in placements:
+            target = placements[unit]
+            job = snapshot.jobs[unit]
+            if job.desired == DesiredState.LOADED:
+                arrived = unit in snapshot.assignments.get(target, {})
+            else:
+                arrived = target in snapshot.landed.get(unit, ())
+            if not arrived:
+                found[unit] = why
+    return found
+
+
+def drain_candidates(
+    snapshot: ClusterSnapshot, placements: Mapping[str, str], machine: str
+) -> list[str]:
+    """The units placed on a draining machine that a drain moves itself: a MachineOf follower
+    of a unit placed there too is not one; it follows its peer (drop_infeasible_placements)."""
+    here = sorted(unit for unit, placed in placements.items() if placed == machine)
+    on_machine = set(here)
+    return [
+        unit
+        for unit in here
+        if not any(peer in on_machine for peer in snapshot.jobs[unit].requirements.machine_of)
+    ]
+
+
+def move(
+    job: Job,
+    source: str,
+    target: str,
+    placements: dict[str, str],
+    views: dict[str, MachineView],
+    index: LoadIndex,
+    tasks: list[EngineTask],
+) -> None:
+    tasks.append(Unschedule(job.name, source, f"machine {source[:8]} is draining"))
+    del views[source].units[job.name]
+    index.add(source, -1)
+    placements[job.name] = target
+    views[target].units[job.name] = job.requirements
+    index.add(target, 1)
+    tasks.append(Schedule(job.name, target, "least loaded feasible machine"))
+    evict_replaced(job, views[target], placements, index, tasks)  # placed again by place_units
+
+
+def unmovable_units(snapshot: ClusterSnapshot, machine: str) -> dict[str, str]:
+    """The units a drain of `machine` would leave there, because no other machine can take
+    them now, with the scheduler's reason (`fleetctl drain` refuses these without --force).
+    Each is judged alone, against the cluster as it is."""
+    snapshot = dataclasses.replace(snapshot, drained=snapshot.drained | {machine})
+    placements, _ = drop_dead_placements(snapshot, [], rescheduling_withheld(snapshot))
+    views = machine_views(snapshot, placements)
+    if machine not in views:
+        return {}
+    index = LoadIndex(views)
+    found = {}
+    for unit in drain_candidates(snapshot, placements, machine):
+        target, why = choose_machine(snapshot.jobs[unit], views, index)
+        if target is None:
+            found[unit] = why
+    return found
 
 
 def drop_infeasible_placements(

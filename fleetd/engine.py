@@ -14,9 +14,9 @@ from collections.abc import Callable, Mapping
 
 from . import metrics
 from .body_gc import BodyCollector
-from .cluster_plan import WAITING, plan_cluster
+from .cluster_plan import DRAIN_MOVE, WAITING, plan_cluster
 from .events import ENGINE_LEADER, RESCHEDULE_WITHHELD, Draft
-from .events_decide import MachineWatch, task_drafts, withheld_changed
+from .events_decide import DrainWatch, MachineWatch, task_drafts, withheld_changed
 from .heart import Heart
 from .membership import KEPT, Membership, MembershipChange
 from .model import ClusterSnapshot, EngineTask, Forget, Job, JobRecord, Machine, Remember
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 SETTLE_SECONDS = 0.02  # let a burst of watch events (many units submitted at once) land first
 FULL_PASS_SECONDS = 60.0  # plan even when etcd looks unchanged, at least this often
 COLLECT_EVERY_SECONDS = 30.0  # how often a pass also looks for unit bodies nobody uses
+MOVING = (WAITING, DRAIN_MOVE)  # reasons of units between machines
 
 
 def ignore(draft: Draft) -> None:
@@ -53,6 +54,7 @@ class Engine:
         # The event recorder's queue (events_store.py): never waits, so passes do not either.
         self.record = record or ignore
         self.machine_watch = MachineWatch()
+        self.drain_watch = DrainWatch()
         self.unplaced: dict[str, tuple[str, str]] = {}  # moves still waiting for a machine
         self.loop = ReconcileLoop(self.step, interval, SETTLE_SECONDS, heart.registered.wait, clock)
         self.bodies: dict[str, str] = {}
@@ -90,7 +92,7 @@ class Engine:
             await self.leading.wait()
             self.cluster_watches = [
                 asyncio.create_task(watch_forever(self.registry, prefix, self.loop.wake))
-                for prefix in (keys.jobs, keys.machines, keys.metadata)
+                for prefix in (keys.jobs, keys.machines, keys.metadata, keys.drains)
             ]
             try:
                 await self.not_leading.wait()
@@ -137,6 +139,7 @@ class Engine:
         if revision != self.leading_since:
             self.membership = Membership()  # a new term: every vanished machine's clock anew
             self.machine_watch = MachineWatch()
+            self.drain_watch = DrainWatch()
             self.unplaced = {}
             if revision is None:
                 log.info("engine: %s leads", "another machine")
@@ -162,6 +165,8 @@ class Engine:
         raw = await self.registry.snapshot()
         change = self.membership.update(raw.members, raw.machines.keys(), self.clock.now())
         for draft in self.machine_watch.update(raw.machines.keys(), raw.members):
+            self.record(draft)
+        for draft in self.drain_watch.update(raw.drained):
             self.record(draft)
         snapshot = await self.resolve(raw, change.members)
         snapshot = await self.note_withheld(snapshot, raw.machine_leases)
@@ -199,9 +204,10 @@ class Engine:
 
     def waiting_on_time(self, snapshot: ClusterSnapshot) -> bool:
         """Whether the next pass may decide differently with nothing written to etcd: a grace
-        runs out, or a unit stops on the machine it leaves (states are not watched). Such
-        passes run every interval instead of being skipped as quiet."""
-        moving = any(reason.startswith(WAITING) for reason in snapshot.reasons.values())
+        runs out, or a unit stops on the machine it leaves or starts on a draining machine's
+        next one (states are not watched). Such passes run every interval instead of being
+        skipped as quiet."""
+        moving = any(reason.startswith(MOVING) for reason in snapshot.reasons.values())
         return self.withheld is not None or moving
 
     async def collect_bodies(self, raw: RawSnapshot, leader_revision: int) -> None:
@@ -273,6 +279,8 @@ class Engine:
             members,
             unresolved=unresolved,
             running=raw.running,
+            drained=raw.drained,
+            landed=raw.landed,
         )
 
     def job_requirements(self, record: JobRecord) -> Requirements | str:

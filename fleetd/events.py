@@ -29,7 +29,8 @@ UNIT_FAILED = "unit.failed"
 MACHINE_JOINED = "machine.joined"
 MACHINE_LEFT = "machine.left"
 MACHINE_EXPIRED = "machine.expired"
-MACHINE_DRAINED = "machine.drained"  # defined for the dashboard; drain does not exist yet
+MACHINE_DRAINED = "machine.drained"  # marked for draining (fleetctl drain)
+MACHINE_UNDRAINED = "machine.undrained"  # the mark removed (fleetctl undrain)
 ENGINE_LEADER = "engine.leader"
 FENCE = "fence"
 RESCHEDULE_WITHHELD = "reschedule.withheld"
@@ -43,6 +44,7 @@ KINDS = (
     MACHINE_LEFT,
     MACHINE_EXPIRED,
     MACHINE_DRAINED,
+    MACHINE_UNDRAINED,
     ENGINE_LEADER,
     FENCE,
     RESCHEDULE_WITHHELD,

@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 
 from .events import (
     FENCE,
+    MACHINE_DRAINED,
     MACHINE_EXPIRED,
     MACHINE_JOINED,
+    MACHINE_UNDRAINED,
     UNIT_FAILED,
     UNIT_MOVED,
     UNIT_PLACED,
@@ -83,6 +85,29 @@ class MachineWatch:
             if machine in members
         ]
         self.live = frozenset(live)
+        return drafts
+
+
+@dataclass
+class DrainWatch:
+    """The drain marks the engine saw at its last pass: a mark that appears is told as
+    machine.drained, one that goes as machine.undrained. A new leader starts from the marks
+    it finds (its predecessor told them)."""
+
+    marked: frozenset[str] | None = None
+
+    def update(self, marked: Set[str]) -> list[Draft]:
+        before, self.marked = self.marked, frozenset(marked)
+        if before is None:
+            return []
+        drafts = [
+            Draft(MACHINE_DRAINED, None, machine, None, None, "marked for draining")
+            for machine in sorted(marked - before)
+        ]
+        drafts += [
+            Draft(MACHINE_UNDRAINED, None, machine, None, None, "drain mark removed")
+            for machine in sorted(before - marked)
+        ]
         return drafts
 
 

@@ -10,6 +10,8 @@
     member/<machine>           {"ip"}                  engine; the machine deletes it on leave
     cluster/peer-key           HMAC key (hex)          the first fleetd: create-if-absent
     metadata/<machine>/<key>   value ("" = removed)    API PATCH /machines (overrides fleet.conf)
+    drain/<machine>            {"since": unix time}    client: fleetctl drain / the API (no lease:
+                                                       the mark outlives the machine's reboots)
     state/<unit>/<machine>     {"load", "active", ...} that machine's agent       (machine lease)
     events/<machine>/<id>      one event (events.py)   that machine's event recorder (events lease)
 
@@ -81,6 +83,13 @@ class Keys:
     @property
     def states(self) -> bytes:
         return self._key("state", "")
+
+    @property
+    def drains(self) -> bytes:
+        return self._key("drain", "")
+
+    def drain(self, machine: str) -> bytes:
+        return self._key("drain", machine)
 
     # single keys
     def unit_body(self, unit_hash: str) -> bytes:

@@ -85,6 +85,15 @@ class UnitStatus:
 
 
 @dataclass(frozen=True)
+class DrainOutcome:
+    """What a drain request did: whether the mark is new (False: the machine was marked
+    already), and the units that stay on the machine (forced), each with why."""
+
+    new: bool
+    stays: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ClusterSnapshot:
     """Everything the engine decides from, read at one etcd revision."""
 
@@ -104,6 +113,12 @@ class ClusterSnapshot:
     unresolved: Mapping[str, str] = field(default_factory=dict)
     # unit -> machines whose agent reports it active, activating, deactivating or reloading
     running: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # Machines marked for draining (drain/<machine>): never a candidate for a unit; their
+    # non-global units move elsewhere one at a time (cluster_plan.plan_drain_moves).
+    drained: frozenset[str] = frozenset()
+    # unit -> machines whose agent reports it active or failed: where a move off a draining
+    # machine is over (the unit started there, or tried to).
+    landed: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
 # -- engine tasks: each carries the reason it exists, for the log and for `fleetctl` ----------

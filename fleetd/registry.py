@@ -102,6 +102,8 @@ class RawSnapshot:
     job_revisions: dict[str, int] = field(default_factory=dict)  # job -> its mod revision
     running: dict[str, frozenset[str]] = field(default_factory=dict)  # unit -> machines
     machine_leases: dict[str, int] = field(default_factory=dict)  # machine -> its lease id
+    drained: frozenset[str] = frozenset()  # machines marked for draining (drain/)
+    landed: dict[str, frozenset[str]] = field(default_factory=dict)  # unit -> active/failed on
 
 
 @dataclass(frozen=True)
@@ -382,6 +384,38 @@ class Registry:
         for batch in chunks(ops, MAX_TXN_OPS):
             await self._txn([], list(batch), "setting machine metadata")
 
+    # -- drain marks (writer: the client, fleetctl drain / the API; no lease) --------------------
+
+    async def drains(self) -> dict[str, float]:
+        """Machines marked for draining -> since when (unix time; 0 for an unreadable mark)."""
+        return {machine: drain_since(raw) for machine, raw in await self._prefix(self.keys.drains)}
+
+    async def mark_drain(self, machine: str, since: float) -> bool:
+        """Mark a registered machine for draining, keeping an earlier mark as it is; whether
+        the mark is new. Conflict when the machine is not registered (it went meanwhile)."""
+        key = self.keys.drain(machine)
+        value = json.dumps({"since": since}).encode()
+        with translated_errors(f"marking machine {machine} for draining"):
+            succeeded, responses = await self.client.transaction(
+                compare=[self.ops.version(self.keys.machine(machine)) > 0],
+                success=[
+                    self.ops.txn(
+                        compare=[self.ops.version(key) == 0],
+                        success=[self.ops.put(key, value)],
+                        failure=[],
+                    )
+                ],
+                failure=[],
+            )
+        if not succeeded:
+            raise Conflict(f"machine {machine} is not registered")
+        return bool(responses[0].response_txn.succeeded)
+
+    async def remove_drain(self, machine: str) -> bool:
+        """Remove a machine's drain mark; whether there was one."""
+        with translated_errors(f"removing the drain mark of machine {machine}"):
+            return bool(await self.client.delete(self.keys.drain(machine)))
+
     async def write_states(
         self, puts: Mapping[str, UnitState], deletes: Sequence[str], machine: str, lease: int
     ) -> None:
@@ -633,6 +667,7 @@ class Registry:
             self.keys.metadata,
             self.keys.members,
             self.keys.states,
+            self.keys.drains,
         ]
         ops = [self.ops.get(p, aetcd.utils.prefix_range_end(p)) for p in prefixes]
         with translated_errors("reading the cluster snapshot"):
@@ -640,13 +675,16 @@ class Registry:
         parts: list[list[tuple[str, bytes]]] = []
         for prefix, response in zip(prefixes, responses, strict=True):
             parts.append([(self.keys.name_under(prefix, kv.key), value) for value, kv in response])
-        jobs, machines, placements, assigned, reasons, dynamic, members, states = parts
+        jobs, machines, placements, assigned, reasons, dynamic, members, states, drains = parts
         running: dict[str, set[str]] = {}
+        landed: dict[str, set[str]] = {}
         for key, raw in states:
             unit, _, machine = key.rpartition("/")
             state = decoded(decode_state, raw, f"unit state {key}")
             if state is not None and state.active in RUNNING_STATES:
                 running.setdefault(unit, set()).add(machine)
+            if state is not None and state.active in LANDED_STATES:
+                landed.setdefault(unit, set()).add(machine)
         job_revisions = {
             self.keys.name_under(self.keys.jobs, kv.key): kv.mod_revision for _, kv in responses[0]
         }
@@ -682,6 +720,8 @@ class Registry:
             machine_leases={
                 self.keys.name_under(self.keys.machines, kv.key): kv.lease for _, kv in responses[1]
             },
+            drained=frozenset(machine for machine, _ in drains),
+            landed={unit: frozenset(machines) for unit, machines in landed.items()},
         )
 
     async def apply_engine_tasks(
@@ -790,6 +830,16 @@ def placed_unit(task: EngineTask) -> str | None:
         case Schedule(unit, _, _) | Assign(_, unit, _, _):
             return unit
     return None
+
+
+LANDED_STATES = frozenset({"active", "failed"})  # a unit moved off a draining machine arrived
+
+
+def drain_since(raw: bytes) -> float:
+    try:
+        return float(json.loads(raw)["since"])
+    except (ValueError, KeyError, TypeError):
+        return 0.0
 
 
 def encode_job(job: JobRecord) -> bytes:

@@ -2,6 +2,8 @@
 
 Pure. The engine calls `choose_machine` for every unit it has to place; a machine is feasible
 when every check passes, and the least loaded feasible machine wins (ties: lower machine id).
+A draining machine is never a candidate (`check_not_draining`), but what already runs there
+is judged by the other checks alone: a drain moves units off on its own terms (cluster_plan).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class MachineView:
 
     machine: Machine
     units: dict[str, Requirements] = field(default_factory=dict)
+    draining: bool = False  # marked for draining: takes no new units, keeps its global ones
 
 
 Check = Callable[[Job, MachineView], Rejection | None]
@@ -91,6 +94,19 @@ CHECKS: tuple[Check, ...] = (
     check_conflicts,
     check_not_replaced,
 )
+
+
+DRAINING = Rejection("drain", "accepts units (every one is draining)", "is draining")
+
+
+def check_not_draining(job: Job, view: MachineView) -> Rejection | None:
+    """A draining machine takes no unit; global units are not placed, so this never asks."""
+    return DRAINING if view.draining else None
+
+
+def candidate_rejection(job: Job, view: MachineView) -> Rejection | None:
+    """Why this machine may not take `job` now: draining, or a check of `rejection`."""
+    return check_not_draining(job, view) or rejection(job, view)
 
 
 def rejection(job: Job, view: MachineView) -> Rejection | None:
@@ -162,10 +178,12 @@ def choose_machine(
     job: Job, views: Mapping[str, MachineView], index: LoadIndex, exclude: Iterable[str] = ()
 ) -> tuple[str | None, str]:
     """The machine to place `job` on and why; or None and the reason no machine can."""
-    chosen = index.first(lambda machine: rejection(job, views[machine]) is None, exclude)
+    chosen = index.first(lambda machine: candidate_rejection(job, views[machine]) is None, exclude)
     if chosen is not None:
         return chosen, "least loaded feasible machine"
-    refused = {machine: r for machine, view in views.items() if (r := rejection(job, view))}
+    refused = {
+        machine: r for machine, view in views.items() if (r := candidate_rejection(job, view))
+    }
     for machine in exclude:
         refused.setdefault(machine, Rejection("Replaces", "is free", "is being replaced"))
     return None, explain(refused)

@@ -22,8 +22,9 @@ from urllib.parse import quote, urlencode, urlsplit
 import aiohttp
 
 from ..client import ClientError
+from ..drain_state import SCHEDULABLE
 from ..events import MAX_PAGE_SIZE, format_time
-from ..model import DesiredState, JobRecord, Machine, UnitState, UnitStatus
+from ..model import DesiredState, DrainOutcome, JobRecord, Machine, UnitState, UnitStatus
 from ..unitfile import UnitFile
 
 log = logging.getLogger("fleetctl")
@@ -158,10 +159,16 @@ class ApiClient:
         return found
 
     async def machines(self) -> dict[str, Machine]:
-        return {
+        return (await self.machines_and_states())[0]
+
+    async def machines_and_states(self) -> tuple[dict[str, Machine], dict[str, str]]:
+        """Machines and their drain state (a fleetd without drains says none: schedulable)."""
+        entities = await self.collection("/machines", "machines")
+        machines = {
             str(m["id"]): Machine(str(m["id"]), str(m.get("primaryIP", "")), m.get("metadata", {}))  # type: ignore[arg-type]
-            for m in await self.collection("/machines", "machines")
+            for m in entities
         }
+        return machines, {str(m["id"]): str(m.get("state", SCHEDULABLE)) for m in entities}
 
     async def unit_file(self, name: str) -> str:
         unit = await self.request("GET", f"/units/{quote(name)}")
@@ -174,6 +181,34 @@ class ApiClient:
         }
 
     # -- writing -----------------------------------------------------------------------------
+
+    async def drain(self, machine: str, force: bool) -> DrainOutcome:
+        path = f"/machines/{quote(machine)}/drain" + ("?force=true" if force else "")
+        log.debug("PUT %s", self.base + path)
+        try:
+            async with self.session.put(self.base + path) as response:
+                payload = await response.json(content_type=None)
+                if response.status >= 400:
+                    raise ClientError(error_message(payload, response.reason))
+        except (aiohttp.ClientConnectionError, TimeoutError) as error:
+            raise ApiUnavailable(str(error) or type(error).__name__) from error
+        stays = {str(s["name"]): str(s["reason"]) for s in payload.get("stays", [])}
+        return DrainOutcome(response.status == 201, stays)
+
+    async def undrain(self, machine: str) -> bool:
+        """DELETE the mark: 204 removed it, 404 found none."""
+        path = f"/machines/{quote(machine)}/drain"
+        log.debug("DELETE %s", self.base + path)
+        try:
+            async with self.session.delete(self.base + path) as response:
+                if response.status == 404:
+                    return False
+                if response.status >= 400:
+                    payload = await response.json(content_type=None)
+                    raise ClientError(error_message(payload, response.reason))
+                return True
+        except (aiohttp.ClientConnectionError, TimeoutError) as error:
+            raise ApiUnavailable(str(error) or type(error).__name__) from error
 
     async def put(self, name: str, desired: DesiredState, unit: UnitFile | None = None) -> None:
         body: dict[str, object] = {"desiredState": desired.value}

@@ -36,6 +36,8 @@ COMMAND_MODULES = {
     "status": "inspection",
     "journal": "inspection",
     "ssh": "inspection",
+    "drain": "draining",
+    "undrain": "draining",
     "events": "events_cmd",
     "dashboard": "dashboard",
 }

@@ -61,7 +61,12 @@ def drained_machines(events: Sequence[Event]) -> set[str]:
         machine = where(event)
         if event.get("kind") == "machine.drained":
             drained.add(machine)
-        elif event.get("kind") in ("machine.joined", "machine.left", "machine.expired"):
+        elif event.get("kind") in (
+            "machine.undrained",
+            "machine.joined",
+            "machine.left",
+            "machine.expired",
+        ):
             drained.discard(machine)
     return drained
 

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from ..model import DesiredState, JobRecord, Machine, UnitState, UnitStatus
+from ..model import DesiredState, DrainOutcome, JobRecord, Machine, UnitState, UnitStatus
 from ..unitfile import UnitFile
 
 
@@ -42,6 +42,18 @@ class Driver(Protocol):
 
     async def machines(self) -> dict[str, Machine]:
         """The machines that are up."""
+
+    async def machines_and_states(self) -> tuple[dict[str, Machine], dict[str, str]]:
+        """The machines that are up, and each one's drain state (drain_state.py)."""
+
+    async def reasons(self, names: Sequence[str]) -> dict[str, str]:
+        """Why the engine holds each of these units where it is (those it gave a reason for)."""
+
+    async def drain(self, machine: str, force: bool) -> DrainOutcome:
+        """Mark a machine (full id) for draining; ClientError with why when refused."""
+
+    async def undrain(self, machine: str) -> bool:
+        """Remove a machine's drain mark; whether there was one."""
 
     async def create(self, units: Mapping[str, UnitFile]) -> None:
         """Create units with desired state inactive, all or nothing (they were checked)."""

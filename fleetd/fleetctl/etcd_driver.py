@@ -11,7 +11,7 @@ from datetime import datetime
 from ..client import ClientError, FleetClient, check_unit
 from ..events import EventFilter
 from ..events_store import EventReader
-from ..model import DesiredState, JobRecord, Machine, UnitState, UnitStatus
+from ..model import DesiredState, DrainOutcome, JobRecord, Machine, UnitState, UnitStatus
 from ..registry import Conflict, Registry
 from ..unitfile import UnitFile
 
@@ -63,6 +63,23 @@ class EtcdDriver:
     async def machines(self) -> dict[str, Machine]:
         log.debug("etcd: reading machines")
         return await self.registry.machines()
+
+    async def machines_and_states(self) -> tuple[dict[str, Machine], dict[str, str]]:
+        log.debug("etcd: reading machines and their drain states")
+        return await self.client.machines_and_states()
+
+    async def reasons(self, names: Sequence[str]) -> dict[str, str]:
+        log.debug("etcd: reading the engine's reasons")
+        found = await self.registry.reasons()
+        return {name: found[name] for name in names if found.get(name)}
+
+    async def drain(self, machine: str, force: bool) -> DrainOutcome:
+        log.debug("etcd: marking %s for draining", machine)
+        return await self.client.drain(machine, force)
+
+    async def undrain(self, machine: str) -> bool:
+        log.debug("etcd: removing the drain mark of %s", machine)
+        return await self.client.undrain(machine)
 
     async def create(self, units: Mapping[str, UnitFile]) -> None:
         log.debug("etcd: creating %s", ", ".join(units))

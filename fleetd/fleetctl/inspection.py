@@ -25,6 +25,7 @@ from .views import (
     UNIT_FIELDS,
     UNIT_FILE_FIELDS,
     machine_documents,
+    machine_fields,
     machine_records,
     unit_documents,
     unit_file_documents,
@@ -277,14 +278,16 @@ def list_unit_files(
 def list_machines(
     ctx: click.Context, fields: str, full: bool, no_legend: bool, output: str
 ) -> None:
-    """List the machines in the cluster."""
+    """List the machines in the cluster (STATE: schedulable, draining or drained)."""
     chosen = select_fields(fields, MACHINE_FIELDS)
+    given = ctx.get_parameter_source("fields") != click.core.ParameterSource.DEFAULT
 
     async def action(client: Driver) -> str:
-        machines = await client.machines()
+        machines, states = await client.machines_and_states()
         if output == "json":
-            return as_json(machine_documents(machines))
-        return table(machine_records(machines, full), chosen, not no_legend)
+            return as_json(machine_documents(machines, states))
+        columns = machine_fields(chosen, given, states)
+        return table(machine_records(machines, full, states), columns, not no_legend)
 
     try:
         listing = run(ctx, action)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ..drain_state import SCHEDULABLE
 from ..model import Machine, UnitStatus
 from ..status import current_state, is_global
 from ..unitfile import UnitFile
@@ -11,7 +12,7 @@ from .tables import machine_legend
 
 UNIT_FIELDS = ("unit", "load", "active", "sub", "machine", "hash")
 UNIT_FILE_FIELDS = ("unit", "hash", "dstate", "state", "target", "tmachine", "global", "desc")
-MACHINE_FIELDS = ("machine", "ip", "metadata")
+MACHINE_FIELDS = ("machine", "ip", "metadata", "state")
 
 
 def legend_of(machine_id: str, machines: Mapping[str, Machine], full: bool) -> str:
@@ -71,15 +72,26 @@ def unit_records(
     return records
 
 
-def machine_records(machines: Mapping[str, Machine], full: bool) -> list[dict[str, str]]:
+def machine_records(
+    machines: Mapping[str, Machine], full: bool, states: Mapping[str, str]
+) -> list[dict[str, str]]:
     return [
         {
             "machine": machine_id if full else f"{machine_id[:8]}...",
             "ip": machine.ip,
             "metadata": ",".join(f"{k}={v}" for k, v in sorted(machine.metadata.items())),
+            "state": states.get(machine_id, SCHEDULABLE),
         }
         for machine_id, machine in sorted(machines.items())
     ]
+
+
+def machine_fields(chosen: list[str], given: bool, states: Mapping[str, str]) -> list[str]:
+    """list-machines' columns: as chosen, plus STATE by default once a machine is draining
+    or drained (an ordinary cluster's listing stays fleet's, byte for byte)."""
+    if given or "state" in chosen or all(s == SCHEDULABLE for s in states.values()):
+        return chosen
+    return [*chosen, "state"]
 
 
 # -- `--output json`: the same listings for scripts -----------------------------------------------
@@ -136,11 +148,18 @@ def unit_file_documents(
     return {"unit_files": documents}
 
 
-def machine_documents(machines: Mapping[str, Machine]) -> dict[str, list[dict[str, object]]]:
-    """list-machines: one object per machine, its metadata as an object."""
+def machine_documents(
+    machines: Mapping[str, Machine], states: Mapping[str, str]
+) -> dict[str, list[dict[str, object]]]:
+    """list-machines: one object per machine, its metadata as an object, its drain state."""
     return {
         "machines": [
-            {"machine": machine_id, "ip": machine.ip or None, "metadata": dict(machine.metadata)}
+            {
+                "machine": machine_id,
+                "ip": machine.ip or None,
+                "metadata": dict(machine.metadata),
+                "state": states.get(machine_id, SCHEDULABLE),
+            }
             for machine_id, machine in sorted(machines.items())
         ]
     }

@@ -59,6 +59,7 @@ def test_the_kinds_are_the_agreed_ones() -> None:
         "machine.left",
         "machine.expired",
         "machine.drained",
+        "machine.undrained",
         "engine.leader",
         "fence",
         "reschedule.withheld",
