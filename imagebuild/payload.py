@@ -12,10 +12,12 @@ Without --signing-key a development key is made once in the output directory
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from flotilla.process import CommandError, run
@@ -27,6 +29,7 @@ from flotilla.update.manifest import (
     PayloadFile,
     UpdateManifest,
     manifest_bytes,
+    parse_manifest,
 )
 
 from .tree import ImageError
@@ -108,3 +111,23 @@ def sign(key: Path, message: Path) -> None:
 
 def payload_file(role: str, path: Path, sha256: str) -> PayloadFile:
     return PayloadFile(role, FILE_NAMES[role], path.stat().st_size, sha256)
+
+
+def republish(
+    payload: Path, key: Path, directory: Path, version: str, root_hash: str | None = None
+) -> Path:
+    """`payload` (a build's update/ directory) again as `version` in `directory`, signed with
+    `key`: the files hard-linked, the manifest rewritten (with another root hash, to break it on
+    purpose). For tests and benchmarks of updates: the /usr bytes stay those of the build, so
+    the version a machine runs is the one its boot entry names."""
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    for path in payload.iterdir():
+        if path.name not in (MANIFEST_NAME, SIGNATURE_NAME):
+            os.link(path, directory / path.name)
+    manifest = parse_manifest((payload / MANIFEST_NAME).read_bytes())
+    manifest = replace(manifest, version=version, root_hash=root_hash or manifest.root_hash)
+    (directory / MANIFEST_NAME).write_bytes(manifest_bytes(manifest))
+    sign(key, directory / MANIFEST_NAME)
+    return directory

@@ -9,6 +9,9 @@ the payload is signed, and machines check the signature before they fetch anythi
 from __future__ import annotations
 
 import functools
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -33,3 +36,17 @@ def make_server(directory: Path, port: int, host: str = DEFAULT_HOST) -> Threadi
     handler = functools.partial(PayloadHandler, directory=str(directory.resolve()))
     ThreadingHTTPServer.allow_reuse_address = True
     return ThreadingHTTPServer((host, port), handler)
+
+
+@contextmanager
+def serving(directory: Path, port: int = 0) -> Iterator[int]:
+    """`directory` served on loopback from a thread while the block runs; yields the port."""
+    server = make_server(directory, port)
+    thread = threading.Thread(target=server.serve_forever, name="serve-update", daemon=True)
+    thread.start()
+    try:
+        yield server.server_port
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
