@@ -69,6 +69,7 @@ class ClusterSpec:
     memory_mib: int = 1024
     cpus: int = 1
     publish: tuple[int, ...] = (8080,)  # guest ports forwarded to the host's loopback
+    host_services: tuple[int, ...] = ()  # host loopback ports the nodes reach as 10.0.2.100
 
 
 @dataclass
@@ -128,6 +129,7 @@ class Cluster:
                 "kernel": Path(spec["kernel"]),
                 "initrd": Path(spec["initrd"]),
                 "publish": tuple(spec["publish"]),
+                "host_services": tuple(spec.get("host_services", ())),
             }
         )
         self.inventory = plan_inventory(self.name, state["count"])
@@ -253,6 +255,7 @@ class Cluster:
             initrd=spec.initrd,
             append=spec.cmdline,
             forwards=tuple(Forward(0, port) for port in (ETCD_PORT, *spec.publish)),
+            host_services=spec.host_services,
             ignition=self.config_path(node.name) if ignition else None,
             user_data=self.config_path(node.name) if cloud_config else None,
             authorized_keys=self.key.with_suffix(".pub"),

@@ -73,6 +73,9 @@ def loaded(ctx: click.Context) -> Cluster:
 @click.option("--cpus", default=1, show_default=True, help="vCPUs per VM.")
 @click.option("--publish", multiple=True, type=int, default=(8080,), show_default=True,
               help="Guest port forwarded to 127.0.0.1 on every node (repeatable).")  # fmt: skip
+@click.option("--host-service", "host_services", multiple=True, type=click.IntRange(1, 65535),
+              help="A port of the host's 127.0.0.1 the nodes reach as 10.0.2.100:PORT, such as"
+                   " `imagebuild serve-update` (repeatable).")  # fmt: skip
 @click.option(
     "--templates",
     type=click.Path(path_type=Path, file_okay=False, exists=True),
@@ -89,12 +92,13 @@ def up(
     memory_mib: int,
     cpus: int,
     publish: tuple[int, ...],
+    host_services: tuple[int, ...],
     templates: Path,
     role: str,
 ) -> None:
     """Render and check every node's config, boot the VMs, wait until fleet lists them all."""
     cluster: Cluster = ctx.obj
-    spec = cluster_spec(image_dir, provision, memory_mib, cpus, publish)
+    spec = cluster_spec(image_dir, provision, memory_mib, cpus, publish, host_services)
     started = time.monotonic()
     # The steps are printed as they happen; on a terminal a spinner below them counts the
     # seconds of the wait that follows each one.
@@ -111,7 +115,12 @@ def up(
 
 
 def cluster_spec(
-    image_dir: Path, provision: str, memory_mib: int, cpus: int, publish: tuple[int, ...]
+    image_dir: Path,
+    provision: str,
+    memory_mib: int,
+    cpus: int,
+    publish: tuple[int, ...],
+    host_services: tuple[int, ...] = (),
 ) -> ClusterSpec:
     image, kernel, initrd, cmdline = (
         image_dir / f"flotilla.{suffix}" for suffix in ("qcow2", "vmlinuz", "initrd", "cmdline")
@@ -128,6 +137,7 @@ def cluster_spec(
         memory_mib=memory_mib,
         cpus=cpus,
         publish=publish,
+        host_services=host_services,
     )
 
 

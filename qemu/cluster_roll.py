@@ -19,13 +19,19 @@ import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from flotilla.process import CommandError, run
+from flotilla.update.lock_decide import LockKeys
 
 from .cluster import Cluster, ClusterError
+from .cluster_checks import fleetctl
 
-LOCK_HOLDERS = "/flotilla/reboot-lock/holders/"
+LOCK_HOLDERS = LockKeys().holders.decode()
 QUORUM_KEY = "/flotilla-roll/quorum"
+SLEEPER = (
+    "[Unit]\nDescription=rolling update test unit\n\n[Service]\nExecStart=/bin/sleep infinity\n"
+)
 SAMPLE_SECONDS = 1.0
 PROBE_TIMEOUT = 5.0
 
@@ -203,6 +209,15 @@ def sample_of(
         for i, unit in enumerate(units)
     }
     return Sample(at, active, frozenset(answered), holders, quorum)
+
+
+def start_sleepers(cluster: Cluster, directory: Path, count: int) -> list[str]:
+    """`count` plain units through fleet (the engine spreads them), active before returning."""
+    names = [f"roll-{index}.service" for index in range(count)]
+    for name in names:
+        (directory / name).write_text(SLEEPER)
+    fleetctl(cluster, "start", *(str(directory / name) for name in names), timeout=180)
+    return names
 
 
 def point_at_update_server(cluster: Cluster, port: int) -> None:

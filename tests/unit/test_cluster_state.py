@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ def test_state_round_trips(tmp_path: Path) -> None:
         cmdline="root=PARTUUID=x",
         provision="cloud-config",
         publish=(8080, 9000),
+        host_services=(8470,),
     )
     cluster.inventory = plan_inventory("demo", 2)
     cluster.records = {
@@ -44,3 +46,18 @@ def test_a_second_cluster_of_the_same_name_is_refused(tmp_path: Path) -> None:
     (tmp_path / "demo").mkdir()
     with pytest.raises(ClusterError, match="--name demo down"):
         Cluster("demo", tmp_path).check_absent()
+
+
+def test_a_state_file_from_before_host_services_still_loads(tmp_path: Path) -> None:
+    cluster = Cluster("old", tmp_path)
+    cluster.directory.mkdir()
+    cluster.spec = ClusterSpec(Path("/i"), Path("/k"), Path("/r"), "quiet")
+    cluster.inventory = plan_inventory("old", 1)
+    cluster.records = {"n1": NodeRecord("n1", "10.1.1.11")}
+    cluster.save()
+    state = json.loads(cluster.state_file.read_text())
+    del state["spec"]["host_services"]
+    cluster.state_file.write_text(json.dumps(state))
+    again = Cluster("old", tmp_path)
+    again.load()
+    assert again.spec.host_services == ()
