@@ -80,9 +80,9 @@ class ClusterWatch:
 
     async def read(self) -> dict[str, object]:
         units = await self.driver.units()
-        machines = await self.driver.machines()
+        machines, states = await self.driver.machines_and_states()
         globals_ = await self.global_units(units)
-        return snapshot(machines, units, globals_, self.events.values(), self.history)
+        return snapshot(machines, units, globals_, self.events.values(), self.history, states)
 
     async def global_units(self, units: Mapping[str, UnitStatus]) -> set[str]:
         if any(status.hash not in self.globals for status in units.values()):

@@ -2,9 +2,10 @@
 units, the event timeline and one picture per failover, as the JSON the page renders.
 
 Events are the cluster's event history as the API serves it: dicts with id, time (RFC 3339,
-UTC), kind, unit, machine, from, to, reason. The leader mark and the drain state come from that
-history (the latest engine.leader event; a machine.drained since the machine last joined): the
-driver's machine listing carries neither.
+UTC), kind, unit, machine, from, to, reason. The leader mark comes from that history (the latest
+engine.leader event): the driver's machine listing does not carry it. The drain state is the
+listing's own (schedulable, draining, drained: from the drain mark in etcd, which outlives a
+machine's reboot, where an event would not).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from datetime import datetime
 
 from flotilla.timeline_svg import Mark, Span, render_timeline
 
+from ..drain_state import SCHEDULABLE
 from ..model import Machine, UnitStatus
 from ..status import current_state
 
@@ -54,23 +56,6 @@ def leader_of(events: Sequence[Event]) -> str | None:
     return None
 
 
-def drained_machines(events: Sequence[Event]) -> set[str]:
-    """Machines drained since they last joined (events in time order)."""
-    drained: set[str] = set()
-    for event in events:
-        machine = where(event)
-        if event.get("kind") == "machine.drained":
-            drained.add(machine)
-        elif event.get("kind") in (
-            "machine.undrained",
-            "machine.joined",
-            "machine.left",
-            "machine.expired",
-        ):
-            drained.discard(machine)
-    return drained
-
-
 def machine_label(machine_id: str, machines: Mapping[str, Machine]) -> str:
     machine = machines.get(machine_id)
     short = machine_id[:8]
@@ -82,8 +67,9 @@ def machine_rows(
     units: Mapping[str, UnitStatus],
     global_units: Collection[str],
     events: Sequence[Event],
+    states: Mapping[str, str],
 ) -> list[dict[str, object]]:
-    leader, drained = leader_of(events), drained_machines(events)
+    leader = leader_of(events)
     rows = []
     for machine_id, machine in sorted(machines.items()):
         count = sum(
@@ -99,7 +85,7 @@ def machine_rows(
                 "metadata": dict(sorted(machine.metadata.items())),
                 "units": count,
                 "leader": machine_id == leader,
-                "drained": machine_id in drained,
+                "state": states.get(machine_id, SCHEDULABLE),
             }
         )
     return rows
@@ -230,14 +216,16 @@ def snapshot(
     global_units: Collection[str],
     events: Iterable[Event],
     history: bool,
+    states: Mapping[str, str] | None = None,
 ) -> dict[str, object]:
-    """The page's data. `history`: whether the cluster serves an event history at all."""
+    """The page's data. `history`: whether the cluster serves an event history at all;
+    `states`: each machine's drain state (a machine not in it is schedulable)."""
     ordered = in_time_order(events)
     failovers = find_failovers(ordered)[-FAILOVER_PICTURES:]
     return {
         "history": history,
         "leader": leader_of(ordered),
-        "machines": machine_rows(machines, units, global_units, ordered),
+        "machines": machine_rows(machines, units, global_units, ordered, states or {}),
         "units": unit_rows(units, global_units, machines),
         "events": list(reversed(ordered[-TIMELINE_LENGTH:])),
         "failovers": [

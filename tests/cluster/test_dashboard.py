@@ -217,6 +217,14 @@ async def test_the_page_follows_the_lab_live(
         )
         assert browser.execute_script("return window.notReloaded") is True
 
+        # A drain mark shows as the machine's state (read from the mark, not the events).
+        drained = next(m for m in (await fleet.client.machines()) if m != victim)
+        await fleet.client.drain(drained, force=True)
+        marked = f'#machines tr[data-machine="{drained}"] .drained'
+        wait_for("the drain mark", lambda: cells(browser, marked) & {"draining", "drained"})
+        await fleet.client.undrain(drained)
+        wait_for("the drain mark gone", lambda: not cells(browser, marked))
+
     # metrics_listen on m1: plain HTTP, /metrics with process metrics, /healthz, nothing else.
     healthy = wait_for("/healthz 200", lambda: inside(fleet, "m1", "/healthz")[0] == 200)
     assert healthy and inside(fleet, "m1", "/healthz")[1].strip() == "ok"

@@ -69,10 +69,11 @@ def test_snapshot_rows_marks_and_pictures() -> None:
         ),
     }
     drained = [*FAILOVER, event(30, "machine.drained", machine=M2)]
-    state = snapshot(MACHINES, units, {"agent.service"}, drained, history=True)
+    states = {M2: "drained"}
+    state = snapshot(MACHINES, units, {"agent.service"}, drained, history=True, states=states)
     machines = {row["id"]: row for row in state["machines"]}  # type: ignore[attr-defined]
     assert machines[M1]["leader"] and not machines[M2]["leader"]
-    assert machines[M2]["drained"] and not machines[M1]["drained"]
+    assert (machines[M1]["state"], machines[M2]["state"]) == ("schedulable", "drained")
     assert (machines[M1]["units"], machines[M2]["units"]) == (2, 1)  # a global unit counts too
     assert machines[M1]["metadata"] == {"region": "eu"}
     rows = {row["name"]: row for row in state["units"]}  # type: ignore[attr-defined]
@@ -87,10 +88,13 @@ def test_snapshot_rows_marks_and_pictures() -> None:
     assert kinds == ["lease", "schedule", "start"]
 
 
-def test_a_machine_that_joins_again_is_no_longer_drained() -> None:
+def test_the_drain_state_is_the_marks_not_the_events() -> None:
+    """A machine drained before a reboot still is (the mark outlives it); its events say
+    it left and joined again."""
     events = [event(1, "machine.drained", machine=M2), event(2, "machine.joined", machine=M2)]
-    state = snapshot(MACHINES, {}, set(), events, history=True)
-    assert not any(row["drained"] for row in state["machines"])  # type: ignore[attr-defined]
+    state = snapshot(MACHINES, {}, set(), events, history=True, states={M2: "draining"})
+    rows = {row["id"]: row["state"] for row in state["machines"]}  # type: ignore[attr-defined]
+    assert rows == {M1: "schedulable", M2: "draining"}
 
 
 def test_the_view_is_pure() -> None:

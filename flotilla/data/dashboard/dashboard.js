@@ -16,7 +16,8 @@ function metadataText(metadata) {
 
 function machineRow(m) {
   const marks = [m.leader ? '<span class="leader">leader</span>' : "",
-                 m.drained ? '<span class="drained">drained</span>' : ""].join(" ");
+                 m.state && m.state !== "schedulable"
+                   ? `<span class="drained">${escape(m.state)}</span>` : ""].join(" ");
   return `<tr data-machine="${escape(m.id)}"><td class="id" title="${escape(m.id)}">${escape(m.short)}</td>` +
     `<td class="ip">${escape(m.ip)}</td><td class="metadata">${escape(metadataText(m.metadata))}</td>` +
     `<td class="units">${m.units}</td><td class="marks">${marks}</td></tr>`;
