@@ -5,6 +5,9 @@ same dm-verity root hash and hash tree. Prints its figures and the image
 issue's targets.
 
     .venv/bin/python bench/image.py [--boots N] [--skip-cold]
+
+Run it where the checkout's own imagebuild is imported (the repository's .venv, or
+PYTHONPATH=. from a worktree): the script's directory, not the current one, leads sys.path.
 """
 
 from __future__ import annotations
@@ -49,9 +52,10 @@ PROBE = (
 )
 
 
-def boot_seconds(config: VmConfig, key: Path) -> tuple[float, float]:
+def boot_seconds(config: VmConfig, key: Path) -> tuple[float, float, str]:
     """Seconds from QEMU's start until the guest reached `running` (systemd's boot-finished
-    moment, placed on the host's clock through the guest's uptime), and until SSH let core in."""
+    moment, placed on the host's clock through the guest's uptime), and until SSH let core in;
+    and systemd-analyze's kernel + initrd + userspace split of that boot."""
     with Vm(config, Path("/var/tmp/flotilla-qemu") / config.name, identity=key) as vm:
         ssh_ready = vm.wait_for_ssh()
         state, uptime, finished_us = vm.ssh(PROBE, check=False).split()
@@ -59,10 +63,13 @@ def boot_seconds(config: VmConfig, key: Path) -> tuple[float, float]:
         if state != "running":
             raise SystemExit(f"{config.name}: system is {state}, not running")
         running = observed - (float(uptime) - int(finished_us) / 1e6)
-        return running, ssh_ready
+        split = vm.ssh("systemd-analyze", check=False).splitlines()[0]
+        return running, ssh_ready, split.removeprefix("Startup finished in ")
 
 
-def boot_times(artifacts: Artifacts, key: Path, count: int) -> dict[str, list[float]]:
+def boot_times(
+    artifacts: Artifacts, key: Path, count: int
+) -> tuple[dict[str, list[float]], dict[str, str]]:
     base = VmConfig(image=artifacts.qcow2, authorized_keys=key.with_suffix(".pub"))
     direct = {
         "kernel": artifacts.kernel,
@@ -70,16 +77,18 @@ def boot_times(artifacts: Artifacts, key: Path, count: int) -> dict[str, list[fl
         "append": artifacts.cmdline.read_text().strip(),
     }
     times: dict[str, list[float]] = {kind: [] for kind in BOOT_KINDS}
+    splits: dict[str, str] = {}
     for _ in range(count):
         name = "bench" + secrets.token_hex(3)
         for boot, config in (
             ("uefi", replace(base, name=name)),
             ("direct", replace(base, name=name, **direct)),
         ):
-            running, ssh = boot_seconds(config, key)
+            running, ssh, split = boot_seconds(config, key)
             times[f"{boot} boot"].append(running)
             times[f"{boot} ssh login"].append(ssh)
-    return times
+            splits.setdefault(f"{boot} systemd-analyze", split)
+    return times, splits
 
 
 def main() -> None:
@@ -130,16 +139,18 @@ def main() -> None:
                 else f"NO: root hash {'same' if same_hash else 'differs'},"
                 f" payload usr entries {'same' if same_tree else 'differ'}"
             )
-        for kind, values in boot_times(artifacts, key, options.boots).items():
+        times, splits = boot_times(artifacts, key, options.boots)
+        for kind, values in times.items():
             figures[kind] = (
                 f"median {statistics.median(values):.1f} s "
                 f"(min {min(values):.1f}, max {max(values):.1f}, {len(values)} boots)"
             )
+        figures.update(splits)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     for name, value in figures.items():
         target = f"   target {TARGETS[name]}" if name in TARGETS else ""
-        print(f"{name:18} {value}{target}")
+        print(f"{name:22} {value}{target}")
 
 
 def report_of(artifacts: Artifacts) -> dict:

@@ -1,9 +1,12 @@
 """The OS image under QEMU (TCG), kola-style: one machine booted with UEFI from its disk, a
-fresh clone booted with its kernel directly, and a reboot. Every console log is scanned for
-badness when its VM stops."""
+fresh clone booted with its kernel directly (at the same time: a TCG boot keeps about one core
+busy, and the host has two), and a reboot. The UEFI machine also shows /usr on dm-verity
+(test_verity.py checks the corrupted case). Every console log is scanned for badness when its
+VM stops."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from flotilla.process import run
+from flotilla.update.manifest import MANIFEST_NAME, SIGNATURE_NAME
 from imagebuild.image import Artifacts
 from qemu.vm import Vm
 from tests.vm.conftest import booted, direct_boot, vm_config
@@ -50,7 +54,16 @@ PRUNE = r"\( -path /proc -o -path /sys -o -path /dev -o -path /run \) -prune -o"
 
 
 @pytest.fixture(scope="module")
-def machine(image: Artifacts, ssh_key: Path) -> Iterator[Vm]:
+def clone(image: Artifacts, ssh_key: Path) -> Iterator[Vm]:
+    """A fresh clone of the image booted with its kernel directly. `machine` starts it before its
+    own boot so the two boots overlap; the clone's test stops it once it has what it checks."""
+    config = vm_config(image, ssh_key, **direct_boot(image))
+    with booted(config, ssh_key, "direct") as vm:
+        yield vm
+
+
+@pytest.fixture(scope="module")
+def machine(image: Artifacts, ssh_key: Path, clone: Vm) -> Iterator[Vm]:
     """Booted with UEFI from the disk, on a disk grown to 10 GiB (so ROOT has room to grow)."""
     config = vm_config(image, ssh_key, disk_size="10G")
     with booted(config, ssh_key, "uefi") as vm:
@@ -114,12 +127,56 @@ def test_usr_is_read_only_from_usr_a(machine: Vm) -> None:
     assert "status=0" not in machine.ssh("sudo touch /usr/x 2>&1; echo status=$?", check=False)
 
 
+def test_usr_is_on_dm_verity_pinned_by_the_boot_entry(image: Artifacts, machine: Vm) -> None:
+    """The boot entry's usrhash= is the build's root hash, /usr is the verity device over USR-A
+    and its hash tree, and the image trusts (and checks with its own tools) the key that signed
+    its own update payload."""
+    report = json.loads(image.report.read_text())
+    assert f"usrhash={report['usr_root_hash']}" in machine.ssh("cat /proc/cmdline").split()
+    source = machine.ssh("findmnt --noheadings --output SOURCE /usr").strip()
+    assert source == "/dev/mapper/usr"
+    # The device-mapper UUID systemd-veritysetup (libcryptsetup) gives a verity device.
+    dm = machine.ssh("basename $(readlink -f /dev/mapper/usr)").strip()
+    assert machine.ssh(f"cat /sys/block/{dm}/dm/uuid").startswith("CRYPT-VERITY-")
+    parents = machine.ssh("lsblk --inverse --noheadings --output PARTLABEL /dev/mapper/usr")
+    assert {"USR-A", "USR-A-VERITY"} <= set(parents.split())
+    shipped = machine.ssh("cat /usr/share/flotilla/update-keys/*.pub").split()[:2]
+    signer = Path(image.update.parent / "update-signing-key.pub").read_text().split()[:2]
+    assert shipped == signer
+    assert verify_in_guest(machine, image.update) == report["version"]
+
+
+def verify_in_guest(vm: Vm, payload: Path) -> str:
+    """The payload's signed manifest, checked on the machine against /usr's trusted keys."""
+    files = {name: base64.b64encode((payload / name).read_bytes()).decode()
+             for name in (MANIFEST_NAME, SIGNATURE_NAME)}  # fmt: skip
+    copy = "; ".join(f"echo {data} | base64 -d > $d/{name}" for name, data in files.items())
+    check = (
+        "python3 -c 'import sys; from pathlib import Path;"
+        " from flotilla.update.verify import verified_manifest;"
+        " print(verified_manifest(Path(sys.argv[1])).version)' $d"
+    )
+    return vm.ssh(f"set -e; d=$(mktemp -d); {copy}; {check}").strip()
+
+
 def test_first_boot_made_an_identity_and_grew_root(first_boot: dict[str, str]) -> None:
     assert len(first_boot["machine_id"]) == 32 and first_boot["machine_id"] != "uninitialized"
     assert first_boot["disk_guid"] not in ("", PLACEHOLDER_DISK_GUID)
     assert "ED25519" in first_boot["host_key"]
     # The image's ROOT is 2 GiB; on a 10 GiB disk it takes the rest.
     assert int(first_boot["root_bytes"]) > 4 * GIB
+
+
+def test_a_fresh_clone_boots_its_kernel_directly_with_its_own_identity(
+    clone: Vm, first_boot: dict[str, str]
+) -> None:
+    clone.wait_for_ssh()
+    assert clone.ssh("systemctl is-system-running --wait", check=False).strip() == "running"
+    mine = identity(clone)
+    clone.stop()  # its console is scanned when the module ends; it need not run until then
+    assert mine["machine_id"] != first_boot["machine_id"]
+    assert mine["disk_guid"] not in (first_boot["disk_guid"], PLACEHOLDER_DISK_GUID)
+    assert mine["host_key"] != first_boot["host_key"]
 
 
 def test_root_filesystem_follows_its_partition(machine: Vm, first_boot: dict[str, str]) -> None:
@@ -196,19 +253,6 @@ def test_reboot_comes_back_with_the_same_identity(machine: Vm, first_boot: dict[
     assert machine.ssh("systemctl is-system-running --wait", check=False).strip() == "running"
     assert identity(machine) == first_boot
     assert "ignition.firstboot" not in machine.ssh("cat /proc/cmdline")
-
-
-def test_a_fresh_clone_boots_its_kernel_directly_with_its_own_identity(
-    image: Artifacts, ssh_key: Path, first_boot: dict[str, str]
-) -> None:
-    config = vm_config(image, ssh_key, **direct_boot(image))
-    with booted(config, ssh_key, "direct") as clone:
-        clone.wait_for_ssh()
-        assert clone.ssh("systemctl is-system-running --wait", check=False).strip() == "running"
-        mine = identity(clone)
-    assert mine["machine_id"] != first_boot["machine_id"]
-    assert mine["disk_guid"] not in (first_boot["disk_guid"], PLACEHOLDER_DISK_GUID)
-    assert mine["host_key"] != first_boot["host_key"]
 
 
 def test_report_describes_the_image(image: Artifacts) -> None:

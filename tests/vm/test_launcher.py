@@ -116,9 +116,9 @@ def test_a_guest_that_never_answers_exits_3(image: Artifacts, ssh_key: Path, nam
     result = subprocess.run(
         [
             LAUNCHER, "-K", image.kernel, "-r", image.initrd, "--append", "console=ttyS0 panic=-1",
-            "-a", ssh_key.with_suffix(".pub"), "--wait", "--wait-timeout", "20", "--name", name,
+            "-a", ssh_key.with_suffix(".pub"), "--wait", "--wait-timeout", "8", "--name", name,
         ],
         capture_output=True, text=True, check=False, timeout=120,
     )  # fmt: skip
     assert result.returncode == 3, result.stderr
-    assert "no SSH within 20" in result.stderr
+    assert "no SSH within 8" in result.stderr
