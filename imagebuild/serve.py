@@ -29,11 +29,21 @@ class PayloadHandler(SimpleHTTPRequestHandler):
         self.send_error(404, "no listings")
 
 
-def make_server(directory: Path, port: int, host: str = DEFAULT_HOST) -> ThreadingHTTPServer:
+class QuietPayloadHandler(PayloadHandler):
+    """The same, without a line on stderr per request (a server inside a test or benchmark)."""
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the base's name)
+        pass
+
+
+def make_server(
+    directory: Path, port: int, host: str = DEFAULT_HOST, quiet: bool = False
+) -> ThreadingHTTPServer:
     """A server for `directory` (not started); port 0 picks a free one (server.server_port)."""
     if not (directory / MANIFEST_NAME).is_file():
         raise ImageError(f"{directory} holds no update payload (no {MANIFEST_NAME}); build first")
-    handler = functools.partial(PayloadHandler, directory=str(directory.resolve()))
+    kind = QuietPayloadHandler if quiet else PayloadHandler
+    handler = functools.partial(kind, directory=str(directory.resolve()))
     ThreadingHTTPServer.allow_reuse_address = True
     return ThreadingHTTPServer((host, port), handler)
 
@@ -41,7 +51,7 @@ def make_server(directory: Path, port: int, host: str = DEFAULT_HOST) -> Threadi
 @contextmanager
 def serving(directory: Path, port: int = 0) -> Iterator[int]:
     """`directory` served on loopback from a thread while the block runs; yields the port."""
-    server = make_server(directory, port)
+    server = make_server(directory, port, quiet=True)
     thread = threading.Thread(target=server.serve_forever, name="serve-update", daemon=True)
     thread.start()
     try:

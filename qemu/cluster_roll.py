@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 from flotilla.process import CommandError, run
@@ -33,7 +34,12 @@ SLEEPER = (
     "[Unit]\nDescription=rolling update test unit\n\n[Service]\nExecStart=/bin/sleep infinity\n"
 )
 SAMPLE_SECONDS = 1.0
-PROBE_TIMEOUT = 5.0
+# Three VMs under TCG writing their slots keep two host cores busy: an SSH login or an etcd
+# request then takes seconds. A probe that does not answer in time counts as "no answer", and
+# the verdicts lean only on answers (a node is down between its last old boot id and its
+# first new one, not whenever its SSH is slow).
+PROBE_TIMEOUT = 20.0
+ETCD_TIMEOUT = "10s"
 
 
 @dataclass(frozen=True)
@@ -46,10 +52,32 @@ class Sample:
 
 
 @dataclass
+class Boot:
+    """One boot of a node as the samples saw it."""
+
+    boot_id: str
+    first: float  # monotonic: the first sample that saw it
+    last: float  # and the last
+
+
+Boots = dict[str, list[Boot]]  # node -> its boots, in order
+
+
+@dataclass
 class RollReport:
     seconds: float  # from the start of the update services until every node ran the new version
     samples: list[Sample] = field(default_factory=list)
-    reboots: dict[str, float] = field(default_factory=dict)  # node -> seconds after the start
+    boots: Boots = field(default_factory=dict)
+    started: float = 0.0  # monotonic: when the update services were started
+
+    @property
+    def reboots(self) -> dict[str, float]:
+        """node -> seconds after the start when its new boot was first seen."""
+        return {
+            node: boots[1].first - self.started
+            for node, boots in self.boots.items()
+            if len(boots) > 1
+        }
 
     @property
     def doubles(self) -> list[tuple[float, str, frozenset[str]]]:
@@ -69,8 +97,9 @@ class RollReport:
 
     @property
     def most_down(self) -> int:
-        nodes = set().union(*(s.answered for s in self.samples)) if self.samples else set()
-        return max((len(nodes - s.answered) for s in self.samples), default=0)
+        """The most nodes down (between two boots) at one moment."""
+        windows = down_windows(self.boots).values()
+        return most_overlapping([window for node in windows for window in node])
 
     def lines(self) -> list[str]:
         gaps = self.longest_gap
@@ -107,6 +136,26 @@ def longest_gaps(samples: Sequence[Sample]) -> dict[str, float]:
     }
 
 
+def down_windows(boots: Boots) -> dict[str, list[tuple[float, float]]]:
+    """Per node, from the last sample that saw one boot to the first that saw the next: the
+    time it may have been down (rebooting), sampling included."""
+    return {
+        node: [(old.last, new.first) for old, new in pairwise(seen)]
+        for node, seen in boots.items()
+        if len(seen) > 1
+    }
+
+
+def most_overlapping(windows: Sequence[tuple[float, float]]) -> int:
+    """The most windows open at one moment."""
+    edges = sorted([(start, 1) for start, _ in windows] + [(end, -1) for _, end in windows])
+    most = current = 0
+    for _, step in edges:
+        current += step
+        most = max(most, current)
+    return most
+
+
 def longest_run(samples: Sequence[Sample], bad: object) -> float:
     """The longest stretch from the last good sample before a run of `bad` ones to the first
     good one after it: the time the condition may have lasted, sampling included."""
@@ -129,7 +178,7 @@ class RollWatcher:
         self.cluster = cluster
         self.units = list(units)
         self.samples: list[Sample] = []
-        self.boot_ids: dict[str, list[tuple[float, str]]] = {}
+        self.boots: Boots = {}
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self.loop, name="roll-watcher", daemon=True)
 
@@ -166,16 +215,21 @@ class RollWatcher:
         if len(lines) != len(self.units) + 1:
             return None  # cut short: the node went down under us
         boot_id, states = lines[0], lines[1:]
-        seen = self.boot_ids.setdefault(node, [])
-        if not seen or seen[-1][1] != boot_id:
-            seen.append((time.monotonic(), boot_id))
+        self.saw(node, boot_id, time.monotonic())
         return boot_id, states
+
+    def saw(self, node: str, boot_id: str, at: float) -> None:
+        seen = self.boots.setdefault(node, [])
+        if seen and seen[-1].boot_id == boot_id:
+            seen[-1].last = at
+        else:
+            seen.append(Boot(boot_id, at, at))
 
     def etcdctl(self, *args: str) -> str:
         endpoints = ",".join(
             self.cluster.etcd_endpoint(node) for node in self.cluster.running_nodes()
         )
-        argv = ["etcdctl", f"--endpoints={endpoints}", "--command-timeout=3s", *args]
+        argv = ["etcdctl", f"--endpoints={endpoints}", f"--command-timeout={ETCD_TIMEOUT}", *args]
         return run(argv, timeout=PROBE_TIMEOUT).stdout
 
     def lock_holders(self) -> int | None:
@@ -190,10 +244,6 @@ class RollWatcher:
         except (ClusterError, CommandError, subprocess.TimeoutExpired):
             return False
         return True
-
-    def reboots(self, since: float) -> dict[str, float]:
-        """node -> seconds after `since` when a new boot id was first seen."""
-        return {node: seen[1][0] - since for node, seen in self.boot_ids.items() if len(seen) > 1}
 
 
 def sample_of(
@@ -271,4 +321,4 @@ def roll(
             time.sleep(5)
         seconds = time.monotonic() - started
         time.sleep(3 * SAMPLE_SECONDS)  # and after
-    return RollReport(seconds, watcher.samples, watcher.reboots(started))
+    return RollReport(seconds, watcher.samples, watcher.boots, started)

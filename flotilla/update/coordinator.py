@@ -23,13 +23,24 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from .holding import Hold
 from .lock_decide import RENEWALS_PER_TTL, AcquireDecision, Holder
 from .window import MaintenanceWindow, is_open, next_opening
 
+T = TypeVar("T")
 WAIT_POLL = 15.0  # seconds between attempts while the semaphore is full
+RETRY_SECONDS = 5.0  # between attempts while etcd or fleet does not answer
+# How long etcd or fleet may go without answering before the coordinator gives up. A machine
+# writing its slot, or its neighbours writing theirs, can keep them busy past a request's timeout
+# for a while (seen under QEMU: the first etcd connection and a drain's API call timed out).
+PATIENCE_SECONDS = 300.0
+
+
+class Unanswered(Exception):
+    """What a lock or fleet call raises when etcd or fleet did not answer (a timeout, a refused
+    connection): worth asking again. Its adapters (reboot.py) map their errors to it."""
 
 
 class LockLost(RuntimeError):
@@ -102,6 +113,24 @@ async def renewed(lock: Lock, lease: int, interval: float) -> AsyncIterator[asyn
                 await task
 
 
+async def patiently(
+    call: Callable[[], Awaitable[T]], what: str, say: Callable[[str], None], clock: Clock
+) -> T:
+    """`call()`, asked again every RETRY_SECONDS while it is Unanswered, for up to
+    PATIENCE_SECONDS; then its last error is raised."""
+    waited = 0.0
+    while True:
+        try:
+            return await call()
+        except Unanswered as error:
+            if waited >= PATIENCE_SECONDS:
+                raise
+            if waited == 0:
+                say(f"{what}: {error}; asking again every {RETRY_SECONDS:.0f}s")
+            await clock.sleep(RETRY_SECONDS)
+            waited += RETRY_SECONDS
+
+
 async def wait_for_window(
     window: MaintenanceWindow | None, clock: Clock, say: Callable[[str], None]
 ) -> None:
@@ -124,7 +153,7 @@ async def reboot_with_lock(
     the machine undrained, and the error raised: nothing is left half-done."""
     await wait_for_window(settings.window, clock, say)
     interval = settings.ttl / RENEWALS_PER_TTL
-    lease = await lock.grant(settings.ttl)
+    lease = await patiently(lambda: lock.grant(settings.ttl), "etcd", say, clock)
     hold = Hold(settings.machine, lease, clock.stamp())
     record.save(hold)  # first: a hold taken after a crash here is found and cleared after boot
     try:
@@ -133,7 +162,7 @@ async def reboot_with_lock(
         async with renewed(lock, hold.lease, interval) as lost:
             if settings.drain:
                 say(f"draining {settings.machine} through fleet")
-                await fleet.drain(settings.machine)
+                await patiently(lambda: fleet.drain(settings.machine), "fleet", say, clock)
                 hold = hold.with_drained(True)
                 record.save(hold)
             if lost.is_set():
@@ -160,7 +189,9 @@ async def take_slot(
     last_reason = ""
     while True:
         await wait_for_window(settings.window, clock, say)
-        decision = await lock.try_acquire(settings.machine, hold.lease, hold.since)
+        decision = await patiently(
+            lambda: lock.try_acquire(settings.machine, hold.lease, hold.since), "etcd", say, clock
+        )
         if decision.action == "take":
             say(f"took the reboot lock for {settings.machine}")
             return hold
@@ -239,10 +270,14 @@ async def after_reboot(
                 " `flotilla-lockctl unlock` end that by hand)"
             )
         if hold.drained:
-            await fleet.undrain(hold.machine)
+            await patiently(lambda: fleet.undrain(hold.machine), "fleet", say, clock)
             say(f"undrained {hold.machine}")
             record.save(hold.with_drained(False))
-        released = await lock.release(hold.machine, hold.lease) if alive else None
+        released = None
+        if alive:
+            released = await patiently(
+                lambda: lock.release(hold.machine, hold.lease), "etcd", say, clock
+            )
     record.clear()
     if released is None:
         return f"{hold.machine} is back and healthy; it held no reboot lock any more"

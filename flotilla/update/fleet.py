@@ -28,8 +28,14 @@ def run_command(argv: Sequence[str], timeout: float) -> object:
     return run(argv, timeout=timeout)
 
 
+# fleetctl's own default (fleet's 3 s) is short for a machine busy writing its slot: a drain's
+# first request (a snapshot of the cluster) timed out under QEMU with its neighbours doing that.
+REQUEST_TIMEOUT = 30.0
+
+
 def fleetctl_argv(action: str, machine: str, endpoint: str | None) -> list[str]:
     flags = [f"--endpoint={endpoint}"] if endpoint else []
+    flags.append(f"--request-timeout={REQUEST_TIMEOUT:g}")
     force = ["--force"] if action == "drain" else []
     return ["fleetctl", *flags, action, *force, machine]
 

@@ -14,11 +14,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from flotilla.process import run
+from fleetd.registry import RegistryError
+from flotilla.process import CommandError, run
 
 from . import agent, machine
 from .config import UpdateConfig
-from .coordinator import Settings, after_reboot, reboot_with_lock
+from .coordinator import Settings, Unanswered, after_reboot, reboot_with_lock
 from .fleet import FleetCtl
 from .holding import HoldRecord
 from .lock import RebootLock, etcd_target
@@ -42,6 +43,35 @@ def leave_it(reason: str, config: UpdateConfig | None = None, say: Say | None = 
     return f"reboot strategy off: reboot when it suits ({REBOOT_REQUIRED} says one is due)"
 
 
+class Patient:
+    """`target` as the coordinator sees it: each of its calls that fails with one of `errors`
+    (etcd's, or a fleetctl that failed) raises Unanswered, which the coordinator asks again
+    for a while (coordinator.patiently) instead of giving up at once."""
+
+    def __init__(self, target: object, errors: tuple[type[Exception], ...]) -> None:
+        self.target = target
+        self.errors = errors
+
+    def __getattr__(self, name: str) -> Callable[..., object]:
+        method = getattr(self.target, name)
+
+        async def call(*args: object, **kwargs: object) -> object:
+            try:
+                return await method(*args, **kwargs)
+            except self.errors as error:
+                raise Unanswered(str(error)) from error
+
+        return call
+
+
+def patient_lock(lock: RebootLock) -> Patient:
+    return Patient(lock, (RegistryError,))
+
+
+def patient_fleet() -> Patient:
+    return Patient(FleetCtl(), (CommandError,))
+
+
 def coordinator_settings(config: UpdateConfig) -> Settings:
     return Settings(
         machine=machine.MACHINE_ID.read_text().strip(),
@@ -60,7 +90,9 @@ def reboot_through_lock(reason: str, config: UpdateConfig, say: Say) -> str:
 
     async def coordinate() -> str:
         async with RebootLock.open(etcd_target(config.etcd_endpoints)) as lock:
-            return await reboot_with_lock(settings, lock, FleetCtl(), HoldRecord(), reboot, say)
+            return await reboot_with_lock(
+                settings, patient_lock(lock), patient_fleet(), HoldRecord(), reboot, say
+            )  # type: ignore[arg-type]
 
     return asyncio.run(coordinate())
 
@@ -102,6 +134,8 @@ def finish_coordinated_reboot(config: UpdateConfig, say: Say) -> str:
     async def finish() -> str:
         async with RebootLock.open(etcd_target(config.etcd_endpoints)) as lock:
             healthy = lambda: asyncio.to_thread(boot_health, 300.0, 5.0, say)  # noqa: E731
-            return await after_reboot(settings, lock, FleetCtl(), record, healthy, say)
+            return await after_reboot(
+                settings, patient_lock(lock), patient_fleet(), record, healthy, say
+            )  # type: ignore[arg-type]
 
     return asyncio.run(finish())

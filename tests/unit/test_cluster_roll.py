@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from qemu.cluster_roll import RollReport, Sample, doubles, longest_gaps, longest_run
+from qemu.cluster_roll import (
+    Boot,
+    RollReport,
+    Sample,
+    doubles,
+    down_windows,
+    longest_gaps,
+    longest_run,
+    most_overlapping,
+)
 
 N = frozenset
 
@@ -52,3 +61,20 @@ def test_quorum_loss_and_holders() -> None:
     assert report.most_holders == 2
     assert longest_run(samples, lambda s: s.holders is None) == 2.0
     assert "longest etcd write refusal      2.0s" in report.lines()
+
+
+def test_nodes_are_down_between_two_boots_and_one_at_a_time_counts_one() -> None:
+    boots = {
+        "n1": [Boot("a", 0, 10), Boot("b", 40, 90)],
+        "n2": [Boot("c", 0, 95), Boot("d", 130, 150)],
+        "n3": [Boot("e", 0, 150)],
+    }
+    report = RollReport(150.0, [], boots, started=5.0)
+    assert down_windows(boots) == {"n1": [(10, 40)], "n2": [(95, 130)]}
+    assert report.most_down == 1
+    assert report.reboots == {"n1": 35.0, "n2": 125.0}
+
+
+def test_two_nodes_down_at_once_count_two() -> None:
+    assert most_overlapping([(10, 40), (30, 60), (70, 80)]) == 2
+    assert most_overlapping([]) == 0

@@ -10,10 +10,13 @@ import pytest
 
 from flotilla.process import CommandError
 from flotilla.update.coordinator import (
+    PATIENCE_SECONDS,
+    RETRY_SECONDS,
     Clock,
     LockLost,
     Settings,
     StillUnhealthy,
+    Unanswered,
     after_reboot,
     reboot_with_lock,
 )
@@ -26,6 +29,7 @@ from flotilla.update.lock_decide import (
     decide_acquire,
     full_reason,
 )
+from flotilla.update.reboot import Patient
 from flotilla.update.window import window
 
 MACHINE = "m1"
@@ -286,10 +290,13 @@ async def test_a_lease_that_ran_out_while_down_still_undrains() -> None:
     assert "held no reboot lock any more" in said and record.hold is None
 
 
+T = "--request-timeout=30"
+
+
 def test_fleetctl_commands() -> None:
-    assert fleetctl_argv("drain", "m1", None) == ["fleetctl", "drain", "--force", "m1"]
+    assert fleetctl_argv("drain", "m1", None) == ["fleetctl", T, "drain", "--force", "m1"]
     assert fleetctl_argv("undrain", "m1", "unix:///x.sock") == [
-        "fleetctl", "--endpoint=unix:///x.sock", "undrain", "m1"
+        "fleetctl", "--endpoint=unix:///x.sock", T, "undrain", "m1"
     ]  # fmt: skip
 
 
@@ -298,8 +305,8 @@ async def test_fleetctl_runs_through_its_runner() -> None:
     fleet = FleetCtl(runner=lambda argv, timeout: ran.append((list(argv), timeout)))
     await fleet.drain("m1")
     await fleet.undrain("m1")
-    assert [argv for argv, _ in ran] == [["fleetctl", "drain", "--force", "m1"],
-                                         ["fleetctl", "undrain", "m1"]]  # fmt: skip
+    assert [argv for argv, _ in ran] == [["fleetctl", T, "drain", "--force", "m1"],
+                                         ["fleetctl", T, "undrain", "m1"]]  # fmt: skip
 
 
 async def test_the_first_renewal_after_the_boot_waits_for_etcd_to_answer() -> None:
@@ -327,3 +334,48 @@ async def test_the_first_renewal_after_the_boot_waits_for_etcd_to_answer() -> No
 
 async def async_no_problems() -> list[str]:
     return []
+
+
+class SlowFleet(FakeFleet):
+    """A fleet whose first `misses` drains time out (a busy machine under QEMU)."""
+
+    def __init__(self, log: list[str], misses: int) -> None:
+        super().__init__(log)
+        self.misses = misses
+
+    async def drain(self, machine: str) -> None:
+        self.log.append(f"drain {machine}")
+        if self.misses:
+            self.misses -= 1
+            raise Unanswered("error talking to fleet: TimeoutError")
+
+
+async def test_a_drain_that_times_out_is_asked_again_and_the_reboot_goes_on() -> None:
+    lock, record, time = FakeLock(), MemoryRecord(), FakeTime(THURSDAY_NOON)
+    said = await coordinate(lock, SlowFleet(lock.log, misses=2), record, time)
+    assert steps(lock.log) == ["grant 600", "acquire take", *[f"drain {MACHINE}"] * 3, "reboot"]
+    assert time.slept == [RETRY_SECONDS, RETRY_SECONDS]
+    assert sum("asking again every" in line for line in lock.log) == 1  # said once
+    assert "rebooting" in said
+
+
+async def test_etcd_unanswered_past_the_patience_gives_up_with_nothing_held() -> None:
+    class DeafLock(FakeLock):
+        async def grant(self, ttl: float) -> int:
+            self.log.append(f"grant {ttl:g}")
+            raise Unanswered("failed to connect to all addresses")
+
+    lock, record, time = DeafLock(), MemoryRecord(), FakeTime(THURSDAY_NOON)
+    with pytest.raises(Unanswered):
+        await coordinate(lock, FakeFleet(lock.log), record, time)
+    assert sum(time.slept) == PATIENCE_SECONDS
+    assert "reboot" not in steps(lock.log) and not lock.holders and record.hold is None
+
+
+async def test_fleetctl_failing_reaches_the_coordinator_as_unanswered() -> None:
+    def timing_out(argv: Sequence[str], timeout: float) -> object:
+        raise CommandError(list(argv), 1, "error talking to fleet: TimeoutError")
+
+    fleet = Patient(FleetCtl(runner=timing_out), (CommandError,))
+    with pytest.raises(Unanswered, match="TimeoutError"):
+        await fleet.drain("m1")
