@@ -32,7 +32,7 @@ class PayloadHandler(SimpleHTTPRequestHandler):
 class QuietPayloadHandler(PayloadHandler):
     """The same, without a line on stderr per request (a server inside a test or benchmark)."""
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the base's name)
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
