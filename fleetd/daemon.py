@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import logging
 import os
 import signal
@@ -376,9 +377,17 @@ class Server:
                 raise AddressChanged(f"the public IP changed from {ip} to {found}")
 
 
+async def load_api_modules() -> None:
+    """Import the HTTP stack (aiohttp, the API) in a thread: imported in the event loop it
+    held the loop for seconds on a busy VM, past the watchdog, so the first request to the API
+    got fleetd killed (and the client a refused connection), again and again."""
+    await asyncio.to_thread(importlib.import_module, f"{__package__}.api")
+
+
 async def start_api(
     config: Config, registry: Registry, heart: Heart, listeners: list[Listener]
 ) -> RunningServer:
+    await load_api_modules()
     from .api import Api, serve  # the HTTP stack, loaded only when the API is wanted
     from .client import FleetClient
 
@@ -399,6 +408,7 @@ async def start_metrics_listener(
     """metrics_listen: plain /metrics and /healthz (the HTTP stack is loaded only when set)."""
     if not config.metrics_listen:
         return NoListener()
+    await load_api_modules()
     from .api import read_cluster_gauges
     from .client import FleetClient
     from .metrics_listener import Health, serve_metrics

@@ -93,3 +93,42 @@ def test_tcp_or_tls_starts_the_api_with_fleetd(tmp_path: Path) -> None:
     finally:
         unix.sock.close()
         tcp.sock.close()
+
+
+LAG_PROBE = """
+import asyncio, sys, time
+from fleetd.daemon import load_api_modules
+
+async def main():
+    gaps = []
+    async def tick():
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.002)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+    task = asyncio.create_task(tick())
+    await asyncio.sleep(0.05)
+    gaps.clear()
+    start = time.monotonic()
+    await load_api_modules()
+    took = time.monotonic() - start
+    await asyncio.sleep(0.01)
+    task.cancel()
+    assert "aiohttp" in sys.modules
+    print(took, max(gaps))
+
+asyncio.run(main())
+"""
+
+
+def test_loading_the_api_leaves_the_event_loop_running() -> None:
+    """The HTTP stack is imported in a thread: imported in the event loop, it held the loop (and
+    the watchdog's pings) for the whole import, seconds on a busy VM."""
+    result = subprocess.run(
+        [sys.executable, "-c", LAG_PROBE], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    took, longest_gap = map(float, result.stdout.split())
+    assert took > 0.03, "the import did the work here (not already loaded)"
+    assert longest_gap < took / 2, (took, longest_gap)
