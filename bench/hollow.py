@@ -57,6 +57,9 @@ TEMP_PREFIX = "flotilla-hollow-"
 # the hollow ones keep theirs on one too, or the deadline written after every keepalive costs
 # the process a disk journal commit per machine (a quarter of its CPU at rest at 300 machines).
 RUN_TMPFS = Path("/dev/shm")
+SETTLED_LAG = 0.2  # seconds: a loop that late still answers well inside etcd_request_timeout
+SETTLED_SECONDS = 5.0
+SETTLE_LIMIT = 180.0
 REAPER = Path(__file__).resolve().parent / "hollow_reaper.py"
 UNIT_BODY = "[Unit]\nDescription=hollow unit\n\n[Service]\nExecStart=/bin/sleep infinity\n"
 
@@ -123,6 +126,26 @@ class Run:
         self.note(
             "machines registered",
             f"{time.monotonic() - self.fleet.started:.2f}s (the workers' start included)",
+        )
+
+    async def settle(self) -> None:
+        """Wait (bounded) until every worker's loop has kept up for SETTLED_SECONDS: the
+        registrations' aftermath (every fence guard reading the grown machine list, N^2
+        records in all) is over, and the cluster is at rest before `start`, as a real one
+        would be. A run that never settles says so and goes on: its figures are then the
+        instrument's."""
+        started = time.monotonic()
+        calm = 0.0
+        while calm < SETTLED_SECONDS and time.monotonic() - started < SETTLE_LIMIT:
+            await asyncio.sleep(1)
+            self.fleet.check()
+            lags = [lag for each in self.fleet.take_lags().values() for lag in each]
+            calm = calm + 1 if lags and max(lags) < SETTLED_LAG else 0.0
+        verdict = "" if calm >= SETTLED_SECONDS else f", not settled within {SETTLE_LIMIT:.0f}s"
+        self.note(
+            "settled after registration",
+            f"{time.monotonic() - started:.1f}s (every loop under {SETTLED_LAG * 1000:.0f} ms"
+            f" late for {SETTLED_SECONDS:.0f}s{verdict})",
         )
 
     async def start_all(self) -> None:
@@ -241,6 +264,7 @@ class Run:
     async def main(self) -> None:
         for label, step in (
             ("boot", self.boot),
+            ("settling", self.settle),
             ("start", self.start_all),
             ("listings", self.listings),
             ("at rest", self.steady),
@@ -252,13 +276,16 @@ class Run:
             ("destroy", self.destroy_all),
         ):
             self.fleet.take_lags()
-            await step()
-            lags = self.fleet.take_lags()
-            print(
-                f"  loop lag during {label}: "
-                + "; ".join(f"{name} {lag_summary(each)}" for name, each in lags.items()),
-                flush=True,
-            )
+            try:
+                await step()
+            finally:
+                lags = self.fleet.take_lags()
+                print(
+                    f"  during {label}: leases lost so far {self.fleet.lost_leases()},"
+                    f" registered {self.fleet.registered()}; loop lag: "
+                    + "; ".join(f"{name} {lag_summary(each)}" for name, each in lags.items()),
+                    flush=True,
+                )
 
 
 @contextlib.contextmanager
