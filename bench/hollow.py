@@ -85,6 +85,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--row", action="store_true", help="also print a tab-separated row")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--etcd-members", type=int, default=1, choices=(1, 3, 5))
+    parser.add_argument(
+        "--etcd-tmpfs",
+        action="store_true",
+        help="etcd's data on /dev/shm: no fsync wait (a host whose disk other work shares"
+        " slows etcd's applies and lease renewals; this separates that from fleetd's cost)",
+    )
     args = parser.parse_args(argv)
     if args.machines < 2 or (args.units is not None and args.units < 1):
         parser.error("--machines must be at least 2 and --units at least 1")
@@ -280,9 +286,13 @@ class Run:
                 await step()
             finally:
                 lags = self.fleet.take_lags()
+                first = self.endpoint.split(",")[0]
+                slow = etcd_metric(first, "etcd_server_slow_apply_total")
+                expired = etcd_metric(first, "etcd_debugging_server_lease_expired_total")
                 print(
                     f"  during {label}: leases lost so far {self.fleet.lost_leases()},"
-                    f" registered {self.fleet.registered()}; loop lag: "
+                    f" registered {self.fleet.registered()}; etcd so far: {slow or 0:.0f} slow"
+                    f" applies, {expired or 0:.0f} leases expired; loop lag: "
                     + "; ".join(f"{name} {lag_summary(each)}" for name, each in lags.items()),
                     flush=True,
                 )
@@ -308,7 +318,8 @@ async def run(args: argparse.Namespace) -> int:
         reaper([tmp, machines]) as reap,
     ):
         root = Path(tmp)
-        with etcd_on_loopback(root / "etcd", args.etcd_members) as endpoint:
+        etcd_parent = Path(machines) if args.etcd_tmpfs else root
+        with etcd_on_loopback(etcd_parent / "etcd", args.etcd_members) as endpoint:
             for pid in child_pids("etcd"):
                 reap(pid)
             return await measure(args, endpoint, root, Path(machines))
