@@ -86,6 +86,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--etcd-members", type=int, default=1, choices=(1, 3, 5))
     parser.add_argument(
+        "--peer-refresh",
+        type=float,
+        help="EXPERIMENT: seconds between the fence guards' peer-list reads"
+        " (fleetd.guard.PEER_REFRESH_SECONDS, 5 s in fleetd) [default: fleetd's]",
+    )
+    parser.add_argument(
         "--etcd-tmpfs",
         action="store_true",
         help="etcd's data on /dev/shm: no fsync wait (a host whose disk other work shares"
@@ -338,13 +344,17 @@ async def measure(args: argparse.Namespace, endpoint: str, root: Path, machines:
         "start_latency": args.start_latency,
         "stop_latency": args.stop_latency,
         "deadline": args.deadline + 60,
+        "peer_refresh": args.peer_refresh,
     }
     fleet = await HollowFleet.start(groups, config, machines)
     bench = Run(args, endpoint, root, fleet)
     print(
         f"hollow: {args.machines} machines in {len(groups)} worker processes"
         f" ({', '.join(str(len(g)) for g in groups)}), {bench.units} units,"
-        f" agent_ttl {args.agent_ttl:.0f}s, etcd {endpoint}",
+        f" agent_ttl {args.agent_ttl:.0f}s, etcd {endpoint}"
+        + (
+            f", EXPERIMENT peer refresh every {args.peer_refresh:.0f}s" if args.peer_refresh else ""
+        ),
         flush=True,
     )
     memory = asyncio.create_task(bench.watch_memory())
@@ -364,7 +374,7 @@ async def measure(args: argparse.Namespace, endpoint: str, root: Path, machines:
             await asyncio.gather(work, memory, return_exceptions=True)
         problems = await fleet.close()
         for reason, count in problems.items():
-            print(f"hollow: {count} machines did not stop cleanly: {reason}", file=sys.stderr)
+            print(f"hollow: on halting, {count} x {reason}", file=sys.stderr)
     if args.row:
         print("ROW\t" + "\t".join(f"{k}={v}" for k, v in bench.figures.items()))
     return 0

@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.hollow_machine import HollowMachine, HollowSettings
 from bench.hollow_measure import EnginePasses, LoopLag
 from bench.hollow_systemd import Latencies
+from fleetd import guard
 from fleetd.keys import Keys
 
 STATUS_INTERVAL = 0.1
@@ -78,6 +79,7 @@ class Worker:
         self.out = out
         self.passes = EnginePasses()
         self.lag = LoopLag()
+        self.unhandled_kinds: collections.Counter[str] = collections.Counter()
 
     def send(self, message: dict[str, Any]) -> None:
         self.out.write(json.dumps(message, separators=(",", ":")) + "\n")
@@ -122,12 +124,29 @@ class Worker:
             return {"kind": "halted", "problems": await self.halt()}
         raise ValueError(f"unknown request {op!r}")
 
+    def unhandled(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """Log the first of each kind in full, then only count it: a thousand machines
+        stopping at once would repeat one traceback a thousand times."""
+        error = context.get("exception")
+        kind = f"{context.get('message')}: {error!r}"
+        self.unhandled_kinds[kind] += 1
+        if self.unhandled_kinds[kind] == 1:
+            loop.default_exception_handler(context)
+
     async def halt(self) -> dict[str, int]:
         stuck = await asyncio.gather(*(m.halt() for m in self.machines), return_exceptions=True)
-        return dict(collections.Counter(str(reason) for reason in stuck if reason is not None))
+        problems = collections.Counter(str(reason) for reason in stuck if reason is not None)
+        problems.update(
+            {
+                f"unhandled in the loop (first one logged): {k}": n
+                for k, n in self.unhandled_kinds.items()
+            }
+        )
+        return dict(problems)
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(self.unhandled)
         reader = asyncio.StreamReader()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
         probe = asyncio.create_task(self.lag.run())
@@ -169,6 +188,8 @@ def main(argv: list[str]) -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # a channel and a socket per machine
     out = os.fdopen(os.dup(sys.stdout.fileno()), "w")  # the protocol's; prints go to stderr
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    if config.get("peer_refresh"):  # an experiment on fleetd's constant, named in the output
+        guard.PEER_REFRESH_SECONDS = config["peer_refresh"]
     worker = Worker(build_machines(config), out)
     asyncio.run(worker.serve())
     return 0
