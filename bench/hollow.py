@@ -217,7 +217,7 @@ class Run:
         lost = self.fleet.lost_leases() - lost_before
         self.note(
             "false failovers at rest",
-            f"{moved} machines changed units, {lost} leases lost ({self.args.steady:.0f}s)",
+            f"{moved} machines changed units, {lost} leases replaced ({self.args.steady:.0f}s)",
         )
         first = self.endpoint.split(",")[0]
         size = etcd_metric(first, "etcd_mvcc_db_total_size_in_bytes")
@@ -296,7 +296,7 @@ class Run:
                 slow = etcd_metric(first, "etcd_server_slow_apply_total")
                 expired = etcd_metric(first, "etcd_debugging_server_lease_expired_total")
                 print(
-                    f"  during {label}: leases lost so far {self.fleet.lost_leases()},"
+                    f"  during {label}: leases replaced so far {self.fleet.lost_leases()},"
                     f" registered {self.fleet.registered()}; etcd so far: {slow or 0:.0f} slow"
                     f" applies, {expired or 0:.0f} leases expired; loop lag: "
                     + "; ".join(f"{name} {lag_summary(each)}" for name, each in lags.items()),

@@ -10,7 +10,7 @@ only orchestrates and measures.
 
 The protocol is JSON lines. On stdout (this process's only use of it; anything printed goes to
 stderr), every STATUS_INTERVAL: the machines' counts (alive, registered, units active, leases
-lost), the leading engine if it is here, the engine passes that wrote since the last line, and
+replaced), the leading engine if it is here, the engine passes that wrote since the last line, and
 this loop's lag samples. On stdin, one request at a time: `placement` (each machine's active
 units), `crash` (a list of machine indices), `halt` (stop every machine, then exit). EOF on
 stdin, or the parent's death (PR_SET_PDEATHSIG), ends the process: it never outlives the run.
@@ -80,10 +80,25 @@ class Worker:
         self.passes = EnginePasses()
         self.lag = LoopLag()
         self.unhandled_kinds: collections.Counter[str] = collections.Counter()
+        self.leases: dict[int, int] = {}  # machine -> the lease last seen
+        self.replaced = 0
 
     def send(self, message: dict[str, Any]) -> None:
         self.out.write(json.dumps(message, separators=(",", ":")) + "\n")
         self.out.flush()
+
+    def count_new_leases(self) -> int:
+        """Leases replaced since boot, in all (a machine's lease expired and it registered
+        again); Heart.lost_lease only says whether it ever happened to that machine."""
+        for machine in self.machines:
+            lease = machine.heart.lease if machine.heart else None
+            if lease is None:
+                continue
+            before = self.leases.setdefault(machine.index, lease)
+            if lease != before:
+                self.leases[machine.index] = lease
+                self.replaced += 1
+        return self.replaced
 
     def status(self) -> dict[str, Any]:
         alive = [m for m in self.machines if m.alive]
@@ -93,7 +108,7 @@ class Worker:
             "alive": len(alive),
             "registered": sum(bool(m.heart and m.heart.registered.is_set()) for m in alive),
             "active": sum(len(m.active_units()) for m in alive),
-            "lost": sum(bool(m.heart and m.heart.lost_lease) for m in self.machines),
+            "lost": self.count_new_leases(),
             "leader": leaders[0] if leaders else None,
             "passes": self.passes.take(),
             "lags": [round(lag, 4) for lag in self.lag.take()],
