@@ -167,3 +167,35 @@ def summary(passes: list[tuple[float, int]]) -> str:
         f"{len(passes)} passes, median {seconds[len(seconds) // 2]:.2f}s max {seconds[-1]:.2f}s,"
         f" txns/pass median {txns[len(txns) // 2]} max {txns[-1]}"
     )
+
+
+@dataclass
+class LoopLag:
+    """How late this event loop runs a callback that is due: the stall every task in it sees
+    (a heart's keepalive included). A probe sleeps `interval` again and again and records by
+    how much each wake-up came late."""
+
+    interval: float = 0.05
+    lags: list[float] = field(default_factory=list)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + self.interval
+            await asyncio.sleep(self.interval)
+            self.lags.append(max(0.0, loop.time() - due))
+
+    def take(self) -> list[float]:
+        taken, self.lags = self.lags, []
+        return taken
+
+
+def lag_summary(lags: list[float]) -> str:
+    """The loop's lag over a window: its 99th percentile, its worst, and the time spent more
+    than 1 s late (a keepalive that late is answered past etcd_request_timeout)."""
+    if not lags:
+        return "no samples"
+    ordered = sorted(lags)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    stalled = sum(lag for lag in lags if lag > 1.0)
+    return f"p99 {p99 * 1000:.0f} ms, max {ordered[-1]:.2f}s, {stalled:.0f}s in stalls > 1 s"

@@ -5,6 +5,8 @@ systemd here is simulated; what systemd does is tested on the lab's real machine
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.hollow_fleet import HollowFleet, plan_workers
 from bench.hollow_machine import HollowMachine, HollowSettings
 from bench.hollow_systemd import Latencies
 from fleetd.client import FleetClient
@@ -21,6 +24,7 @@ from fleetlab.etcd import EtcdServer, free_ports
 
 pytestmark = pytest.mark.cluster
 TTL = 3.0
+REPO = Path(__file__).resolve().parents[2]
 UNIT = "[Service]\nExecStart=/bin/sleep infinity\n"
 
 
@@ -124,3 +128,78 @@ async def check_campaigns(hollow: list[HollowMachine]) -> None:
         TTL + 5,
     )
     assert taken_over <= TTL + 2 * interval, "the watch hands leadership on at the lease's end"
+
+
+async def test_workers_register_their_machines_and_a_killed_workers_units_move(
+    etcd: EtcdServer, tmp_path: Path
+) -> None:
+    (port,) = free_ports(1)
+    config = {
+        "endpoint": etcd.endpoint,
+        "prefix": "/_coreos.com/fleet/",
+        "agent_ttl": TTL,
+        "peer_port": port,
+        "engines": 1,
+        "start_latency": 0.01,
+        "stop_latency": 0.01,
+        "deadline": 120,
+    }
+    names = [f"w{i}.service" for i in range(8)]
+    fleet = await HollowFleet.start(plan_workers(5, 1, 2), config, tmp_path)
+    try:
+        await until(lambda: fleet.registered() == 5 and fleet.leader() == 0, 30)
+        async with Registry.open(etcd.endpoint, Keys("/_coreos.com/fleet/"), 3.0) as registry:
+            await FleetClient(registry).start(names, dict.fromkeys(names, UNIT))
+        await until(lambda: fleet.active() == len(names), 15)
+        engines, victim, survivor = fleet.workers
+        placement = await fleet.placement()
+        assert any(placement[i] for i in victim.machines), "the engine spreads the units"
+        victim.process.kill()
+        await until(lambda: victim.exited.is_set(), 5)
+        with pytest.raises(RuntimeError, match="ended"):
+            fleet.check()
+        victim.halting = True  # expected from here on
+        await until(lambda: fleet.active() == len(names), TTL + 10)
+        placement = await fleet.placement()
+        assert {u for i in survivor.machines + engines.machines for u in placement[i]} == set(names)
+    finally:
+        await fleet.close()
+    for worker in fleet.workers:
+        assert worker.process.returncode is not None
+        assert not Path(f"/proc/{worker.pid}").exists()
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if stat.rpartition(")")[2].split()[1] == str(pid):
+                found.append(int(entry.name))
+    return found
+
+
+async def test_a_killed_benchmark_leaves_no_worker_etcd_or_directory(tmp_path: Path) -> None:
+    bench = REPO / "bench" / "hollow.py"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(bench),
+        *("--machines", "4", "--engines", "1", "--agent-ttl", str(TTL), "--deadline", "120"),
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
+    assert process.stdout is not None
+    async with asyncio.timeout(60):
+        while b"machines registered" not in await process.stdout.readline():
+            pass
+    left = children(process.pid)
+    assert len(left) >= 4, "etcd, the reaper and the workers"
+    shm = list(Path("/dev/shm").glob(f"flotilla-hollow-{process.pid}-*"))
+    process.kill()
+    await process.wait()
+    await until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in left), 10)
+    assert not list(tmp_path.glob("flotilla-hollow-*"))
+    assert not any(path.exists() for path in shm)
