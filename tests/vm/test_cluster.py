@@ -12,14 +12,11 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from imagebuild.image import Artifacts
-from imagebuild.payload import DEV_KEY_NAME, republish
-from imagebuild.serve import serving
 from qemu.badness import format_findings, scan_console
 from qemu.cluster import Cluster
 from qemu.cluster_checks import (
@@ -34,38 +31,17 @@ from qemu.cluster_checks import (
     wait_until,
 )
 from qemu.cluster_network import netns_exists
-from qemu.cluster_roll import roll, start_sleepers
 from tests.vm.conftest import OUTPUT_DIR
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1500)]
 NODES = ["n1", "n2", "n3"]
 
 
-@dataclass(frozen=True)
-class Served:
-    port: int
-    version: str
-
-
 @pytest.fixture(scope="module")
-def next_version(image: Artifacts, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """The build's payload again as the next version, served on the host's loopback while the
-    module runs (the nodes reach it as 10.0.2.100)."""
-    version = json.loads(image.report.read_text())["version"] + ".1"
-    directory = tmp_path_factory.mktemp("payload") / version
-    payload = republish(image.update, image.update.parent / DEV_KEY_NAME, directory, version)
-    with serving(payload) as port:
-        yield Served(port, version)
-
-
-@pytest.fixture(scope="module")
-def cluster(image: Artifacts, next_version: Served) -> Iterator[Cluster]:
+def cluster(image: Artifacts) -> Iterator[Cluster]:
     name = "vm" + secrets.token_hex(2)
     try:
-        result = cluster_cli(
-            name, "up", "--image-dir", str(image.qcow2.parent),
-            "--host-service", str(next_version.port),
-        )  # fmt: skip
+        result = cluster_cli(name, "up", "--image-dir", str(image.qcow2.parent))
         assert result.returncode == 0, result.stdout + result.stderr
         assert "fleet lists 3 machines" in result.stdout
         cluster = Cluster(name)
@@ -242,39 +218,6 @@ def test_a_container_unit_fails_over_to_another_vm_and_never_runs_twice(
         120,
         "no hello-web container and no active unit on any VM",
     )
-
-
-def test_a_rolling_update_reboots_one_node_at_a_time_and_never_runs_a_unit_twice(
-    cluster: Cluster, next_version: Served, tmp_path: Path
-) -> None:
-    """Issue 12's rolling update: every node updates itself at once (REBOOT_STRATEGY=etcd-lock);
-    the reboot lock lets one at a time drain, reboot into slot B, come back healthy, undrain
-    and release, while etcd keeps its quorum."""
-    units = start_sleepers(cluster, tmp_path, 3)
-    wait_until(lambda: len(active_units(cluster)) == len(units), 120, "the units to run")
-    report = roll(cluster, next_version.port, next_version.version, units, timeout=1500)
-    print("\n".join(report.lines()))
-    (OUTPUT_DIR / "rolling-update.txt").write_text("\n".join(report.lines()) + "\n")
-    assert not report.doubles, f"a unit ran on two machines at once: {report.doubles[:5]}"
-    assert sorted(report.reboots) == NODES, f"every node rebooted once: {report.reboots}"
-    assert report.most_holders == 1, "the lock never had more holders than its max"
-    assert report.most_down <= 1, "never more than one node down at once"
-    assert report.longest_quorum_loss <= 15, "etcd took writes throughout (elections aside)"
-    assert max(report.longest_gap.values()) <= 45, f"units moved in seconds: {report.longest_gap}"
-    machines = json.loads(fleetctl(cluster, "list-machines", "--output", "json"))["machines"]
-    assert [m["state"] for m in machines] == ["schedulable"] * len(NODES), machines
-    assert len(active_units(cluster)) == len(units)
-    for node in NODES:
-        parents = cluster.ssh(node, "lsblk --inverse --noheadings -o PARTLABEL /dev/mapper/usr")
-        assert "USR-B" in parents.split(), parents
-        status = json.loads(cluster.ssh(node, "sudo flotilla-update status --output json"))
-        assert (status["version"], status["booted_slot"]) == (next_version.version, "b"), status
-    fleetctl(cluster, "destroy", *units, timeout=120)
-
-
-def active_units(cluster: Cluster) -> list[str]:
-    listed = json.loads(fleetctl(cluster, "list-units", "--output", "json"))["units"]
-    return [unit["unit"] for unit in listed if unit["active"] == "active"]
 
 
 def test_a_clean_stop_leaves_the_cluster_at_once(cluster: Cluster) -> None:
