@@ -43,7 +43,7 @@ def main() -> int:
         payload = republish(IMAGE.update, BUILD / DEV_KEY_NAME, Path(scratch) / "payload", version)
         with serving(payload) as port:
             try:
-                up = cluster_cli(name, "up", "--host-service", str(port))
+                up = cluster_cli(name, "up", "--boot", "uefi", "--host-service", str(port))
                 if up.returncode != 0:
                     print(up.stdout + up.stderr, file=sys.stderr)
                     return 1

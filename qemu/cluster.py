@@ -70,6 +70,10 @@ class ClusterSpec:
     cpus: int = 1
     publish: tuple[int, ...] = (8080,)  # guest ports forwarded to the host's loopback
     host_services: tuple[int, ...] = ()  # host loopback ports the nodes reach as 10.0.2.100
+    # "direct": QEMU loads the build's kernel and initramfs (the fastest boot; /usr is always
+    # USR-A's). "uefi": the firmware boots the disk's systemd-boot entries, as on hardware, so a
+    # node can boot the other /usr slot after an update.
+    boot: str = "direct"
 
 
 @dataclass
@@ -246,14 +250,15 @@ class Cluster:
         cloud_config = spec.provision == "cloud-config"
         if cloud_config:
             fill_config_drive(self.config_path(node.name), files)
+        direct = spec.boot == "direct"
         return VmConfig(
             image=spec.image,
             name=f"{self.name}-{node.name}",
             memory_mib=spec.memory_mib,
             cpus=spec.cpus,
-            kernel=spec.kernel,
-            initrd=spec.initrd,
-            append=spec.cmdline,
+            kernel=spec.kernel if direct else None,
+            initrd=spec.initrd if direct else None,
+            append=spec.cmdline if direct else None,
             forwards=tuple(Forward(0, port) for port in (ETCD_PORT, *spec.publish)),
             host_services=spec.host_services,
             ignition=self.config_path(node.name) if ignition else None,

@@ -73,6 +73,9 @@ def loaded(ctx: click.Context) -> Cluster:
 @click.option("--cpus", default=1, show_default=True, help="vCPUs per VM.")
 @click.option("--publish", multiple=True, type=int, default=(8080,), show_default=True,
               help="Guest port forwarded to 127.0.0.1 on every node (repeatable).")  # fmt: skip
+@click.option("--boot", type=click.Choice(["direct", "uefi"]), default="direct", show_default=True,
+              help="direct: QEMU loads the build's kernel (fastest; /usr stays slot A);"
+                   " uefi: the firmware boots the disk's entries (A/B updates).")  # fmt: skip
 @click.option("--host-service", "host_services", multiple=True, type=click.IntRange(1, 65535),
               help="A port of the host's 127.0.0.1 the nodes reach as 10.0.2.100:PORT, such as"
                    " `imagebuild serve-update` (repeatable).")  # fmt: skip
@@ -92,13 +95,14 @@ def up(
     memory_mib: int,
     cpus: int,
     publish: tuple[int, ...],
+    boot: str,
     host_services: tuple[int, ...],
     templates: Path,
     role: str,
 ) -> None:
     """Render and check every node's config, boot the VMs, wait until fleet lists them all."""
     cluster: Cluster = ctx.obj
-    spec = cluster_spec(image_dir, provision, memory_mib, cpus, publish, host_services)
+    spec = cluster_spec(image_dir, provision, memory_mib, cpus, publish, host_services, boot)
     started = time.monotonic()
     # The steps are printed as they happen; on a terminal a spinner below them counts the
     # seconds of the wait that follows each one.
@@ -121,6 +125,7 @@ def cluster_spec(
     cpus: int,
     publish: tuple[int, ...],
     host_services: tuple[int, ...] = (),
+    boot: str = "direct",
 ) -> ClusterSpec:
     image, kernel, initrd, cmdline = (
         image_dir / f"flotilla.{suffix}" for suffix in ("qcow2", "vmlinuz", "initrd", "cmdline")
@@ -138,6 +143,7 @@ def cluster_spec(
         cpus=cpus,
         publish=publish,
         host_services=host_services,
+        boot=boot,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -61,3 +62,19 @@ def test_a_state_file_from_before_host_services_still_loads(tmp_path: Path) -> N
     again = Cluster("old", tmp_path)
     again.load()
     assert again.spec.host_services == ()
+
+
+def test_a_uefi_cluster_boots_its_disks_entries_not_the_builds_kernel(tmp_path: Path) -> None:
+    cluster = Cluster("demo", tmp_path)
+    cluster.directory.mkdir()
+    spec = ClusterSpec(Path("/i"), Path("/k"), Path("/r"), "quiet", host_services=(8470,))
+    cluster.inventory = plan_inventory("demo", 1)
+    record = NodeRecord("n1", "10.1.1.11")
+    node = cluster.inventory.node("n1")
+    cluster.spec = spec
+    direct = cluster.vm_config(node, record, tap=5)
+    assert (direct.kernel, direct.append, direct.host_services) == (Path("/k"), "quiet", (8470,))
+    cluster.spec = dataclasses.replace(spec, boot="uefi")
+    uefi = cluster.vm_config(node, record, tap=5)
+    assert (uefi.kernel, uefi.initrd, uefi.append) == (None, None, None)
+    assert not uefi.direct_kernel and uefi.ignition is not None  # handed in on the first boot
