@@ -519,7 +519,12 @@ class Registry:
         finally:
             # Bounded: a cancel that gets no answer must not hold up the caller's shutdown
             # (fleetctl events --follow after Ctrl-C, fleetd stopping).
-            with translated_errors("cancelling a watch"), contextlib.suppress(TimeoutError):
+            # AttributeError: the client dropped its channel (closed, or moved to another
+            # member) and aetcd's cancel reaches for a watcher that is gone; nothing to cancel.
+            with (
+                translated_errors("cancelling a watch"),
+                contextlib.suppress(TimeoutError, AttributeError),
+            ):
                 async with asyncio.timeout(WATCH_CANCEL_SECONDS):
                     await watch.cancel()
 

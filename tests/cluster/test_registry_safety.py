@@ -185,3 +185,16 @@ async def test_a_plan_of_hundreds_of_placements_fits_etcds_transaction_limits(
     plan += [Assign("m1", n, Assignment("h", LAUNCHED), "newly placed here") for n in names]
     await registry.apply_engine_tasks(plan, leader, snapshot.job_revisions)
     assert len((await registry.snapshot()).placements) == 300
+
+
+async def test_a_watch_ends_quietly_when_the_client_dropped_its_channel(registry: Registry) -> None:
+    """After a request failed, the client drops its channel (to try the next member) and aetcd
+    forgets its watcher; a watch closed then must close, not raise aetcd's AttributeError
+    (which would end the caller's watch loop for good instead of re-watching)."""
+    watch = registry.watch(registry.keys.jobs)
+    first = asyncio.ensure_future(anext(watch))
+    await asyncio.sleep(0.2)  # the watch is set up and waiting
+    await registry.client.put(registry.keys.job("x.service"), b"{}")
+    assert (await asyncio.wait_for(first, 5)).key == "x.service"
+    registry.client.move_on(registry.client._generation, "a test moves to the next member")
+    await watch.aclose()  # its cancel reaches a client without a watcher
