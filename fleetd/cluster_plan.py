@@ -317,6 +317,8 @@ def evict_replaced(
     tasks: list[EngineTask],
 ) -> Iterable[str]:
     """Unschedule the units `job` replaces on its new machine; they are placed again elsewhere."""
+    if not job.requirements.replaces:
+        return []  # most units replace nothing: no need to look at the machine's others
     victims = [
         name
         for name, requirements in sorted(view.units.items())

@@ -26,13 +26,49 @@ class Rejection:
     note: str = ""
 
 
+class UnitsOnMachine(dict[str, Requirements]):
+    """A machine's units by name, knowing which of them declare Conflicts= or Replaces=. Most
+    units declare neither, and only those that do can refuse a plain newcomer: the checks look
+    at those few instead of every unit on the machine (placing thousands of units on a few
+    machines was quadratic, 31 s for 10,000 units on 3)."""
+
+    def __init__(self, units: Mapping[str, Requirements] | None = None) -> None:
+        super().__init__()
+        self.conflicting: set[str] = set()
+        self.replacing: set[str] = set()
+        self.update(units or {})
+
+    def __setitem__(self, name: str, requirements: Requirements) -> None:
+        super().__setitem__(name, requirements)
+        (self.conflicting.add if requirements.conflicts else self.conflicting.discard)(name)
+        (self.replacing.add if requirements.replaces else self.replacing.discard)(name)
+
+    def __delitem__(self, name: str) -> None:
+        super().__delitem__(name)
+        self.conflicting.discard(name)
+        self.replacing.discard(name)
+
+    def pop(self, name: str) -> Requirements:  # type: ignore[override]
+        requirements = self[name]
+        del self[name]
+        return requirements
+
+    def update(self, *others: object, **more: Requirements) -> None:  # type: ignore[override]
+        for name, requirements in dict(*others, **more).items():  # type: ignore[call-overload]
+            self[name] = requirements
+
+
 @dataclass
 class MachineView:
     """The units a machine runs or is about to run, as the plan sees them."""
 
     machine: Machine
-    units: dict[str, Requirements] = field(default_factory=dict)
+    units: UnitsOnMachine = field(default_factory=UnitsOnMachine)
     draining: bool = False  # marked for draining: takes no new units, keeps its global ones
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.units, UnitsOnMachine):
+            self.units = UnitsOnMachine(self.units)
 
 
 Check = Callable[[Job, MachineView], Rejection | None]
@@ -67,24 +103,34 @@ def check_machine_of(job: Job, view: MachineView) -> Rejection | None:
 
 
 def check_conflicts(job: Job, view: MachineView) -> Rejection | None:
-    for name, other in sorted(view.units.items()):
-        if name != job.name and job.requirements.conflicts_with(name, other):
-            return Rejection(
-                "Conflicts", "is free of conflicting units", f"runs conflicting {name}"
-            )
-    return None
+    # A newcomer without Conflicts= can clash only with a unit that declares some.
+    units = view.units
+    suspects = units if job.requirements.conflicts else units.conflicting
+    clashing = [
+        name
+        for name in suspects
+        if name != job.name and job.requirements.conflicts_with(name, units[name])
+    ]
+    if not clashing:
+        return None
+    first = min(clashing)  # the same unit named whatever the dict's order
+    return Rejection("Conflicts", "is free of conflicting units", f"runs conflicting {first}")
 
 
 def check_not_replaced(job: Job, view: MachineView) -> Rejection | None:
     """A unit never goes where another unit replaces it (that unit would push it out again)."""
-    for name, other in sorted(view.units.items()):
-        if name != job.name and replaces(name, other, job.name, job.requirements):
-            return Rejection(
-                "Replaces",
-                f"lacks a unit replacing {job.name}",
-                f"runs {name}, which replaces {job.name}",
-            )
-    return None
+    units = view.units
+    replacing = [
+        name
+        for name in units.replacing
+        if name != job.name and replaces(name, units[name], job.name, job.requirements)
+    ]
+    if not replacing:
+        return None
+    first = min(replacing)
+    return Rejection(
+        "Replaces", f"lacks a unit replacing {job.name}", f"runs {first}, which replaces {job.name}"
+    )
 
 
 CHECKS: tuple[Check, ...] = (
@@ -160,12 +206,14 @@ class LoadIndex:
         """The least loaded machine that `accept`s; stale heap entries are dropped lazily."""
         skipped = set(exclude)
         passed: list[tuple[int, str]] = []
+        seen: set[str] = set()
         chosen = None
         while self.heap:
             load, machine = heapq.heappop(self.heap)
-            if self.load.get(machine) != load or any(m == machine for _, m in passed):
+            if self.load.get(machine) != load or machine in seen:
                 continue  # a stale entry: the machine's load changed since it was pushed
             passed.append((load, machine))
+            seen.add(machine)
             if machine not in skipped and accept(machine):
                 chosen = machine
                 break

@@ -10,6 +10,7 @@ canonical text of every parsed unit reads back as the same unit with the same ha
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
@@ -404,11 +405,14 @@ class _BadPatternError(Exception):
     """A malformed glob; Go's path.Match returns ErrBadPattern, and fleet treats it as no match."""
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def glob_match(pattern: str, name: str) -> bool:
     """Go's path.Match: `*` and `?` never match '/', `[...]`/`[^...]` classes, `\\` escapes.
 
     Like Go, a star takes the shortest match of what follows and never backtracks past it.
-    A malformed pattern matches nothing.
+    A malformed pattern matches nothing. Remembered: the engine asks the same few patterns
+    about the same names for every unit it places (a Conflicts= glob against every unit on
+    every candidate machine).
     """
     try:
         return _glob_match(pattern, name)

@@ -41,12 +41,14 @@ def check_invariants(state: ClusterSnapshot) -> None:
         job_ = state.jobs[unit]
         assert machine_id in state.machines, "placed on an absent machine"
         assert not job_.requirements.is_global and job_.desired != DesiredState.INACTIVE
-        view = MachineView(state.machines[machine_id])
-        view.units = {
-            other: state.jobs[other].requirements
-            for other, m in state.placements.items()
-            if m == machine_id and other != unit
-        }
+        view = MachineView(
+            state.machines[machine_id],
+            {
+                other: state.jobs[other].requirements
+                for other, m in state.placements.items()
+                if m == machine_id and other != unit
+            },
+        )
         view.units.update(
             (name, state.jobs[name].requirements)
             for name in state.assignments.get(machine_id, {})

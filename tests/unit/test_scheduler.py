@@ -6,7 +6,14 @@ import dataclasses
 
 from fleetd.cluster_plan import plan_cluster
 from fleetd.model import Unschedule
-from fleetd.scheduler import MachineView, Rejection, check_metadata, explain
+from fleetd.scheduler import (
+    MachineView,
+    Rejection,
+    check_conflicts,
+    check_metadata,
+    check_not_replaced,
+    explain,
+)
 
 from .planning import job, machine, settle, snapshot
 
@@ -111,3 +118,30 @@ def test_equality_rejections_carry_no_note() -> None:
         "matches MachineMetadata region=mars",
         "does not match MachineMetadata region=mars (has region=east)",
     )
+
+
+def test_a_machines_units_know_which_declare_conflicts_or_replaces() -> None:
+    plain = job("plain.service").requirements
+    clashing = job("web@1.service", "Conflicts=web@*.service").requirements
+    replacing = job("new.service", "Replaces=old.service").requirements
+    view = MachineView(SMALL, {"plain.service": plain, "web@1.service": clashing})
+    view.units["new.service"] = replacing
+    assert (view.units.conflicting, view.units.replacing) == ({"web@1.service"}, {"new.service"})
+    view.units.pop("web@1.service")
+    del view.units["new.service"]
+    view.units.update({"web@2.service": clashing})
+    view.units["web@2.service"] = plain  # the same name, now without Conflicts=
+    assert (view.units.conflicting, view.units.replacing) == (set(), set())
+    assert set(view.units) == {"plain.service", "web@2.service"}
+
+
+def test_a_clash_names_the_first_conflicting_unit_whatever_the_order() -> None:
+    web = job("web@9.service", "Conflicts=web@*.service")
+    units = {f"web@{i}.service": job(f"web@{i}.service").requirements for i in (7, 3, 5)}
+    found = check_conflicts(web, MachineView(SMALL, units))
+    assert found is not None and found.detail == "runs conflicting web@3.service"
+    old = job("old.service")
+    replacers = {n: job(n, "Replaces=old.service").requirements for n in ("b.service", "a.service")}
+    view = MachineView(SMALL, replacers)
+    found = check_not_replaced(old, view)
+    assert found is not None and found.detail == "runs a.service, which replaces old.service"
