@@ -18,9 +18,12 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import posixpath
+import re
 import zlib
 
 import yaml
+
+from flotilla.update.config import ConfigError, parse_config
 
 from .cloudconfig_model import CloudConfig, DropIn, Finding, Parsed, Unit, User, WriteFile
 from .cloudconfig_schema import (
@@ -35,6 +38,7 @@ from .cloudconfig_schema import (
     FLEET_SETTINGS,
     HEADER,
     HOSTNAME,
+    IGNORED_UPDATE_KEYS,
     NOT_HERE,
     OWNER,
     PERMISSIONS,
@@ -42,8 +46,10 @@ from .cloudconfig_schema import (
     UNIT_COMMANDS,
     UNIT_KEYS,
     UNIT_NAME,
+    UPDATE_CONF_KEYS,
     USER_KEYS,
     USER_NAME,
+    WINDOW_KEYS,
     decode_content,
     is_under_usr,
 )
@@ -142,6 +148,11 @@ class Reader(NodeReader):
             units=tuple(self.items(coreos.get("units"), "coreos.units", self.unit)),
             etcd2=self.etcd2(coreos.get("etcd2")),
             fleet=self.fleet(coreos.get("fleet")),
+            update=self.update_conf(
+                coreos.get("update"),
+                coreos.get("locksmith"),
+                "etcd2" in coreos or "fleet" in coreos,
+            ),
         )
 
     # -- sections -------------------------------------------------------------------------
@@ -324,6 +335,51 @@ class Reader(NodeReader):
                 continue
             settings.append((f"FLEET_{key.upper()}", value))
         return tuple(settings)
+
+    def update_conf(
+        self, update: yaml.Node | None, locksmith: yaml.Node | None, clustered: bool
+    ) -> tuple[tuple[str, str], ...]:
+        """coreos.update and coreos.locksmith as update.conf's lines, each value checked as the
+        update agent will check it. `clustered`: the config runs etcd or fleet here, which is
+        what locksmith's "best-effort" strategy asked of a machine before taking the lock."""
+        lines: list[tuple[str, str]] = []
+        window: dict[str, yaml.Node] = {}
+        for section, node in (("update", update), ("locksmith", locksmith)):
+            for key, value_node, value in self.scalar_settings(node, f"coreos.{section}"):
+                name = f"coreos.{section}.{key}"
+                if (section, key) in IGNORED_UPDATE_KEYS:
+                    why = IGNORED_UPDATE_KEYS[(section, key)]
+                    self.warning(value_node, f"{name}: ignored ({why})")
+                    continue
+                conf_key = UPDATE_CONF_KEYS.get((section, key))
+                if conf_key is None:
+                    self.warning(value_node, f'coreos.{section}: no setting "{key}"; ignored')
+                    continue
+                if conf_key == "REBOOT_STRATEGY" and value == "best-effort":
+                    value = "etcd-lock" if clustered else "reboot"
+                    runs = "etcd or fleet" if clustered else "neither etcd nor fleet"
+                    self.warning(
+                        value_node, f'{name}: "best-effort" is taken as "{value}" (it runs {runs})'
+                    )
+                if conf_key in WINDOW_KEYS:
+                    window[conf_key] = value_node  # checked as a pair below
+                elif not self.update_value_ok(value_node, name, f"{conf_key}={value}"):
+                    continue
+                lines.append((conf_key, value))
+        if window:
+            pair = "\n".join(f"{k}={v}" for k, v in lines if k in WINDOW_KEYS)
+            first = next(iter(window.values()))
+            if not self.update_value_ok(first, "coreos.locksmith", pair):
+                lines = [(k, v) for k, v in lines if k not in WINDOW_KEYS]
+        return tuple(lines)
+
+    def update_value_ok(self, node: yaml.Node, name: str, text: str) -> bool:
+        try:
+            parse_config(text, name)
+        except ConfigError as error:
+            self.error(node, re.sub(rf"^{re.escape(name)}:\d+: ", f"{name}: ", str(error)))
+            return False
+        return True
 
     def scalar_settings(
         self, node: yaml.Node | None, name: str

@@ -76,6 +76,7 @@ class CloudConfig:
     units: tuple[Unit, ...] = ()
     etcd2: tuple[tuple[str, str], ...] = ()  # (ETCD_* variable, value), in file order
     fleet: tuple[tuple[str, str], ...] = ()  # (FLEET_* variable, value)
+    update: tuple[tuple[str, str], ...] = ()  # update.conf's (KEY, value): coreos.update, locksmith
     # The line of each top-level key, for findings about the machine when it is applied.
     lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 

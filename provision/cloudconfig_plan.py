@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .cloudconfig_model import CloudConfig, Finding, Unit, User
+from .cloudconfig_schema import UPDATE_CONF
 
 SSH_KEY_FILE = ".ssh/authorized_keys.d/coreos-cloudinit"
 ETCD_DROP_IN = "/run/systemd/system/etcd.service.d/20-cloudinit.conf"
@@ -87,6 +88,7 @@ def plan_apply(config: CloudConfig, machine: Machine) -> Plan:
         *plan_etc_hosts(config, machine),
         *plan_etcd2(config),
         *plan_fleet(config),
+        *plan_update(config),
         *plan_units(config),
     ]
     actions += plan_reload(actions)
@@ -183,6 +185,16 @@ def plan_etcd2(config: CloudConfig) -> list[Action]:
     # The image masks etcd.service (a machine runs etcd only when its config asks for it).
     unmask = RunCommand(("systemctl", "unmask", "--no-reload", "etcd.service"), "coreos.etcd2")
     return [unmask, environment_drop_in(ETCD_DROP_IN, config.etcd2, "coreos.etcd2")]
+
+
+def plan_update(config: CloudConfig) -> list[Action]:
+    """coreos.update and coreos.locksmith: the update agent's update.conf, whole."""
+    if not config.update:
+        return []
+    lines = [f"{key}={value}" for key, value in config.update]
+    text = "# Written by flotilla-cloudinit from coreos.update and coreos.locksmith.\n"
+    text += "\n".join(lines) + "\n"
+    return [PutFile(UPDATE_CONF, text.encode(), 0o644, None, "coreos.update")]
 
 
 def plan_fleet(config: CloudConfig) -> list[Action]:

@@ -26,7 +26,7 @@ DROP_IN_KEYS = frozenset({"name", "content"})
 TOP_KEYS = frozenset(
     {"hostname", "users", "ssh_authorized_keys", "write_files", "manage_etc_hosts", "coreos"}
 )
-COREOS_KEYS = frozenset({"units", "etcd2", "fleet"})
+COREOS_KEYS = frozenset({"units", "etcd2", "fleet", "update", "locksmith"})
 # Why a key a user may reasonably write is not applied (shown with the warning).
 NOT_HERE = {
     "units": "did you mean coreos.units?",
@@ -35,8 +35,6 @@ NOT_HERE = {
     "write_files": "write_files goes at the top level, not under coreos",
     "etcd": "etcd 0.4's settings are not supported; use coreos.etcd2",
     "flannel": "Flotilla ships no flannel",
-    "locksmith": "Flotilla ships no locksmithd",
-    "update": "Flotilla ships no update-engine",
     "oem": "the OEM partition carries oem-release on Flotilla",
     "runcmd": "a cloud-init key: run commands from a unit in coreos.units",
     "bootcmd": "a cloud-init key: run commands from a unit in coreos.units",
@@ -89,6 +87,25 @@ ETCD_FLAG_NAMES = """advertise_client_urls auth_token auth_token_ttl auto_compac
     strict_reconfig_check trusted_ca_file wal_dir"""
 ETCD_FLAGS = frozenset(ETCD_FLAG_NAMES.split())
 ETCD_PROXY_VALUES = ("on", "off", "readonly")
+
+# coreos.update and coreos.locksmith become /etc/flotilla/update.conf (flotilla/update/config.py):
+# the update agent reads it, and its etcd-lock strategy is locksmith's role.
+UPDATE_CONF = "/etc/flotilla/update.conf"
+UPDATE_CONF_KEYS = {
+    ("update", "reboot_strategy"): "REBOOT_STRATEGY",
+    ("update", "server"): "SERVER",
+    ("locksmith", "endpoint"): "ETCD_ENDPOINTS",
+    ("locksmith", "window_start"): "REBOOT_WINDOW_START",
+    ("locksmith", "window_length"): "REBOOT_WINDOW_LENGTH",
+}
+WINDOW_KEYS = ("REBOOT_WINDOW_START", "REBOOT_WINDOW_LENGTH")
+_LOCK_TLS = "the reboot lock logs in to etcd with fleet's settings (coreos.fleet)"
+IGNORED_UPDATE_KEYS = {
+    ("update", "group"): "Flotilla has no release channels: updates come from the server",
+    ("locksmith", "group"): "a cluster has one reboot lock",
+    **{("locksmith", key): _LOCK_TLS for key in (
+        "etcd_cafile", "etcd_certfile", "etcd_keyfile", "etcd_username", "etcd_password")},
+}  # fmt: skip
 
 # coreos.fleet takes fleetd's own settings, so a value fleetd would refuse at startup is refused
 # when the config is checked.

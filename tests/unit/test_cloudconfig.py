@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from flotilla.update.config import parse_config
 from provision.cloudconfig import CloudConfig, Finding, parse_cloud_config
 from provision.cloudconfig_apply import execute, read_machine
 from provision.cloudconfig_plan import Machine, MakeDirectory, PutFile, RunCommand, plan_apply
@@ -69,8 +70,32 @@ FINDINGS = {
         [(4, "warning", 'unrecognized key "mode"')],
     ),
     "unsupported coreos key": (
-        doc("coreos:\n  update:\n    reboot_strategy: off\n"),
-        [(3, "warning", 'unrecognized key "update" (Flotilla ships no update-engine)')],
+        doc("coreos:\n  flannel:\n    interface: eth0\n"),
+        [(3, "warning", 'unrecognized key "flannel" (Flotilla ships no flannel)')],
+    ),
+    "update strategy unknown": (
+        doc("coreos:\n  update:\n    reboot_strategy: sometimes\n"),
+        [(4, "error", "coreos.update.reboot_strategy: REBOOT_STRATEGY 'sometimes' is not one of")],
+    ),
+    "update server not a URL": (
+        doc("coreos:\n  update:\n    server: updates.example\n"),
+        [(4, "error", "SERVER must be an http:// or https:// URL")],
+    ),
+    "update group and locksmith TLS ignored": (
+        doc("coreos:\n  update:\n    group: stable\n  locksmith:\n    etcd_cafile: /ca\n"),
+        [(4, "warning", "no release channels"), (6, "warning", "fleet's settings (coreos.fleet)")],
+    ),
+    "best-effort without etcd": (
+        doc("coreos:\n  update:\n    reboot_strategy: best-effort\n"),
+        [(4, "warning", '"best-effort" is taken as "reboot" (it runs neither etcd nor fleet)')],
+    ),
+    "a window without its length": (
+        doc("coreos:\n  locksmith:\n    window_start: Thu 04:00\n"),
+        [(4, "error", "REBOOT_WINDOW_START needs REBOOT_WINDOW_LENGTH too")],
+    ),
+    "a bad window start": (
+        doc("coreos:\n  locksmith:\n    window_start: Someday 04:00\n    window_length: 1h\n"),
+        [(4, "error", "coreos.locksmith: ")],
     ),
     "unknown key in a unit": (
         doc("coreos:\n  units:\n    - name: a.service\n      start: true\n"),
@@ -380,8 +405,11 @@ def test_invalid_parts_are_left_out_of_the_model() -> None:
 # -- the plan ---------------------------------------------------------------------------------
 
 
-def plan(text: str, machine: Machine = CORE_MACHINE) -> list[object]:
-    result = plan_apply(parse(text), machine)
+def plan(text: str, machine: Machine = CORE_MACHINE, allow_warnings: bool = False) -> list[object]:
+    parsed = parse_cloud_config(text)
+    if allow_warnings:
+        assert parsed.errors == (), parsed.findings
+    result = plan_apply(parsed.config if allow_warnings else parse(text), machine)
     assert result.errors == (), result.errors
     return list(result.actions)
 
@@ -555,6 +583,31 @@ def test_fleet_writes_a_fleetd_drop_in() -> None:
         'Environment="FLEET_METADATA=role=web"',
     ]
     assert commands(actions) == [("systemctl", "daemon-reload")]
+
+
+def test_update_and_locksmith_write_the_update_agents_config() -> None:
+    actions = plan(
+        doc(
+            "coreos:\n"
+            "  fleet:\n    public-ip: 10.0.0.1\n"
+            "  update:\n    reboot_strategy: best-effort\n"
+            "    server: http://10.0.2.100:8470/\n"
+            "  locksmith:\n    window_start: Thu 04:00\n    window_length: 1h30m\n"
+            "    endpoint: http://10.0.0.11:2379,http://10.0.0.12:2379\n"
+        ),
+        allow_warnings=True,
+    )
+    text = files(actions)["/etc/flotilla/update.conf"].content.decode()
+    assert text.splitlines()[1:] == [
+        "REBOOT_STRATEGY=etcd-lock",  # best-effort, with fleet configured here
+        "SERVER=http://10.0.2.100:8470/",
+        "REBOOT_WINDOW_START=Thu 04:00",
+        "REBOOT_WINDOW_LENGTH=1h30m",
+        "ETCD_ENDPOINTS=http://10.0.0.11:2379,http://10.0.0.12:2379",
+    ]
+    config = parse_config(text)  # what the update agent makes of it
+    assert (config.reboot_strategy, config.server) == ("etcd-lock", "http://10.0.2.100:8470/")
+    assert config.reboot_window is not None and len(config.etcd_endpoints) == 2
 
 
 def test_the_etcd_password_goes_to_a_root_only_environment_file() -> None:
