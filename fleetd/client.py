@@ -21,13 +21,12 @@ from .model import (
     ClusterSnapshot,
     DesiredState,
     DrainOutcome,
-    Job,
     JobRecord,
     Machine,
     UnitState,
     UnitStatus,
 )
-from .unitfile import UnitFile, parse_unit_file, requirements
+from .unitfile import Requirements, UnitFile, parse_unit_file, requirements
 from .unitname import UnitNameError, check_unit_name, parse_unit_name
 
 if TYPE_CHECKING:  # fleetctl's API driver uses this module's checks without loading aetcd
@@ -243,27 +242,15 @@ class FleetClient:
         """The engine's view, read now: what a drain is judged against."""
         raw = await self.registry.snapshot()
         bodies = await self.registry.unit_bodies({record.hash for record in raw.jobs.values()})
-        jobs, unresolved = {}, dict(raw.broken_jobs)
-        for name, record in raw.jobs.items():
+
+        def requirements_of(record: JobRecord) -> Requirements | str:
             try:
-                unit = parse_unit_file(bodies[record.hash], name)
-                found = requirements(unit, parse_unit_name(name))
+                unit = parse_unit_file(bodies[record.hash], record.name)
+                return requirements(unit, parse_unit_name(record.name))
             except (KeyError, ValueError):
-                unresolved[name] = "unit file missing or unreadable"
-                continue
-            jobs[name] = Job(name, record.hash, record.desired, found)
-        return ClusterSnapshot(
-            jobs,
-            raw.machines,
-            raw.placements,
-            raw.assignments,
-            raw.reasons,
-            raw.members,
-            unresolved=unresolved,
-            running=raw.running,
-            drained=raw.drained,
-            landed=raw.landed,
-        )
+                return "unit file missing or unreadable"
+
+        return raw.resolved(requirements_of)
 
     async def unit_file(self, name: str) -> str:
         jobs = await self.registry.jobs([name])

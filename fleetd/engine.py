@@ -19,7 +19,7 @@ from .events import ENGINE_LEADER, RESCHEDULE_WITHHELD, Draft
 from .events_decide import DrainWatch, MachineWatch, task_drafts, withheld_changed
 from .heart import Heart
 from .membership import KEPT, Membership, MembershipChange
-from .model import ClusterSnapshot, EngineTask, Forget, Job, JobRecord, Machine, Remember
+from .model import ClusterSnapshot, EngineTask, Forget, JobRecord, Machine, Remember
 from .reconcile import MONOTONIC, Clock, ReconcileLoop
 from .registry import Conflict, RawSnapshot, Registry, RegistryError
 from .state_dump import EngineView
@@ -262,26 +262,7 @@ class Engine:
         missing = {r.hash for r in raw.jobs.values() if r.hash not in self.bodies}
         if missing:
             self.bodies.update(await self.registry.unit_bodies(missing))
-        jobs = {}
-        unresolved = dict(raw.broken_jobs)
-        for name, record in raw.jobs.items():
-            found = self.job_requirements(record)
-            if isinstance(found, str):
-                unresolved[name] = found
-            else:
-                jobs[name] = Job(name, record.hash, record.desired, found)
-        return ClusterSnapshot(
-            jobs,
-            raw.machines,
-            raw.placements,
-            raw.assignments,
-            raw.reasons,
-            members,
-            unresolved=unresolved,
-            running=raw.running,
-            drained=raw.drained,
-            landed=raw.landed,
-        )
+        return raw.resolved(self.job_requirements, members)
 
     def job_requirements(self, record: JobRecord) -> Requirements | str:
         """The job's requirements, or why it cannot be planned (it then stays where it is)."""

@@ -36,9 +36,11 @@ from .model import (
     Assign,
     Assignment,
     ClearPending,
+    ClusterSnapshot,
     DesiredState,
     EngineTask,
     Forget,
+    Job,
     JobRecord,
     Machine,
     MarkPending,
@@ -48,6 +50,7 @@ from .model import (
     UnitState,
     Unschedule,
 )
+from .unitfile import Requirements
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -104,6 +107,33 @@ class RawSnapshot:
     machine_leases: dict[str, int] = field(default_factory=dict)  # machine -> its lease id
     drained: frozenset[str] = frozenset()  # machines marked for draining (drain/)
     landed: dict[str, frozenset[str]] = field(default_factory=dict)  # unit -> active/failed on
+
+    def resolved(
+        self,
+        requirements_of: Callable[[JobRecord], Requirements | str],
+        members: frozenset[str] | None = None,
+    ) -> ClusterSnapshot:
+        """What the engine plans from: each job with its [X-Fleet] requirements, or, when
+        `requirements_of` says why it has none (a string), that reason under `unresolved`."""
+        jobs, unresolved = {}, dict(self.broken_jobs)
+        for name, record in self.jobs.items():
+            found = requirements_of(record)
+            if isinstance(found, str):
+                unresolved[name] = found
+            else:
+                jobs[name] = Job(name, record.hash, record.desired, found)
+        return ClusterSnapshot(
+            jobs,
+            self.machines,
+            self.placements,
+            self.assignments,
+            self.reasons,
+            self.members if members is None else members,
+            unresolved=unresolved,
+            running=self.running,
+            drained=self.drained,
+            landed=self.landed,
+        )
 
 
 @dataclass(frozen=True)
