@@ -46,7 +46,6 @@ ETCD_TIMEOUT = "10s"
 class Sample:
     at: float  # monotonic seconds
     active: dict[str, frozenset[str]]  # unit -> the nodes where systemd says it is active
-    answered: frozenset[str]  # nodes whose systemd answered
     holders: int | None  # reboot lock holders; None: etcd did not answer
     quorum: bool  # a write went through
 
@@ -258,7 +257,7 @@ def sample_of(
         unit: frozenset(node for node, (_, states) in answered.items() if states[i] == "active")
         for i, unit in enumerate(units)
     }
-    return Sample(at, active, frozenset(answered), holders, quorum)
+    return Sample(at, active, holders, quorum)
 
 
 def start_sleepers(cluster: Cluster, directory: Path, count: int) -> list[str]:

@@ -20,7 +20,6 @@ def sample(at: float, holders: int | None = 0, quorum: bool = True, **active: st
     return Sample(
         at,
         {unit: N(nodes.split(",")) if nodes else N() for unit, nodes in active.items()},
-        N({"n1", "n2", "n3"}),
         holders,
         quorum,
     )
