@@ -34,7 +34,7 @@ from .cluster_network import (
     netns_name,
     open_tap,
 )
-from .command import Forward, PrivateNic, RunFiles, VmConfig
+from .command import OVMF_VARS, Forward, PrivateNic, RunFiles, VmConfig
 from .vm import (
     VmError,
     create_overlay,
@@ -217,6 +217,8 @@ class Cluster:
             raise ClusterError(f"{name} is already running (pid {record.pid})")
         files = self.node_files(name)
         make_overlay(self.spec.image, files.overlay)
+        if self.spec.boot == "uefi":
+            make_efi_vars(files.vars)
         tap = open_tap(self.netns, name)
         try:
             config = self.vm_config(node, record, tap)
@@ -378,6 +380,15 @@ def make_overlay(image: Path, overlay: Path) -> None:
     partial = overlay.with_suffix(".partial")
     create_overlay(image, partial)
     partial.replace(overlay)
+
+
+def make_efi_vars(target: Path) -> None:
+    """The node's own UEFI variable store, kept across restarts like its disk (as NVRAM is)."""
+    if target.exists():
+        return
+    partial = target.with_suffix(".partial")
+    shutil.copyfile(OVMF_VARS, partial)
+    partial.replace(target)
 
 
 def qemu_log(files: RunFiles) -> str:

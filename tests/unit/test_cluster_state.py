@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from provision.inventory import plan_inventory
-from qemu.cluster import Cluster, ClusterError, ClusterSpec, NodeRecord
+from qemu.cluster import Cluster, ClusterError, ClusterSpec, NodeRecord, make_efi_vars
+from qemu.command import OVMF_VARS
 
 
 def test_state_round_trips(tmp_path: Path) -> None:
@@ -78,3 +79,13 @@ def test_a_uefi_cluster_boots_its_disks_entries_not_the_builds_kernel(tmp_path: 
     uefi = cluster.vm_config(node, record, tap=5)
     assert (uefi.kernel, uefi.initrd, uefi.append) == (None, None, None)
     assert not uefi.direct_kernel and uefi.ignition is not None  # handed in on the first boot
+
+
+def test_a_uefi_node_gets_its_own_variable_store_once_and_keeps_it(tmp_path: Path) -> None:
+    store = tmp_path / "n1" / "efi-vars.fd"
+    store.parent.mkdir()
+    make_efi_vars(store)
+    assert store.read_bytes() == OVMF_VARS.read_bytes()
+    store.write_bytes(b"boot order the firmware wrote")
+    make_efi_vars(store)  # a restart: the node's NVRAM stays
+    assert store.read_bytes() == b"boot order the firmware wrote"
