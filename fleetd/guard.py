@@ -20,9 +20,13 @@ from .agent import Agent
 from .deadline_keeper import DeadlineKeeper
 from .fencing import (
     PeerReport,
+    Verdict,
     decide,
     etcd_silence_suspicious,
     keepalive_interval,
+    needs_every_peer,
+    peer_refresh_seconds,
+    probe_sample,
     probe_timeout,
     stop_deadline,
 )
@@ -31,7 +35,7 @@ from .machine_plan import RUNNING_STATES
 from .registry import Registry, RegistryError
 
 log = logging.getLogger(__name__)
-PEER_REFRESH_SECONDS = 5.0  # how stale the peer list may get (1 s while it is empty)
+PEER_REFRESH_SECONDS = 5.0  # how stale a small cluster's peer list may get (1 s while empty)
 
 
 class FenceGuard:
@@ -78,7 +82,8 @@ class FenceGuard:
         if self.heart.failing_since is None:
             self.last_verdict = ""
             self.fence_complete = False
-            due = now - self.refreshed >= (PEER_REFRESH_SECONDS if self.peer_ips else 1.0)
+            period = peer_refresh_seconds(len(self.peer_ips), PEER_REFRESH_SECONDS)
+            due = now - self.refreshed >= (period if self.peer_ips else 1.0)
             if due and (self.refreshing is None or self.refreshing.done()):
                 # Beside the ticks, not in one: etcd may have just gone silent, and a tick
                 # spent waiting for it is one the guard cannot ask the peers in, with the
@@ -91,18 +96,10 @@ class FenceGuard:
             return
         if not etcd_silence_suspicious(now, self.heart.last_contact, self.ttl):
             return
-        reports = await self.probe()
-        failing_since = self.heart.failing_since
-        if failing_since is None:
+        asked = await self.ask_peers()
+        if asked is None:
             return  # etcd answered the heart while the peers were being asked
-        verdict = decide(
-            time.monotonic(),
-            self.heart.last_contact,
-            failing_since,
-            self.ttl,
-            len(self.peer_ips),
-            reports,
-        )
+        verdict, reports = asked
         if verdict.fence and reports and await self.etcd_answers_us_now():
             return  # peers reach etcd and, asked once more, so do we: no outage here
         if verdict.fence:
@@ -119,13 +116,34 @@ class FenceGuard:
             log.warning("the peers are unknown yet: the lease deadline stands")
         self.last_verdict = verdict.reason
 
-    async def probe(self) -> list[PeerReport]:
+    async def ask_peers(self) -> tuple[Verdict, list[PeerReport]] | None:
+        """The verdict on what a sample of the peers answer, checked with all of them when it
+        would keep the units running; None when etcd answered meanwhile."""
+        sample = probe_sample(self.peer_ips)
+        for asked in (sample, self.peer_ips):
+            reports = await self.probe(asked)
+            failing_since = self.heart.failing_since
+            if failing_since is None:
+                return None
+            verdict = decide(
+                time.monotonic(),
+                self.heart.last_contact,
+                failing_since,
+                self.ttl,
+                len(asked),
+                reports,
+            )
+            if not needs_every_peer(verdict, len(asked), len(self.peer_ips)):
+                break
+        return verdict, reports
+
+    async def probe(self, addresses: list[str]) -> list[PeerReport]:
         """The peers' answers; none when we cannot even send (our address is gone, say), which
         counts as being cut off."""
         try:
             return await peers.probe(
                 self.heart.machine.ip,
-                self.peer_ips,
+                addresses,
                 self.peer_port,
                 probe_timeout(self.ttl),
                 self.peer_key,

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import time
 import types
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from fleetd.fencing import PeerReport
+from fleetd.fencing import PROBE_SAMPLE, PeerReport
 from fleetd.guard import FenceGuard
 from fleetd.heart import Heart
 from fleetd.keys import Keys
@@ -88,10 +89,37 @@ async def test_etcd_answering_while_the_peers_are_asked_ends_the_tick_quietly(
     not_fenced = types.SimpleNamespace(fenced=False)
     guard = FenceGuard(registry, heart, not_fenced, None, 7007, 1.0, tmp_path / "peers", b"k")  # type: ignore[arg-type]
 
-    async def probe_while_etcd_comes_back() -> list[PeerReport]:
+    async def probe_while_etcd_comes_back(addresses: list[str]) -> list[PeerReport]:
         heart.failing_since = None
         return []
 
     guard.probe = probe_while_etcd_comes_back  # type: ignore[method-assign]
     await guard.tick()
     assert guard.last_verdict == ""
+
+
+async def test_a_large_cluster_asks_a_sample_first_and_everyone_before_keeping_its_units(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """A sample's fence verdict stands; "etcd is down for everyone" keeps the units running,
+    so it must hold for every peer (a sample can miss the side of a split that reaches etcd)."""
+    me = Machine("me", "127.0.0.1")
+    heart = Heart(registry, me, 10.0, tmp_path / "lease")
+    silent = time.monotonic() - 6.0  # past suspicion (0.4 x ttl), well before the long outage
+    heart.last_contact, heart.failing_since = silent, silent + 1.0
+    guard = FenceGuard(registry, heart, None, None, 7007, 1.0, tmp_path / "peers", b"k")  # type: ignore[arg-type]
+    guard.peer_ips = [f"10.0.{i // 200}.{i % 200 + 1}" for i in range(400)]
+    reaching_etcd: set[str] = set()
+    asked: list[int] = []
+
+    async def answers(addresses: list[str]) -> list[PeerReport]:
+        asked.append(len(addresses))
+        return [PeerReport(a, silent + (5.0 if a in reaching_etcd else -1.0)) for a in addresses]
+
+    guard.probe = answers  # type: ignore[method-assign]
+    verdict, _ = await guard.ask_peers()  # type: ignore[misc]
+    assert (verdict.fence, asked) == (False, [PROBE_SAMPLE, 400])
+    reaching_etcd.update(guard.peer_ips)
+    asked.clear()
+    verdict, _ = await guard.ask_peers()  # type: ignore[misc]
+    assert (verdict.fence, asked) == (True, [PROBE_SAMPLE])
