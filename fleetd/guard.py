@@ -63,8 +63,12 @@ class FenceGuard:
         # Whether the peer list was ever read from etcd (here, or by an earlier fleetd): "no
         # peers" from a fleetd cut off before its first read is not a one-machine cluster.
         self.peers_known = peers_file.exists()
-        self.refreshed = float("-inf")
+        self.refreshed = float("-inf")  # when the machine list's version was last read
+        self.listed = float("-inf")  # when the list was last known to be current
         self.machines_version: tuple[int, int] | None = None  # of the last list read
+        # How many other machines the version says there are: a new one counts as a silent
+        # peer before the list names it (the list may be N/20 s old in a large cluster).
+        self.peer_count = 0
         self.refreshing: asyncio.Task[None] | None = None
         self.last_verdict = ""
         self.fence_complete = False  # every fenced unit was seen stopped
@@ -82,8 +86,7 @@ class FenceGuard:
         if self.heart.failing_since is None:
             self.last_verdict = ""
             self.fence_complete = False
-            period = peer_refresh_seconds(len(self.peer_ips), PEER_REFRESH_SECONDS)
-            due = now - self.refreshed >= (period if self.peer_ips else 1.0)
+            due = now - self.refreshed >= (PEER_REFRESH_SECONDS if self.peer_ips else 1.0)
             if due and (self.refreshing is None or self.refreshing.done()):
                 # Beside the ticks, not in one: etcd may have just gone silent, and a tick
                 # spent waiting for it is one the guard cannot ask the peers in, with the
@@ -119,18 +122,20 @@ class FenceGuard:
     async def ask_peers(self) -> tuple[Verdict, list[PeerReport]] | None:
         """The verdict on what a sample of the peers answer, checked with all of them when it
         would keep the units running; None when etcd answered meanwhile."""
+        known = max(len(self.peer_ips), self.peer_count)
         sample = probe_sample(self.peer_ips)
         for asked in (sample, self.peer_ips):
             reports = await self.probe(asked)
             failing_since = self.heart.failing_since
             if failing_since is None:
                 return None
+            everyone = len(asked) == len(self.peer_ips)
             verdict = decide(
                 time.monotonic(),
                 self.heart.last_contact,
                 failing_since,
                 self.ttl,
-                len(asked),
+                known if everyone else len(asked),
                 reports,
             )
             if not needs_every_peer(verdict, len(asked), len(self.peer_ips)):
@@ -177,10 +182,18 @@ class FenceGuard:
 
     async def refresh_peers(self, now: float) -> None:
         # Every machine refreshes, so reading every machine each time costs the cluster N^2
-        # records per refresh period; a tiny read first says whether anything changed.
+        # records per refresh period; a tiny read first says whether anything changed, and
+        # the list is read again at most every peer_refresh_seconds.
         try:
             version = await self.registry.machines_version()
+            self.peer_count = max(0, version[0] - 1)
+            stale = now - self.listed >= peer_refresh_seconds(
+                len(self.peer_ips), PEER_REFRESH_SECONDS
+            )
             if version == self.machines_version:
+                self.refreshed = self.listed = now  # the list is still current
+                return
+            if not stale:
                 self.refreshed = now
                 return
             machines = await self.registry.machines()
@@ -188,7 +201,7 @@ class FenceGuard:
             return
         self.machines_version = version  # read before the list: a change between is read again
         found = sorted(m.ip for m in machines.values() if m.id != self.heart.machine.id)
-        self.refreshed = now
+        self.refreshed = self.listed = now
         first, self.peers_known = not self.peers_known, True
         if found != self.peer_ips or first:  # an empty list too: it is known to be empty
             self.peer_ips = found

@@ -66,16 +66,18 @@ async def test_the_guard_reads_every_machine_only_after_the_list_changed(
         return await read_all()
 
     registry.machines = counted  # type: ignore[method-assign]
-    await guard.refresh_peers(1.0)
+    await guard.refresh_peers(10.0)
     assert (guard.peer_ips, full_reads) == (["10.0.0.2"], 1)
-    await guard.refresh_peers(2.0)
-    assert (guard.peer_ips, full_reads, guard.refreshed) == (["10.0.0.2"], 1, 2.0)
+    await guard.refresh_peers(20.0)
+    assert (guard.peer_ips, full_reads, guard.refreshed) == (["10.0.0.2"], 1, 20.0)
     await register(registry, Machine("new", "10.0.0.3"))
-    await guard.refresh_peers(3.0)
+    await guard.refresh_peers(21.0)  # the list was read less than a refresh period ago
+    assert (guard.peer_ips, full_reads, guard.peer_count) == (["10.0.0.2"], 1, 2)
+    await guard.refresh_peers(30.0)
     assert (guard.peer_ips, full_reads) == (["10.0.0.2", "10.0.0.3"], 2)
     await registry.revoke_lease(peer)
-    await guard.refresh_peers(4.0)
-    assert (guard.peer_ips, full_reads) == (["10.0.0.3"], 3)
+    await guard.refresh_peers(40.0)
+    assert (guard.peer_ips, full_reads, guard.peer_count) == (["10.0.0.3"], 3, 1)
 
 
 async def test_etcd_answering_while_the_peers_are_asked_ends_the_tick_quietly(
