@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -53,6 +54,7 @@ def test_an_ignition_config_that_fails_at_boot_stops_provisioning_visibly(
         assert not ssh_banner(vm.ssh_port), "the boot went on to sshd half-provisioned"
     OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
     (OUTPUT_DIR / "ignition-failure.console.log").write_text(console)
+    shutil.rmtree(vm.files.directory, ignore_errors=True)  # its console is kept just above
     assert "/etc/machine-id/impossible" in console  # Ignition's own reason is on the console
     kinds = {finding.pattern for finding in scan_console(console)}
     assert "ignition failure" in kinds  # qemu/badness.py flags it
