@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
@@ -189,12 +189,17 @@ async def take_slot(
     last_reason = ""
     while True:
         await wait_for_window(settings.window, clock, say)
+        taking = replace(hold, since=clock.stamp())  # a holder's "since" is when it took the slot
         decision = await patiently(
-            lambda: lock.try_acquire(settings.machine, hold.lease, hold.since), "etcd", say, clock
+            lambda taking=taking: lock.try_acquire(settings.machine, taking.lease, taking.since),
+            "etcd",
+            say,
+            clock,
         )
         if decision.action == "take":
+            record.save(taking)
             say(f"took the reboot lock for {settings.machine}")
-            return hold
+            return taking
         if decision.action == "already held" and decision.holder is not None:
             held = decision.holder
             await lock.revoke(hold.lease)  # ours is not needed: the slot lives under its own

@@ -191,12 +191,15 @@ async def test_a_full_lock_is_waited_for_and_said_once() -> None:
         if polls == 3:
             lock.holders.pop("m2")
 
-    time = FakeTime(THURSDAY_NOON, release_after_three_polls)
-    await coordinate(lock, FakeFleet(lock.log), MemoryRecord(), time, poll=15.0)
+    time, record = FakeTime(THURSDAY_NOON, release_after_three_polls), MemoryRecord()
+    await coordinate(lock, FakeFleet(lock.log), record, time, poll=15.0)
     assert time.slept == [15.0, 15.0, 15.0]
     waiting = [line for line in lock.log if line.startswith("waiting")]
     assert waiting == [f"waiting: {full_reason(Semaphore(1, (other,), 1))}"]
     assert steps(lock.log)[-2:] == [f"drain {MACHINE}", "reboot"]
+    # Its "since" is when it took the slot, after the 45 s of waiting, not when it began.
+    assert lock.holders[MACHINE].since == "2024-05-16T12:00:45+00:00"
+    assert record.hold.since == lock.holders[MACHINE].since  # type: ignore[union-attr]
 
 
 async def test_a_failed_drain_undoes_everything_and_does_not_reboot() -> None:
