@@ -293,9 +293,10 @@ class Cluster:
     def down(self) -> None:
         """Remove every process, tap, namespace, socket and file of the cluster, with or
         without its state file (a crashed tool may have left only part of it)."""
-        # Again until none is left: a QEMU still daemonizing forks after a first look.
+        # Again until none is left: a QEMU still daemonizing forks after a first look. The
+        # shared SSH connections go too (their command lines name the node's directory).
         for _ in range(50):
-            pids = qemu_pids_under(self.directory)
+            pids = qemu_pids_under(self.directory) + ssh_pids_under(self.directory)
             if not pids:
                 break
             for pid in pids:
@@ -330,7 +331,18 @@ class Cluster:
         port = self.record(name).ports.get(SSH_PORT)
         if not port or self.pid(name) is None:
             raise ClusterError(f"{name} is not running")
-        return ssh_command(port, self.key)
+        *argv, destination = ssh_command(port, self.key)
+        return [*argv, *self.shared_connection(name), destination]
+
+    def shared_connection(self, name: str) -> list[str]:
+        """Commands to a node share one SSH connection: a login costs a TCG guest seconds of
+        CPU (key exchange, PAM, a new sshd), and the tests and the rolling-update watcher
+        run one or more a second. The connection dies with the node's boot (or within 6 s of
+        a guest that stopped answering); the next command opens a new one."""
+        control = self.node_files(name).directory / "ssh.ctl"
+        return ["-o", "ControlMaster=auto", "-o", f"ControlPath={control}",
+                "-o", "ControlPersist=60", "-o", "ServerAliveInterval=2",
+                "-o", "ServerAliveCountMax=3"]  # fmt: skip
 
     def ssh(self, name: str, command: str, timeout: float = 60, check: bool = True) -> str:
         try:
@@ -402,16 +414,22 @@ def qemu_pids_under(directory: Path) -> list[int]:
     return [pid for pid in pids if runs_under(pid, directory)]
 
 
-def runs_under(pid: int, directory: Path) -> bool:
-    """Whether `pid` is a live QEMU whose command line names a path inside `directory` (a pid
-    file alone could name a process that reused the number)."""
+def ssh_pids_under(directory: Path) -> list[int]:
+    """Shared SSH connections (ControlMaster processes) to nodes in `directory`."""
+    pids = (int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit())
+    return [pid for pid in pids if runs_under(pid, directory, program=b"ssh")]
+
+
+def runs_under(pid: int, directory: Path, program: bytes = b"qemu-system-x86_64") -> bool:
+    """Whether `pid` is a live `program` (QEMU) whose command line names a path inside
+    `directory` (a pid file alone could name a process that reused the number)."""
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
     marker = str(directory).encode() + b"/"
-    is_qemu = argv[0].endswith(b"qemu-system-x86_64")
-    return is_qemu and any(marker in arg for arg in argv) and is_alive(pid)
+    is_program = argv[0].split(b"/")[-1] == program
+    return is_program and any(marker in arg for arg in argv) and is_alive(pid)
 
 
 def is_alive(pid: int) -> bool:
