@@ -56,6 +56,7 @@ lint: deps
 bench: deps
 	$(BIN)/python bench/image.py
 	$(BIN)/python bench/vm_cluster.py
+	$(BIN)/python bench/rolling_update.py
 	$(BIN)/python bench/lab_boot.py
 	$(BIN)/python bench/engine_scale.py
 	$(BIN)/python bench/fleet_throughput.py
