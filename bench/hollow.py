@@ -88,8 +88,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--peer-refresh",
         type=float,
-        help="EXPERIMENT: seconds between the fence guards' peer-list reads"
-        " (fleetd.guard.PEER_REFRESH_SECONDS, 5 s in fleetd) [default: fleetd's]",
+        help="EXPERIMENT: seconds between the fence guards' reads of the machine list's"
+        " version, and the least time between full reads (fleetd.guard.PEER_REFRESH_SECONDS,"
+        " 5 s in fleetd; past 100 machines full reads are N/20 s apart) [default: fleetd's]",
     )
     parser.add_argument(
         "--etcd-tmpfs",
