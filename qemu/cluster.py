@@ -428,7 +428,12 @@ def runs_under(pid: int, directory: Path, program: bytes = b"qemu-system-x86_64"
     except OSError:
         return False
     marker = str(directory).encode() + b"/"
-    is_program = argv[0].split(b"/")[-1] == program
+    try:
+        # The executable, not argv[0]: an SSH connection master retitles itself
+        # ("ssh: <control path> [mux]").
+        is_program = os.readlink(f"/proc/{pid}/exe").split("/")[-1] == program.decode()
+    except OSError:
+        return False
     return is_program and any(marker in arg for arg in argv) and is_alive(pid)
 
 
