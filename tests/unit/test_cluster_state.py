@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from provision.inventory import plan_inventory
-from qemu.cluster import Cluster, ClusterError, ClusterSpec, NodeRecord, make_efi_vars
+from qemu.cluster import (
+    Cluster,
+    ClusterError,
+    ClusterSpec,
+    NodeRecord,
+    make_efi_vars,
+    runs_under,
+)
 from qemu.command import OVMF_VARS
 
 
@@ -89,3 +98,21 @@ def test_a_uefi_node_gets_its_own_variable_store_once_and_keeps_it(tmp_path: Pat
     store.write_bytes(b"boot order the firmware wrote")
     make_efi_vars(store)  # a restart: the node's NVRAM stays
     assert store.read_bytes() == b"boot order the firmware wrote"
+
+
+def test_a_process_is_found_by_its_executable_even_when_it_retitled_itself(
+    tmp_path: Path,
+) -> None:
+    """An SSH connection master rewrites its argv[0] ("ssh: <control path> [mux]")."""
+    node = tmp_path / "n1"
+    retitled = subprocess.Popen(["bash", "-c", f"exec -a 'ssh: {node}/ssh.ctl [mux]' sleep 30"])
+    try:
+        deadline = time.monotonic() + 10
+        while not runs_under(retitled.pid, tmp_path, program=b"sleep"):
+            assert time.monotonic() < deadline, "never found"
+            time.sleep(0.05)
+        assert not runs_under(retitled.pid, tmp_path / "other", program=b"sleep")
+        assert not runs_under(retitled.pid, tmp_path)  # not a QEMU
+    finally:
+        retitled.kill()
+        retitled.wait()
