@@ -39,6 +39,11 @@ SAMPLE_SECONDS = 1.0
 # the verdicts lean only on answers (a node is down between its last old boot id and its
 # first new one, not whenever its SSH is slow).
 PROBE_TIMEOUT = 20.0
+HOLD_RECORD = "/var/lib/flotilla-update/reboot-lock.json"
+SETTLED = (
+    f"test -e {HOLD_RECORD} && echo held || echo free; "
+    "systemctl is-active flotilla-update.service flotilla-update-after-reboot.service"
+)
 ETCD_TIMEOUT = "10s"
 
 
@@ -289,17 +294,28 @@ def node_status(cluster: Cluster, node: str) -> dict | None:
         return None
 
 
-def rolled(cluster: Cluster, version: str) -> bool:
-    """Every node runs `version`, marked good, and holds no lock any more."""
-    for node in (n.name for n in cluster.inventory.nodes):
+def settled(cluster: Cluster, node: str) -> bool:
+    """No update step runs on `node` and it holds no reboot lock: a shell check, because a
+    Python process on a TCG guest costs seconds of CPU the roll itself needs."""
+    try:
+        out = cluster.ssh(node, SETTLED, PROBE_TIMEOUT, check=False).split()
+    except (ClusterError, CommandError, subprocess.TimeoutExpired):
+        return False
+    return out[:1] == ["free"] and len(out) == 3 and "activating" not in out and "active" not in out
+
+
+def rolled(cluster: Cluster, version: str, boots: Boots) -> bool:
+    """Every node rebooted, runs `version`, marked good, and holds no lock any more."""
+    nodes = [n.name for n in cluster.inventory.nodes]
+    if any(len(boots.get(node, ())) < 2 for node in nodes):
+        return False
+    if not all(settled(cluster, node) for node in nodes):
+        return False
+    for node in nodes:
         status = node_status(cluster, node)
         if status is None or status.get("version") != version:
             return False
         if "+" in str(status.get("boot_entry")):  # still on trial (a counted entry)
-            return False
-        held = cluster.ssh(node, "test -e /var/lib/flotilla-update/reboot-lock.json && echo held",
-                           PROBE_TIMEOUT, check=False)  # fmt: skip
-        if held.strip():
             return False
     return True
 
@@ -314,7 +330,7 @@ def roll(
         started = time.monotonic()
         start_updates(cluster)
         deadline = started + timeout
-        while not rolled(cluster, version):
+        while not rolled(cluster, version, watcher.boots):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the rolling update to {version} took over {timeout:.0f}s")
             time.sleep(5)
