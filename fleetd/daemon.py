@@ -14,7 +14,7 @@ import os
 import signal
 import ssl
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from flotilla.process import CommandError
@@ -51,6 +51,7 @@ from .peer_key import obtain_peer_key
 from .publisher import StatePublisher
 from .registry import Registry, RegistryError
 from .state_dump import format_state
+from .status_line import registered_status
 
 log = logging.getLogger("fleetd")
 API_SOCKET = Path("/var/run/fleet.sock")
@@ -120,6 +121,15 @@ def notify(state: str) -> None:
         from flotilla import systemd_service as daemon
 
         daemon.notify(state)
+
+
+def announce_registration(machine_id: str) -> Callable[[int, bool], Awaitable[None]]:
+    """Each new lease is told to systemd as fleetd's status line (status_line.py)."""
+
+    async def announce(lease: int, _lost_lease: bool) -> None:
+        notify(f"STATUS={registered_status(machine_id, lease)}")
+
+    return announce
 
 
 class Server:
@@ -222,6 +232,7 @@ class Server:
             publisher.on_signal.append(agent.observe_state)
             executor.on_unloaded.append(agent.transitions.forget)
             heart.on_new_lease.append(agent.republish)
+            heart.on_new_lease.append(announce_registration(machine.id))
             heart.on_contact.append(agent.unfence)
             keeper = None
             if config.fencing:

@@ -4,7 +4,7 @@ Asked on a boot that systemd-boot counts (a slot on trial): boot-complete.target
 flotilla-update-health.service, and systemd-bless-boot marks the entry good only once that
 target is reached. The facts are gathered by machine.py; the verdict is here.
 
-- fleetd, if this machine runs it (enabled), is registered: the local API lists this machine.
+- fleetd, if this machine runs it (enabled), is registered: its status line names this machine.
 - etcd, if this machine runs a member (enabled), answers `etcdctl endpoint health`.
 - No unit of the image's own (its unit file under /usr) has failed. Units a user or fleet
   brought (/etc, /run) may fail without taking the OS back.

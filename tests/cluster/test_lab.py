@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from fleetd.client import FleetClient
+from fleetd.status_line import registered_machine
 from fleetlab import network
 from fleetlab.fleet import fleet_client, start_fleetd
 from fleetlab.lab import Lab, LabError
@@ -146,6 +147,9 @@ async def test_fleetd_comes_back_on_every_boot_after_kill_and_after_stop(lab: La
             assert fleetd.stdout.strip() == "active", f"after {power_off.__name__}: {fleetd}"
             # Booted means fleetd is up; registering takes it well under one agent_ttl.
             await wait_listed(client, record.machine_id, listed=True, timeout=agent_ttl)
+            # And it says so to systemd (the update agent's health check reads this).
+            shown = lab.run("m2", ["systemctl", "show", "-P", "StatusText", "fleetd.service"])
+            assert registered_machine(shown.stdout.strip()) == record.machine_id, shown.stdout
 
 
 def test_partition_cuts_off_only_that_machine_and_heal_restores_it(lab: Lab) -> None:
