@@ -1,12 +1,11 @@
 """Hollow machines: fleetd's real components, many machines in one process, systemd simulated.
 
-Each `HollowMachine` is wired as fleetd's `Server.run_once` (fleetd/daemon.py) wires a real one:
-its own etcd connection (a Registry with its own gRPC channel), Heart (lease + keepalives),
-TaskExecutor (writing unit files into its own directory), StatePublisher, Agent, Engine,
-DeadlineKeeper, FenceGuard and peer responder (UDP on its own loopback address, 127.X.Y.Z).
-Only PID 1 is the simulation of bench/hollow_systemd.py, and there is no HTTP API (fleetctl
-uses the etcd driver). Keep this wiring in step with daemon.py: it is what makes the figures
-fleetd's.
+Each `HollowMachine` is wired by fleetd's own `wiring.wire_machine`, as fleetd wires a real
+one: its own etcd connection (a Registry with its own gRPC channel), Heart (lease +
+keepalives), TaskExecutor (writing unit files into its own directory), StatePublisher, Agent,
+Engine, DeadlineKeeper, FenceGuard and peer responder (UDP on its own loopback address,
+127.X.Y.Z). Only PID 1 is the simulation of bench/hollow_systemd.py, and there is no HTTP
+API, event recorder or status line (fleetctl uses the etcd driver).
 
 `crash()` is a power cut: every task of the machine stops at once (no more keepalives, no
 graceful leave), its etcd connection drops and its units vanish; its lease expires by itself.
@@ -22,18 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.hollow_systemd import Latencies, SimulatedSystemd
-from fleetd import peers
-from fleetd.agent import Agent
-from fleetd.deadline_keeper import DeadlineKeeper
 from fleetd.engine import Engine
-from fleetd.executor import TaskExecutor
-from fleetd.guard import FenceGuard
 from fleetd.heart import Heart
 from fleetd.keys import Keys
 from fleetd.model import Machine
-from fleetd.peer_key import obtain_peer_key
-from fleetd.publisher import StatePublisher
 from fleetd.registry import Registry
+from fleetd.wiring import Wiring, wire_machine
 
 HALT_SECONDS = 5.0
 
@@ -79,43 +72,28 @@ class HollowMachine:
         return bool(self.tasks) and not any(task.done() for task in self.tasks)
 
     async def start(self) -> None:
-        """Wire the components as daemon.py does and start them (registration follows)."""
+        """Wire the components as fleetd does (fleetd/wiring.py) and start them."""
         s = self.settings
-        run_dir = self.root / "run"
         registry = await self.stack.enter_async_context(
             Registry.open(s.endpoint, s.keys, s.request_timeout)
         )
         self.registry = registry
-        heart = Heart(registry, self.machine, s.agent_ttl, run_dir / "lease")
-        executor = TaskExecutor(self.systemd, self.root / "units")  # type: ignore[arg-type]
-        publisher = StatePublisher(registry, self.systemd, heart, lambda: executor.loaded)  # type: ignore[arg-type]
-        executor.on_unloaded.append(publisher.forget)
-        agent = Agent(registry, self.systemd, heart, executor, publisher, s.agent_interval)  # type: ignore[arg-type]
-        heart.on_new_lease.append(agent.republish)
-        heart.on_contact.append(agent.unfence)
-        peer_key = await obtain_peer_key(registry, run_dir / "peer-key")
-        responder = await peers.serve(self.machine.ip, s.peer_port, peer_key, heart.etcd_age)
-        self.stack.callback(responder.close)
-        components = [heart.run(), agent.run(), publisher.run()]
-        if s.engine:
-            self.engine = Engine(registry, heart, s.engine_interval)
-            components.append(self.engine.run())
-        if s.fencing:
-            keeper = DeadlineKeeper(run_dir / "deadline", heart, agent, executor.units_directory)
-            heart.on_contact.append(keeper.renew)
-            guard = FenceGuard(
-                registry,
-                heart,
-                agent,
-                keeper,
-                s.peer_port,
-                s.request_timeout,
-                run_dir / "peers",
-                peer_key,
-            )
-            components.append(guard.run())
-        self.heart = heart
-        self.tasks = [asyncio.create_task(c) for c in components]
+        wiring = Wiring(
+            agent_ttl=s.agent_ttl,
+            agent_interval=s.agent_interval,
+            engine_interval=s.engine_interval,
+            request_timeout=s.request_timeout,
+            peer_port=s.peer_port,
+            units_directory=self.root / "units",
+            run_directory=self.root / "run",
+            deadline_file=self.root / "run" / "deadline",
+            fencing=s.fencing,
+            engine=s.engine,
+        )
+        parts = await wire_machine(registry, self.systemd, self.machine, wiring)  # type: ignore[arg-type]
+        self.stack.callback(parts.responder.close)
+        self.heart, self.engine = parts.heart, parts.engine
+        self.tasks = [asyncio.create_task(c) for c in parts.components.values()]
 
     async def crash(self) -> None:
         """A power cut: keepalives stop mid-beat, the connection drops, the units vanish."""

@@ -20,7 +20,6 @@ from pathlib import Path
 from flotilla.process import CommandError
 
 from . import __version__ as VERSION
-from . import peers
 from . import systemd as sd
 from .activation import ActivationError
 from .agent import Agent
@@ -36,22 +35,19 @@ from .config import (
     read_config_file,
 )
 from .deadline import watchdog_seconds
-from .deadline_keeper import DeadlineKeeper, discard_deadline
-from .engine import Engine
+from .deadline_keeper import DeadlineKeeper
 from .etcdclient import TlsFiles
 from .events import MACHINE_LEFT, Draft
 from .events_store import EventReader, EventRecorder
 from .executor import TaskExecutor
-from .guard import FenceGuard
 from .heart import Heart
 from .identity import detect_public_ip, this_machine
 from .keys import Keys
 from .listeners import Listener, take_passed_listeners, unix_listener
-from .peer_key import obtain_peer_key
-from .publisher import StatePublisher
 from .registry import Registry, RegistryError
 from .state_dump import format_state
 from .status_line import registered_status
+from .wiring import Wiring, wire_machine
 
 log = logging.getLogger("fleetd")
 API_SOCKET = Path("/var/run/fleet.sock")
@@ -214,60 +210,31 @@ class Server:
             tls,
         )
         async with registry_context as registry, await sd.Systemd.connect() as systemd:
-            heart = Heart(registry, machine, config.agent_ttl, RUN_DIR / "lease")
             events = EventRecorder(registry, machine.id, config.events_limit, config.events_max_age)
-            record = events.record if config.events_limit else None
-            executor = TaskExecutor(systemd, Path(config.units_directory))
-            publisher = StatePublisher(registry, systemd, heart, lambda: executor.loaded)
-            executor.on_unloaded.append(publisher.forget)
-            agent = Agent(
-                registry,
-                systemd,
-                heart,
-                executor,
-                publisher,
-                config.agent_reconcile_interval,
-                record=record,
+            wiring = Wiring(
+                agent_ttl=config.agent_ttl,
+                agent_interval=config.agent_reconcile_interval,
+                engine_interval=config.engine_reconcile_interval,
+                request_timeout=config.etcd_request_timeout,
+                peer_port=config.peer_port,
+                units_directory=Path(config.units_directory),
+                run_directory=RUN_DIR,
+                deadline_file=DEADLINE_FILE,
+                fencing=config.fencing,
+                engine=not config.disable_engine,
+                record=events.record if config.events_limit else None,
             )
-            publisher.on_signal.append(agent.observe_state)
-            executor.on_unloaded.append(agent.transitions.forget)
-            heart.on_new_lease.append(agent.republish)
+            parts = await wire_machine(registry, systemd, machine, wiring)
+            heart, agent, engine = parts.heart, parts.agent, parts.engine
             heart.on_new_lease.append(announce_registration(machine.id))
-            heart.on_contact.append(agent.unfence)
-            keeper = None
-            if config.fencing:
-                keeper = DeadlineKeeper(DEADLINE_FILE, heart, agent, executor.units_directory)
-                heart.on_contact.append(keeper.renew)
-            else:
-                discard_deadline(DEADLINE_FILE)  # the backstop must not fence for us either
-            peer_key = await obtain_peer_key(registry, RUN_DIR / "peer-key")
-            responder = await peers.serve(machine.ip, config.peer_port, peer_key, heart.etcd_age)
+            responder = parts.responder
             components = {
-                "heart": heart.run(),
-                "agent": agent.run(),
-                # Its systemd connection gone for good, it fails: fleetd restarts.
-                "state publisher": publisher.run(),
+                **parts.components,
                 "peer responder": watch_transport(responder),
                 "event recorder": events.run(),
             }
             if not config.public_ip:
                 components["address watch"] = self.watch_address(machine.ip)
-            engine = None
-            if not config.disable_engine:
-                engine = Engine(registry, heart, config.engine_reconcile_interval, record=record)
-                components["engine"] = engine.run()
-            if keeper is not None:
-                guard = FenceGuard(
-                    registry,
-                    heart,
-                    agent,
-                    keeper,
-                    config.peer_port,
-                    config.etcd_request_timeout,
-                    RUN_DIR / "peers",
-                    peer_key,
-                )
-                components["fence guard"] = guard.run()
             api = ApiOnDemand(
                 self.listeners, lambda: start_api(config, registry, heart, self.listeners)
             )
@@ -285,7 +252,7 @@ class Server:
             # The heart keeps the lease alive until the units are gone, so nothing moves early.
             await cancel([t for t in tasks if t is not heart_task])
             if outcome == "exit":
-                await self.leave(registry, agent, executor, heart, keeper, events)
+                await self.leave(registry, agent, parts.executor, heart, parts.keeper, events)
             await cancel([heart_task])
             responder.close()
             await api.close()
