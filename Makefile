@@ -62,6 +62,7 @@ bench: deps
 	$(BIN)/python bench/fleet_throughput.py
 	$(BIN)/python bench/fleet_failover.py
 	$(BIN)/python bench/fleetctl_scale.py
+	$(BIN)/python bench/fleetd_footprint.py
 
 # A man page per tool, generated from its command line (scripts/make_man.py).
 man: deps
