@@ -337,12 +337,11 @@ class Cluster:
     def shared_connection(self, name: str) -> list[str]:
         """Commands to a node share one SSH connection: a login costs a TCG guest seconds of
         CPU (key exchange, PAM, a new sshd), and the tests and the rolling-update watcher
-        run one or more a second. The connection dies with the node's boot (or within 6 s of
-        a guest that stopped answering); the next command opens a new one."""
+        run one or more a second. The connection dies with the node's boot (or after 30 s
+        of a guest that stopped answering: SSH_OPTIONS); the next command opens a new one."""
         control = self.node_files(name).directory / "ssh.ctl"
         return ["-o", "ControlMaster=auto", "-o", f"ControlPath={control}",
-                "-o", "ControlPersist=60", "-o", "ServerAliveInterval=2",
-                "-o", "ServerAliveCountMax=3"]  # fmt: skip
+                "-o", "ControlPersist=60"]  # fmt: skip
 
     def ssh(self, name: str, command: str, timeout: float = 60, check: bool = True) -> str:
         try:

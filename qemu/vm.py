@@ -29,6 +29,11 @@ SSH_OPTIONS = [
     "-o", "BatchMode=yes",
     "-o", "LogLevel=ERROR",
     "-o", "ConnectTimeout=5",
+    # A guest that rebooted under a session never closes it: QEMU's user network keeps the
+    # host side open, and without keepalives ssh waited minutes (a command that reboots the
+    # guest took 4-5 minutes to return). 30 s of silence is long enough for a starved guest.
+    "-o", "ServerAliveInterval=5",
+    "-o", "ServerAliveCountMax=6",
 ]  # fmt: skip
 
 
