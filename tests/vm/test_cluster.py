@@ -259,7 +259,10 @@ def test_a_rolling_update_reboots_one_node_at_a_time_and_never_runs_a_unit_twice
     assert all(len(boots) == 2 for boots in report.boots.values()), report.boots  # once each
     assert report.most_holders == 1
     assert report.most_down <= 1
-    assert report.longest_quorum_loss <= 20.0  # a new etcd leader, never a lost quorum
+    # Never a lost quorum (that would last a whole reboot, 60-90 s, and most_down says no
+    # second node was down). A refused write here is a new leader's election, or etcdctl
+    # waiting out its 10 s timeout on the rebooting member, whose port QEMU still accepts.
+    assert report.longest_quorum_loss <= 45.0
     # One unit moves at a time and its new copy starts once the old one stopped.
     assert max(report.longest_gap.values()) <= 60.0, report.longest_gap
     machines = fleetctl(cluster, "list-machines", "--full", "--no-legend").splitlines()
