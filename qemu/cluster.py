@@ -296,7 +296,7 @@ class Cluster:
         # Again until none is left: a QEMU still daemonizing forks after a first look. The
         # shared SSH connections go too (their command lines name the node's directory).
         for _ in range(50):
-            pids = qemu_pids_under(self.directory) + ssh_pids_under(self.directory)
+            pids = pids_under(self.directory, QEMU, SSH)
             if not pids:
                 break
             for pid in pids:
@@ -385,6 +385,10 @@ class Cluster:
         raise ClusterError(f"{name}: no SSH by the deadline; see {self.node_files(name).console}")
 
 
+QEMU = b"qemu-system-x86_64"
+SSH = b"ssh"  # the nodes' shared connections (ControlMaster processes)
+
+
 def make_overlay(image: Path, overlay: Path) -> None:
     if overlay.exists():
         return  # a node keeps its disk across kill, stop and start
@@ -409,17 +413,16 @@ def qemu_log(files: RunFiles) -> str:
 
 def qemu_pids_under(directory: Path) -> list[int]:
     """Live QEMU processes whose command line names a path inside `directory`."""
+    return pids_under(directory, QEMU)
+
+
+def pids_under(directory: Path, *programs: bytes) -> list[int]:
+    """Live processes of `programs` whose command line names a path inside `directory`."""
     pids = (int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit())
-    return [pid for pid in pids if runs_under(pid, directory)]
+    return [pid for pid in pids if any(runs_under(pid, directory, p) for p in programs)]
 
 
-def ssh_pids_under(directory: Path) -> list[int]:
-    """Shared SSH connections (ControlMaster processes) to nodes in `directory`."""
-    pids = (int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit())
-    return [pid for pid in pids if runs_under(pid, directory, program=b"ssh")]
-
-
-def runs_under(pid: int, directory: Path, program: bytes = b"qemu-system-x86_64") -> bool:
+def runs_under(pid: int, directory: Path, program: bytes = QEMU) -> bool:
     """Whether `pid` is a live `program` (QEMU) whose command line names a path inside
     `directory` (a pid file alone could name a process that reused the number)."""
     try:

@@ -23,6 +23,7 @@ from itertools import pairwise
 from pathlib import Path
 
 from flotilla.process import CommandError, run
+from flotilla.update.holding import RECORD as HOLD_RECORD
 from flotilla.update.lock_decide import LockKeys
 
 from .cluster import Cluster, ClusterError
@@ -39,7 +40,6 @@ SAMPLE_SECONDS = 1.0
 # the verdicts lean only on answers (a node is down between its last old boot id and its
 # first new one, not whenever its SSH is slow).
 PROBE_TIMEOUT = 20.0
-HOLD_RECORD = "/var/lib/flotilla-update/reboot-lock.json"
 SETTLED = (
     f"test -e {HOLD_RECORD} && echo held || echo free; "
     "systemctl is-active flotilla-update.service flotilla-update-after-reboot.service"
