@@ -60,6 +60,7 @@ bench: deps
 	$(BIN)/python bench/lab_boot.py
 	$(BIN)/python bench/engine_scale.py
 	$(BIN)/python bench/fleet_throughput.py
+	$(BIN)/python bench/throughput_floor.py
 	$(BIN)/python bench/fleet_failover.py
 	$(BIN)/python bench/fleetctl_scale.py
 	$(BIN)/python bench/fleetd_footprint.py

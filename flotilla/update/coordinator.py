@@ -30,7 +30,7 @@ from .lock_decide import RENEWALS_PER_TTL, AcquireDecision, Holder
 from .window import MaintenanceWindow, is_open, next_opening
 
 T = TypeVar("T")
-WAIT_POLL = 15.0  # seconds between attempts while the semaphore is full
+WAIT_POLL = 15.0  # seconds: the longest wait for a change while the semaphore is full
 RETRY_SECONDS = 5.0  # between attempts while etcd or fleet does not answer
 # How long etcd or fleet may go without answering before the coordinator gives up. A machine
 # writing its slot, or its neighbours writing theirs, can keep them busy past a request's timeout
@@ -57,6 +57,7 @@ class Lock(Protocol):
     async def renew(self, lease: int) -> bool: ...
     async def revoke(self, lease: int) -> None: ...
     async def try_acquire(self, machine: str, lease: int, since: str) -> AcquireDecision: ...
+    async def wait_for_change(self, timeout: float) -> None: ...
     async def release(self, machine: str, lease: int | None = None) -> Holder | None: ...
 
 
@@ -210,7 +211,16 @@ async def take_slot(
         if decision.reason != last_reason:
             say(f"waiting: {decision.reason}")
             last_reason = decision.reason
-        await clock.sleep(settings.poll)
+        await until_lock_changes(lock, settings.poll, clock)
+
+
+async def until_lock_changes(lock: Lock, poll: float, clock: Clock) -> None:
+    """Until the lock changes (watched: a slot given back is taken at once, not at the next
+    poll), for at most `poll` seconds; etcd not answering the watch: a plain wait of `poll`."""
+    try:
+        await lock.wait_for_change(poll)
+    except Unanswered:
+        await clock.sleep(poll)
 
 
 async def give_back(

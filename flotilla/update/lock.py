@@ -8,6 +8,8 @@ become fleetd's RegistryError here.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -17,9 +19,16 @@ from pathlib import Path
 import aetcd
 import aetcd.exceptions
 
-from fleetd.config import DEFAULT_CONFIG_FILE, load_config, read_config_file
+from fleetd.config import DEFAULT_CONFIG_FILE, Config, load_config, read_config_file
 from fleetd.etcdclient import EtcdClient, TlsFiles, parse_endpoints
-from fleetd.registry import GRPC_OPTIONS, RegistryError, lease_seconds, translated_errors
+from fleetd.keys import Keys
+from fleetd.registry import (
+    GRPC_OPTIONS,
+    Registry,
+    RegistryError,
+    lease_seconds,
+    translated_errors,
+)
 
 from .lock_decide import (
     AcquireDecision,
@@ -56,12 +65,18 @@ def etcd_target(
     `endpoints` (ETCD_ENDPOINTS, --endpoint) in place of its etcd_servers when given. No
     fleet.conf: fleetd's defaults (this machine's etcd on 127.0.0.1:2379). ValueError when
     fleet's settings cannot be used (fleetd.config's message)."""
-    file_values = read_config_file(fleet_conf) if fleet_conf.exists() else {}
-    config, _ = load_config(file_values, os.environ, {})  # its warnings are fleetd's to give
+    config = fleet_settings(fleet_conf)
     chosen = tuple(endpoints) or config.etcd_servers
     parse_endpoints(chosen)  # refuses a malformed or mixed list before anything connects
     tls = TlsFiles(config.etcd_cafile, config.etcd_certfile, config.etcd_keyfile)
     return EtcdTarget(chosen, config.etcd_username, config.etcd_password, tls)
+
+
+def fleet_settings(fleet_conf: Path = DEFAULT_CONFIG_FILE) -> Config:
+    """fleet.conf and FLEET_* variables, as fleetd reads them; no fleet.conf: fleetd's
+    defaults. Its warnings are fleetd's to give."""
+    file_values = read_config_file(fleet_conf) if fleet_conf.exists() else {}
+    return load_config(file_values, os.environ, {})[0]
 
 
 class RebootLock:
@@ -136,6 +151,18 @@ class RebootLock:
             if taken:
                 return decision
         raise RegistryError(f"taking the reboot lock for {machine}: it kept changing; try again")
+
+    async def wait_for_change(self, timeout: float) -> None:
+        """Back as soon as a key of the lock changes (a holder leaves, the max is set), at the
+        latest after `timeout` seconds. The watch starts now: a change between the caller's
+        read and this call is seen at the timeout, as when waiting was a plain sleep.
+        RegistryError when etcd does not answer the watch."""
+        watching = Registry(self.client, Keys())  # fleetd's watch: its errors, a bounded cancel
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                async with contextlib.aclosing(watching.watch(self.keys.prefix.encode())) as events:
+                    async for _ in events:
+                        return
 
     async def release(self, machine: str, lease: int | None = None) -> Holder | None:
         """End `machine`'s hold: delete its key (compared unchanged since read) and revoke its

@@ -3,8 +3,8 @@
 Strategies: `reboot` reboots now; `off` leaves it to the operator (and says so in
 /run/reboot-required, as Flatcar does); `etcd-lock` reboots through the cluster's reboot
 coordinator (coordinator.py): in the maintenance window, with a slot of the etcd semaphore,
-after fleet drained the machine. The coordinator's concretes (etcd, fleetctl, the record, the
-reboot) are wired here, for both its halves.
+after fleet drained the machine. The coordinator's concretes (etcd, fleet's etcd driver, the
+record, the reboot) are wired here, for both its halves.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fleetd.registry import RegistryError
-from flotilla.process import CommandError, run
+from flotilla.process import run
 
 from . import agent, machine
 from .config import UpdateConfig
 from .coordinator import Settings, Unanswered, after_reboot, reboot_with_lock
-from .fleet import FleetCtl
+from .fleet import DrainFailed, FleetOverEtcd
 from .holding import HoldRecord
 from .lock import RebootLock, etcd_target
 
@@ -45,7 +45,7 @@ def leave_it(reason: str, config: UpdateConfig | None = None, say: Say | None = 
 
 class Patient:
     """`target` as the coordinator sees it: each of its calls that fails with one of `errors`
-    (etcd's, or a fleetctl that failed) raises Unanswered, which the coordinator asks again
+    (etcd's, or a drain fleet did not finish) raises Unanswered, which the coordinator asks again
     for a while (coordinator.patiently) instead of giving up at once."""
 
     def __init__(self, target: object, errors: tuple[type[Exception], ...]) -> None:
@@ -68,8 +68,12 @@ def patient_lock(lock: RebootLock) -> Patient:
     return Patient(lock, (RegistryError,))
 
 
+# etcd not answering, or a drain fleet did not finish (a unit not yet placed elsewhere)
+FLEET_ERRORS = (RegistryError, DrainFailed)
+
+
 def patient_fleet() -> Patient:
-    return Patient(FleetCtl(), (CommandError,))
+    return Patient(FleetOverEtcd(), FLEET_ERRORS)
 
 
 def coordinator_settings(config: UpdateConfig) -> Settings:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from fleetd.cluster_plan import DRAIN_STAYS
+from flotilla.update.fleet import FleetOverEtcd
 
 from .fleet import FleetCluster, never_twice, unit
 from .test_fleetctl import Fleetctl
@@ -128,3 +129,25 @@ async def test_drain_refusals_force_and_undrain(fleet: FleetCluster, fleetctl: F
     assert not_drained.stdout.endswith(" is not drained\n")
     assert fleetctl("undrain", "ffffffff").returncode == 1
     await fleet.client.wait_until(lambda u: not u["pinned.service"].reason, 10)
+
+
+async def test_the_update_coordinators_drain_moves_units_and_its_undrain_clears_the_mark(
+    fleet: FleetCluster, tmp_path: Path
+) -> None:
+    """flotilla-update drains through fleet's etcd driver in its own process, on fleet.conf's
+    etcd: the units move away and never run twice; undrain takes the mark away."""
+    conf = tmp_path / "fleet.conf"
+    conf.write_text(f"etcd_servers={fleet.lab.host_etcd_endpoint}\n")
+    await fleet.client.start(UNITS, dict.fromkeys(UNITS, unit()))
+    units = await fleet.client.wait_until(lambda u: all(u[n].active_on() for n in UNITS), 30)
+    machine = units[UNITS[0]].machine
+    assert machine is not None
+    coordinator_fleet = FleetOverEtcd(conf)
+    with never_twice(fleet, UNITS, every=0.3):
+        await coordinator_fleet.drain(machine)
+    assert set(await fleet.client.registry.drains()) == {machine}
+    name = fleet.names[machine]
+    for unit_name in UNITS:
+        assert len(on := fleet.active_on(unit_name)) == 1 and on != [name]
+    await coordinator_fleet.undrain(machine)
+    assert await fleet.client.registry.drains() == {}

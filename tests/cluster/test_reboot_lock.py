@@ -80,6 +80,19 @@ async def test_a_holder_that_stops_renewing_frees_its_slot(lock: RebootLock) -> 
     assert (await lock.try_acquire("m2", await lock.grant(30), SINCE)).action == "take"
 
 
+async def test_a_waiter_sees_a_slot_given_back_at_once(lock: RebootLock) -> None:
+    assert (await lock.try_acquire("m1", await lock.grant(30), SINCE)).action == "take"
+    waiting = asyncio.create_task(lock.wait_for_change(60))
+    await asyncio.sleep(0.5)  # the watch is in place
+    await lock.release("m1")
+    await asyncio.wait_for(waiting, 10)  # long before its 60 s
+    assert (await lock.try_acquire("m2", await lock.grant(30), SINCE)).action == "take"
+
+
+async def test_a_wait_with_nothing_changing_ends_at_its_timeout(lock: RebootLock) -> None:
+    await asyncio.wait_for(lock.wait_for_change(0.5), 10)
+
+
 RESUME = """
 import asyncio, sys
 from pathlib import Path

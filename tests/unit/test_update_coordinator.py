@@ -8,7 +8,6 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from flotilla.process import CommandError
 from flotilla.update.coordinator import (
     PATIENCE_SECONDS,
     RETRY_SECONDS,
@@ -20,7 +19,7 @@ from flotilla.update.coordinator import (
     after_reboot,
     reboot_with_lock,
 )
-from flotilla.update.fleet import FleetCtl, fleetctl_argv
+from flotilla.update.fleet import DrainFailed
 from flotilla.update.holding import Hold
 from flotilla.update.lock_decide import (
     AcquireDecision,
@@ -29,7 +28,7 @@ from flotilla.update.lock_decide import (
     decide_acquire,
     full_reason,
 )
-from flotilla.update.reboot import Patient
+from flotilla.update.reboot import FLEET_ERRORS, Patient
 from flotilla.update.window import window
 
 MACHINE = "m1"
@@ -45,6 +44,7 @@ class FakeLock:
         self.log: list[str] = []
         self.next_lease = 100
         self.refuse_renewal = False
+        self.on_watch: object = None  # None: the watch is not answered (etcd's error)
 
     async def grant(self, ttl: float) -> int:
         self.next_lease += 1
@@ -67,6 +67,12 @@ class FakeLock:
             self.holders[machine] = Holder(machine, since, lease)
         return decision
 
+    async def wait_for_change(self, timeout: float) -> None:
+        if not callable(self.on_watch):
+            raise Unanswered("watch refused")
+        self.log.append("watch")
+        self.on_watch()
+
     async def release(self, machine: str, lease: int | None = None) -> Holder | None:
         holder = self.holders.get(machine)
         if holder is None or (lease is not None and holder.lease != lease):
@@ -84,7 +90,7 @@ class FakeFleet:
     async def drain(self, machine: str) -> None:
         self.log.append(f"drain {machine}")
         if self.fail_drain:
-            raise CommandError(["fleetctl", "drain"], 1, "cannot place web.service anywhere")
+            raise DrainFailed("Error waiting for drain: still on machine m1: web.service")
 
     async def undrain(self, machine: str) -> None:
         self.log.append(f"undrain {machine}")
@@ -180,7 +186,21 @@ async def test_waits_for_the_window_before_taking_anything() -> None:
     assert steps(lock.log) == ["grant 600", "acquire take", f"drain {MACHINE}", "reboot"]
 
 
+async def test_a_slot_given_back_is_taken_as_soon_as_the_watch_sees_it() -> None:
+    lock = FakeLock(others=[Holder("m2", "2024-05-16T11:00:00+00:00", 7)])
+    lock.on_watch = lambda: lock.holders.pop("m2")
+    time = FakeTime(THURSDAY_NOON)
+    await coordinate(lock, FakeFleet(lock.log), MemoryRecord(), time, poll=15.0)
+    assert time.slept == []  # no poll: the watch said at once
+    assert [line for line in lock.log if line.split()[0] in {"acquire", "watch"}] == [
+        "acquire full",
+        "watch",
+        "acquire take",
+    ]
+
+
 async def test_a_full_lock_is_waited_for_and_said_once() -> None:
+    """Here the watch is refused (etcd not answering it): a plain wait of `poll` each time."""
     other = Holder("m2", "2024-05-16T11:00:00+00:00", 7)
     lock = FakeLock(others=[other])
     polls = 0
@@ -204,7 +224,7 @@ async def test_a_full_lock_is_waited_for_and_said_once() -> None:
 
 async def test_a_failed_drain_undoes_everything_and_does_not_reboot() -> None:
     lock, record = FakeLock(), MemoryRecord()
-    with pytest.raises(CommandError, match=r"cannot place web\.service"):
+    with pytest.raises(DrainFailed, match=r"still on machine m1: web\.service"):
         await coordinate(lock, FakeFleet(lock.log, fail_drain=True), record,
                          FakeTime(THURSDAY_NOON))  # fmt: skip
     assert "reboot" not in lock.log
@@ -293,25 +313,6 @@ async def test_a_lease_that_ran_out_while_down_still_undrains() -> None:
     assert "held no reboot lock any more" in said and record.hold is None
 
 
-T = "--request-timeout=30"
-
-
-def test_fleetctl_commands() -> None:
-    assert fleetctl_argv("drain", "m1", None) == ["fleetctl", T, "drain", "--force", "m1"]
-    assert fleetctl_argv("undrain", "m1", "unix:///x.sock") == [
-        "fleetctl", "--endpoint=unix:///x.sock", T, "undrain", "m1"
-    ]  # fmt: skip
-
-
-async def test_fleetctl_runs_through_its_runner() -> None:
-    ran: list[tuple[list[str], float]] = []
-    fleet = FleetCtl(runner=lambda argv, timeout: ran.append((list(argv), timeout)))
-    await fleet.drain("m1")
-    await fleet.undrain("m1")
-    assert [argv for argv, _ in ran] == [["fleetctl", T, "drain", "--force", "m1"],
-                                         ["fleetctl", T, "undrain", "m1"]]  # fmt: skip
-
-
 async def test_the_first_renewal_after_the_boot_waits_for_etcd_to_answer() -> None:
     lock = FakeLock()
     lease = await lock.grant(600)
@@ -375,10 +376,11 @@ async def test_etcd_unanswered_past_the_patience_gives_up_with_nothing_held() ->
     assert "reboot" not in steps(lock.log) and not lock.holders and record.hold is None
 
 
-async def test_fleetctl_failing_reaches_the_coordinator_as_unanswered() -> None:
-    def timing_out(argv: Sequence[str], timeout: float) -> object:
-        raise CommandError(list(argv), 1, "error talking to fleet: TimeoutError")
+async def test_a_drain_fleet_did_not_finish_reaches_the_coordinator_as_unanswered() -> None:
+    class StuckFleet:
+        async def drain(self, machine: str) -> None:
+            raise DrainFailed("Error waiting for drain: still on machine m1: web.service")
 
-    fleet = Patient(FleetCtl(runner=timing_out), (CommandError,))
-    with pytest.raises(Unanswered, match="TimeoutError"):
+    fleet = Patient(StuckFleet(), FLEET_ERRORS)
+    with pytest.raises(Unanswered, match="still on machine m1"):
         await fleet.drain("m1")
